@@ -1,0 +1,16 @@
+"""afinar: adapt open LLMs to a domain (fine-tuning, RAG, evaluation) behind an OpenAI-shaped API.
+
+The public Python API is the service layer: ``afinar.models``, ``afinar.store`` and (as they land)
+``afinar.data``, ``afinar.tuning``, ``afinar.rag``, ``afinar.evals``. The CLI and the HTTP server are
+thin adapters over them.
+"""
+
+import os as _os
+
+# Weights come from local files only: never let transformers or huggingface_hub reach for a hub.
+_os.environ.setdefault("HF_HUB_OFFLINE", "1")
+_os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+_os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+_os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from afinar.cli import main
+
+main()

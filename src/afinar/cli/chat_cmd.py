@@ -1,0 +1,92 @@
+"""``afinar chat`` (one question, or an interactive session) and ``afinar demo``."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import typer
+
+from afinar.cli.common import err_console, status
+from afinar.models import Generator, LoadedModel, ModelCache, SamplingParams
+from afinar.settings import get_settings
+
+_cache = ModelCache(max_models=1)
+
+
+def _load(model_id: str) -> LoadedModel:
+    with status(f"loading {model_id}") as st:
+        lm = _cache.get(model_id, progress=lambda msg: st.update(msg))
+    how = {"gguf": "converted from GGUF", "gguf-cache": "from the converted cache",
+           "hf": "from its folder"}[lm.loaded_from]
+    err_console.print(f"[dim]{model_id} loaded {how} in {lm.load_seconds:.1f}s on {lm.device}[/]")
+    return lm
+
+
+def _answer(gen: Generator, messages: list[dict], params: SamplingParams) -> str:
+    t0 = time.perf_counter()
+    s = gen.stream(messages, params)
+    for delta in s:
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    r = s.result
+    dt = time.perf_counter() - t0
+    err_console.print(
+        f"[dim]{r.prompt_tokens} prompt + {r.completion_tokens} completion tokens, "
+        f"{r.completion_tokens / dt:.1f} tok/s, finish: {r.finish_reason}, seed {r.seed}[/]")
+    return r.text
+
+
+def chat(
+    question: str = typer.Argument(None, help="Ask one question; omit for an interactive chat."),
+    model: str = typer.Option(None, "-m", "--model", help="Model id (default: the settings')."),
+    system: str = typer.Option(None, "--system", "-s", help="System prompt."),
+    temperature: float = typer.Option(0.7, help="0 = greedy."),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    max_tokens: int = typer.Option(512, "--max-tokens"),
+    stop: list[str] = typer.Option(None, "--stop", help="Stop string (repeatable, up to 4)."),
+    seed: int = typer.Option(None, help="Same seed, same answer."),
+) -> None:
+    """Chat with a model: streams the answer token by token."""
+    model = model or get_settings().default_model
+    params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                            stop=stop or [], seed=seed)
+    gen = Generator(_load(model))
+    base: list[dict] = [{"role": "system", "content": system}] if system else []
+    if question is not None:
+        _answer(gen, base + [{"role": "user", "content": question}], params)
+        return
+    err_console.print("[dim]interactive chat: /reset clears the history, Ctrl-D exits[/]")
+    history = list(base)
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            err_console.print()
+            return
+        if not line.strip():
+            continue
+        if line.strip() == "/reset":
+            history = list(base)
+            err_console.print("[dim]history cleared[/]")
+            continue
+        if line.strip() in ("/exit", "/quit"):
+            return
+        history.append({"role": "user", "content": line})
+        sys.stdout.write("assistant> ")
+        history.append({"role": "assistant", "content": _answer(gen, history, params)})
+
+
+def demo(
+    model: str = typer.Option(None, "-m", "--model", help="Chat model (default: the embedded one)."),
+) -> None:
+    """The main job on the embedded defaults (grows as fine-tuning, RAG and evaluation land)."""
+    model = model or get_settings().default_model
+    question = "In two sentences, what is fine-tuning a language model?"
+    err_console.rule("afinar demo: chat with the embedded model")
+    err_console.print(f"[bold]model[/]: {model}\n[bold]question[/]: {question}")
+    gen = Generator(_load(model))
+    _answer(gen, [{"role": "user", "content": question}],
+            SamplingParams(temperature=0.0, max_tokens=160))

@@ -1,0 +1,71 @@
+"""``afinar models``: list, add, show and remove catalog models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Column, Table
+
+from afinar.cli.common import console, human_bytes, human_count, print_json
+from afinar.models import Catalog, ModelInfo
+
+app = typer.Typer(help="The model catalog: built-in and registered models.", no_args_is_help=True)
+
+
+def _row(m: ModelInfo) -> dict:
+    return {
+        "id": m.id, "kind": m.kind, "format": m.format, "parameters": m.parameters,
+        "context_length": m.context_length, "source": m.source, "path": str(m.path),
+        "size_bytes": m.size_bytes, "available": m.available,
+    }
+
+
+@app.command("list")
+def list_models(
+    kind: str = typer.Option(None, help="Only chat or embedding models."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    paths: bool = typer.Option(False, "--paths", help="Add a column with each model's path."),
+) -> None:
+    """List every model afinar can use: id, kind, parameters, context, source, size on disk."""
+    models = Catalog().list(kind)
+    if as_json:
+        print_json([_row(m) for m in models])
+        return
+    t = Table(Column("id", no_wrap=True), "kind", "params", "context", "source", "size")
+    if paths:
+        t.add_column("path", overflow="fold")
+    for m in models:
+        row = [m.id, m.kind, human_count(m.parameters), str(m.context_length or "-"),
+               f"{m.source}/{m.format}", human_bytes(m.size_bytes)]
+        if paths:
+            row.append(str(m.path) if m.available else f"[red]{m.path}[/]")
+        t.add_row(*row)
+    console.print(t)
+
+
+@app.command("add")
+def add(
+    name: str = typer.Argument(..., help="The id to register the model under."),
+    path: Path = typer.Argument(..., help="A Hugging Face folder, sentence-transformers folder "
+                                          "or .gguf file."),
+    kind: str = typer.Option(None, help="chat or embedding (detected when omitted)."),
+) -> None:
+    """Register a local model under NAME."""
+    m = Catalog().add(name, path, kind)
+    console.print(f"added [bold]{m.id}[/]: {m.kind}, {m.format}, "
+                  f"{human_count(m.parameters)} parameters, context {m.context_length}")
+
+
+@app.command("show")
+def show(name: str) -> None:
+    """Details of one model as JSON."""
+    m = Catalog().get(name)
+    print_json({**_row(m), "info": m.info, "created_at": m.created_at})
+
+
+@app.command("remove")
+def remove(name: str) -> None:
+    """Unregister a model (its files are left where they are)."""
+    Catalog().remove(name)
+    console.print(f"removed {name}")

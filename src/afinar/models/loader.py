@@ -1,0 +1,186 @@
+"""Load catalog models into memory: causal LMs (with tokenizer) and embedding models.
+
+A GGUF file is dequantised by transformers on load, which costs ~15 s for the embedded 135M
+model. The first load converts it once to a safetensors folder under
+``AFINAR_HOME/models/gguf-cache/<key>/`` (written atomically); later loads read that folder in a
+fraction of a second. The key changes when the GGUF file changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from afinar.errors import InvalidRequest
+from afinar.models.catalog import Catalog, ModelInfo
+from afinar.models.inspect import source_key
+from afinar.settings import Settings, get_settings
+from afinar.store.atomic import atomic_dir
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class LoadedModel:
+    info: ModelInfo
+    model: Any  # transformers PreTrainedModel
+    tokenizer: Any  # transformers tokenizer
+    device: str
+    load_seconds: float
+    loaded_from: str  # "gguf" (converted now), "gguf-cache", "hf"
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def context_length(self) -> int:
+        cfg = self.model.config
+        n = getattr(cfg, "max_position_embeddings", None) or self.info.context_length
+        return int(n or 2048)
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _torch_setup(settings: Settings) -> str:
+    import torch
+
+    torch.set_num_threads(settings.effective_threads)
+    return settings.effective_device()
+
+
+def _dtype_for(device: str):
+    import torch
+
+    # fp32 on CPU: bf16 matmuls are ~8x slower on this class of CPU (FIELD-NOTES, measured).
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+@contextlib.contextmanager
+def _env(**values: str):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def gguf_cache_dir(settings: Settings, gguf_path: Path) -> Path:
+    return settings.models_dir / "gguf-cache" / source_key(gguf_path)
+
+
+def convert_gguf(gguf_path: Path, dest: Path, progress: Progress | None = None) -> float:
+    """Dequantise a GGUF through transformers and save it as a safetensors HF folder, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    if progress:
+        progress(f"converting {gguf_path.name} to safetensors (once; later loads use the cache)")
+    folder, name = str(gguf_path.parent), gguf_path.name
+    # transformers' GGUF reader draws its own tqdm bar; the caller shows progress instead.
+    with _env(TQDM_DISABLE="1"):
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    # The weights are plain fp32 now, but a GGUF quantisation marker would stop save_pretrained
+    # and training; drop it.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    with atomic_dir(dest) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        seconds = time.perf_counter() - t0
+        st = gguf_path.stat()
+        (tmp / "afinar-source.json").write_text(json.dumps({
+            "gguf": str(gguf_path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "convert_seconds": round(seconds, 3),
+        }, indent=1))
+    return seconds
+
+
+def load_causal_lm(
+    info: ModelInfo, settings: Settings | None = None, progress: Progress | None = None
+) -> LoadedModel:
+    settings = settings or get_settings()
+    if info.kind != "chat":
+        raise InvalidRequest(f"{info.id} is an {info.kind} model, not a chat model", param="model")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    device = _torch_setup(settings)
+    t0 = time.perf_counter()
+    loaded_from = "hf"
+    folder = info.path
+    if info.format == "gguf":
+        folder = gguf_cache_dir(settings, info.path)
+        loaded_from = "gguf-cache"
+        if not (folder / "config.json").is_file():
+            convert_gguf(info.path, folder, progress)
+            loaded_from = "gguf"
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=_dtype_for(device))
+    model.to(device)
+    model.eval()
+    return LoadedModel(info, model, tok, device, time.perf_counter() - t0, loaded_from)
+
+
+def load_embedding_model(info: ModelInfo, settings: Settings | None = None):
+    """A sentence-transformers model (embeddings for RAG, few-shot selection)."""
+    settings = settings or get_settings()
+    if info.kind != "embedding":
+        raise InvalidRequest(f"{info.id} is a {info.kind} model, not an embedding model",
+                             param="model")
+    from sentence_transformers import SentenceTransformer
+
+    _quiet_transformers()
+    device = _torch_setup(settings)
+    return SentenceTransformer(str(info.path), device=device, local_files_only=True)
+
+
+class ModelCache:
+    """Keeps the most recently used models in memory (the server and the eval runner share it)."""
+
+    def __init__(self, max_models: int = 2, settings: Settings | None = None):
+        self.max_models = max_models
+        self.settings = settings or get_settings()
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, model_id: str, progress: Progress | None = None) -> LoadedModel:
+        with self._lock:
+            if model_id in self._models:
+                self._models.move_to_end(model_id)
+                return self._models[model_id]
+            info = Catalog(self.settings).get(model_id)
+            lm = load_causal_lm(info, self.settings, progress)
+            self._models[model_id] = lm
+            while len(self._models) > self.max_models:
+                self._models.popitem(last=False)
+            return lm
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+        with contextlib.suppress(Exception):
+            import gc
+
+            gc.collect()

@@ -1,0 +1,84 @@
+"""Effective settings, from ``AFINAR_*`` environment variables (pydantic-settings).
+
+``AFINAR_HOME`` holds everything afinar writes: the database, the blob store, converted models,
+and later adapters, indexes and job folders.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AFINAR_", extra="ignore")
+
+    home: Path = Field(default=Path("~/.afinar"), description="Where afinar keeps its state.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///$AFINAR_HOME/afinar.db"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Torch device.")
+    threads: int | None = Field(
+        default=None, ge=1, description="CPU threads for torch; default: all cores."
+    )
+    default_model: str = Field(
+        default="smollm2-135m-instruct", description="Chat model used when none is named."
+    )
+    default_embedding_model: str = Field(
+        default="all-minilm-l6-v2", description="Embedding model used when none is named."
+    )
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'afinar.db'}"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def effective_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+    def effective_device(self) -> str:
+        """Resolve ``auto`` to ``cuda`` when a GPU is visible, else ``cpu``."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def describe(self) -> dict[str, str]:
+        """The effective values, as shown by ``afinar config show``."""
+        return {
+            "home": str(self.home),
+            "database_url": self.db_url,
+            "device": f"{self.device} -> {self.effective_device()}",
+            "threads": str(self.effective_threads),
+            "default_model": self.default_model,
+            "default_embedding_model": self.default_embedding_model,
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests change the environment)."""
+    get_settings.cache_clear()
