@@ -157,22 +157,24 @@ def load_embedding_model(info: ModelInfo, settings: Settings | None = None):
 
 
 class ModelCache:
-    """Keeps the most recently used models in memory (the server and the eval runner share it)."""
+    """Keeps the most recently used models in memory (the CLI, server and eval runner share it)."""
 
-    def __init__(self, max_models: int = 2, settings: Settings | None = None):
+    def __init__(self, max_models: int = 2):
         self.max_models = max_models
-        self.settings = settings or get_settings()
-        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._models: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, model_id: str, progress: Progress | None = None) -> LoadedModel:
+    def get(self, model_id: str, progress: Progress | None = None,
+            settings: Settings | None = None) -> LoadedModel:
+        settings = settings or get_settings()
+        info = Catalog(settings).get(model_id)
+        key = (model_id, str(info.path))
         with self._lock:
-            if model_id in self._models:
-                self._models.move_to_end(model_id)
-                return self._models[model_id]
-            info = Catalog(self.settings).get(model_id)
-            lm = load_causal_lm(info, self.settings, progress)
-            self._models[model_id] = lm
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            lm = load_causal_lm(info, settings, progress)
+            self._models[key] = lm
             while len(self._models) > self.max_models:
                 self._models.popitem(last=False)
             return lm
@@ -180,7 +182,3 @@ class ModelCache:
     def clear(self) -> None:
         with self._lock:
             self._models.clear()
-        with contextlib.suppress(Exception):
-            import gc
-
-            gc.collect()
