@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -72,17 +71,26 @@ def _dtype_for(device: str):
 
 
 @contextlib.contextmanager
-def _env(**values: str):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+def _gguf_progress(progress: Progress | None):
+    """Route transformers' GGUF tensor loop (a bare tqdm bar on stderr) to our progress callback.
+
+    transformers exposes no hook for it, so the module's ``tqdm`` name is swapped for the duration.
+    """
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    def report(iterable, desc: str = "", **_kw):
+        items = list(iterable)
+        for i, item in enumerate(items, 1):
+            if progress and (i % 16 == 0 or i == len(items)):
+                progress(f"dequantising GGUF tensors {i}/{len(items)}")
+            yield item
+
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = report
     try:
         yield
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        gguf_utils.tqdm = original
 
 
 def gguf_cache_dir(settings: Settings, gguf_path: Path) -> Path:
@@ -97,8 +105,7 @@ def convert_gguf(gguf_path: Path, dest: Path, progress: Progress | None = None) 
     if progress:
         progress(f"converting {gguf_path.name} to safetensors (once; later loads use the cache)")
     folder, name = str(gguf_path.parent), gguf_path.name
-    # transformers' GGUF reader draws its own tqdm bar; the caller shows progress instead.
-    with _env(TQDM_DISABLE="1"):
+    with _gguf_progress(progress):
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
     # The weights are plain fp32 now, but a GGUF quantisation marker would stop save_pretrained
