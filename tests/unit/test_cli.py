@@ -91,3 +91,17 @@ def test_interactive_chat_keeps_history_and_resets(home, tiny_model_dir, capsys,
     assert seen[2] == [{"role": "system", "content": "be brief"},
                        {"role": "user", "content": "after reset"}]
     assert out.count("assistant> ") == 3
+
+
+def test_python_dash_m_and_console_script():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from afinar import __version__
+
+    for cmd in ([sys.executable, "-m", "afinar", "--version"],
+                [str(Path(sys.executable).with_name("afinar")), "--version"]):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == __version__
