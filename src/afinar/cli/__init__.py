@@ -23,32 +23,29 @@ app.command("chat")(chat_cmd.chat)
 app.command("demo")(chat_cmd.demo)
 
 
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")):
-    if version:
+def _version(value: bool) -> None:
+    if value:
         from afinar import __version__
 
         typer.echo(__version__)
         raise typer.Exit()
 
 
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """afinar: fine-tuning, RAG and evaluation for open LLMs."""
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Entry point: click handles usage errors; service errors become one clear line."""
     try:
-        app(args=argv, prog_name="afinar", standalone_mode=False)
+        app(args=argv, prog_name="afinar")
     except AfinarError as e:
         err_console.print(f"[bold red]error[/]: {e.message}", highlight=False)
         sys.exit(2 if e.http_status < 500 else 1)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except typer.Abort:
-        sys.exit(1)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
