@@ -4,6 +4,7 @@ and fingerprint the template so training and serving can prove they use the same
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from afinar.errors import InvalidRequest
@@ -43,6 +44,64 @@ def end_of_turn_ids(tokenizer, generation_config=None) -> list[int]:
     return sorted(ids)
 
 
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+
+
+def prepare_messages(tokenizer, messages: list[dict[str, Any]],
+                     tools: list[dict] | None = None) -> tuple[list[dict], list[dict] | None]:
+    """Messages in the shape the model's template can render, the same at training and serving.
+
+    Content parts are joined to text and afinar-only keys (``weight``) dropped. A template that
+    knows nothing of tools (SmolLM2's, like many small models') would drop tool calls silently or
+    fail on ``content: null``; for those, tool calls are written into the assistant text in the
+    widely used Hermes form (``<tool_call>{"name": ..., "arguments": ...}</tool_call>``) and the
+    tool definitions go into the system message.
+    """
+    tpl = chat_template(tokenizer)
+    native = "tool_calls" in tpl
+    out: list[dict] = []
+    for m in messages:
+        role = m.get("role")
+        text = _text(m.get("content"))
+        msg: dict[str, Any] = {"role": role, "content": text}
+        if m.get("tool_calls"):
+            if native:
+                msg["tool_calls"] = m["tool_calls"]
+            else:
+                calls = []
+                for c in m["tool_calls"]:
+                    fn = c.get("function", {})
+                    args = fn.get("arguments", "{}")
+                    try:
+                        args = json.loads(args) if isinstance(args, str) else args
+                    except ValueError:
+                        pass
+                    calls.append("<tool_call>\n" + json.dumps(
+                        {"name": fn.get("name"), "arguments": args}, ensure_ascii=False)
+                        + "\n</tool_call>")
+                msg["content"] = "\n".join(([text] if text else []) + calls)
+        if role == "tool" and native and m.get("tool_call_id"):
+            msg["tool_call_id"] = m["tool_call_id"]
+        if m.get("name") and native:
+            msg["name"] = m["name"]
+        out.append(msg)
+    if tools and "tools" not in tpl:
+        spec = "\n".join(json.dumps(t.get("function", t), ensure_ascii=False) for t in tools)
+        preamble = ("You can call these tools:\n<tools>\n" + spec + "\n</tools>\nTo call one, "
+                    'answer with <tool_call>{"name": ..., "arguments": {...}}</tool_call>.')
+        if out and out[0]["role"] == "system":
+            out[0] = {**out[0], "content": out[0]["content"] + "\n\n" + preamble}
+        else:
+            out.insert(0, {"role": "system", "content": preamble})
+        tools = None
+    return out, tools
+
+
 def render_ids(tokenizer, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
                tools: list[dict] | None = None) -> list[int]:
     """Token ids of ``messages`` rendered by the model's own template."""
@@ -50,6 +109,7 @@ def render_ids(tokenizer, messages: list[dict[str, Any]], add_generation_prompt:
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or "role" not in m:
             raise InvalidRequest(f"messages[{i}] needs a 'role'", param=f"messages[{i}]")
+    messages, tools = prepare_messages(tokenizer, messages, tools)
     enc = tokenizer.apply_chat_template(
         messages, tools=tools, add_generation_prompt=add_generation_prompt, tokenize=True,
         return_dict=True,
@@ -62,7 +122,7 @@ def render_ids(tokenizer, messages: list[dict[str, Any]], add_generation_prompt:
 
 def render_text(tokenizer, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
                 tools: list[dict] | None = None) -> str:
-    chat_template(tokenizer)
+    messages, tools = prepare_messages(tokenizer, messages, tools)
     return tokenizer.apply_chat_template(
         messages, tools=tools, add_generation_prompt=add_generation_prompt, tokenize=False
     )
