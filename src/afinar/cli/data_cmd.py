@@ -12,7 +12,7 @@ def _register() -> None:
     # Each command group lives in its own module and adds itself to ``app``.
     import importlib
 
-    for name in ("data_pii_cmd", "data_split_cmd"):
+    for name in ("data_validate_cmd", "data_pii_cmd", "data_split_cmd"):
         try:
             mod = importlib.import_module(f"afinar.cli.{name}")
         except ModuleNotFoundError as e:

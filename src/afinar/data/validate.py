@@ -31,7 +31,8 @@ class ValidationReport:
     max_seq_len: int | None = None
     n_rows: int = 0
     n_examples: int = 0  # examples without errors
-    counts: Counter = field(default_factory=Counter)  # issue code -> all occurrences
+    counts: Counter = field(default_factory=Counter)  # error code -> all occurrences
+    warning_counts: Counter = field(default_factory=Counter)
     errors: list[Issue] = field(default_factory=list)  # at most max_per_code per code
     warnings: list[Issue] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
@@ -42,13 +43,14 @@ class ValidationReport:
 
     @property
     def n_errors(self) -> int:
-        return sum(n for c, n in self.counts.items() if any(e.code == c for e in self.errors))
+        return sum(self.counts.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path, "ok": self.ok, "format": self.format, "model": self.model,
             "max_seq_len": self.max_seq_len, "rows": self.n_rows, "examples": self.n_examples,
-            "counts": dict(self.counts), "errors": [e.to_dict() for e in self.errors],
+            "error_counts": dict(self.counts), "warning_counts": dict(self.warning_counts),
+            "errors": [e.to_dict() for e in self.errors],
             "warnings": [w.to_dict() for w in self.warnings], "stats": self.stats,
         }
 
@@ -60,7 +62,7 @@ class _Collector:
 
     def add(self, issue: Issue) -> None:
         key = (issue.severity, issue.code)
-        self.r.counts[issue.code] += 1
+        (self.r.counts if issue.severity == "error" else self.r.warning_counts)[issue.code] += 1
         if self.shown[key] < self.max:
             self.shown[key] += 1
             (self.r.errors if issue.severity == "error" else self.r.warnings).append(issue)
@@ -81,9 +83,17 @@ def _label(ex: Example) -> str | None:
     return t if 0 < len(t) <= LABEL_MAX_CHARS and len(t.split()) <= LABEL_MAX_WORDS else None
 
 
+def _specials(tok) -> list[str]:
+    cached = getattr(tok, "_afinar_specials", None)
+    if cached is None:
+        cached = [s for s in tok.all_special_tokens if len(s) > 2]
+        cached += [t for t in (tok.get_added_vocab() or {}) if len(t) > 2 and t not in cached]
+        tok._afinar_specials = cached
+    return cached
+
+
 def _special_tokens_in(tok, ex: Example) -> list[tuple[str, str]]:
-    specials = [s for s in tok.all_special_tokens if len(s) > 2]
-    specials += [t for t in (tok.get_added_vocab() or {}) if len(t) > 2 and t not in specials]
+    specials = _specials(tok)
     found = []
     msgs = [*ex.messages, *([ex.chosen] if ex.chosen else []), *([ex.rejected] if ex.rejected
                                                                    else [])]

@@ -8,6 +8,7 @@ from afinar.models.loader import (
     ModelCache,
     load_causal_lm,
     load_embedding_model,
+    load_tokenizer,
 )
 from afinar.models.templates import end_of_turn_ids, render_ids, render_text, template_fingerprint
 
@@ -24,6 +25,7 @@ __all__ = [
     "end_of_turn_ids",
     "load_causal_lm",
     "load_embedding_model",
+    "load_tokenizer",
     "render_ids",
     "render_text",
     "template_fingerprint",

@@ -150,6 +150,21 @@ def load_causal_lm(
     return LoadedModel(info, model, tok, device, time.perf_counter() - t0, loaded_from)
 
 
+def load_tokenizer(info: ModelInfo, settings: Settings | None = None):
+    """Just the tokenizer (with its chat template): what dataset validation needs."""
+    settings = settings or get_settings()
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    if info.format == "gguf":
+        cached = gguf_cache_dir(settings, info.path)
+        if (cached / "tokenizer_config.json").is_file():
+            return AutoTokenizer.from_pretrained(str(cached))
+        with _gguf_progress(None):
+            return AutoTokenizer.from_pretrained(str(info.path.parent), gguf_file=info.path.name)
+    return AutoTokenizer.from_pretrained(str(info.path))
+
+
 def load_embedding_model(info: ModelInfo, settings: Settings | None = None):
     """A sentence-transformers model (embeddings for RAG, few-shot selection)."""
     settings = settings or get_settings()

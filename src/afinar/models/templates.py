@@ -36,12 +36,23 @@ def end_of_turn_ids(tokenizer, generation_config=None) -> list[int]:
         ids.add(gc_eos)
     elif gc_eos:
         ids.update(int(i) for i in gc_eos)
-    vocab = tokenizer.get_vocab()
-    tpl = getattr(tokenizer, "chat_template", None) or ""
-    for marker in _END_OF_TURN:
-        if marker in vocab and (marker in tpl or marker == tokenizer.eos_token):
-            ids.add(int(vocab[marker]))
+    ids.update(_marker_ids(tokenizer))
     return sorted(ids)
+
+
+def _marker_ids(tokenizer) -> list[int]:
+    # Reading the vocabulary costs ~10 ms on a 49k-token tokenizer; validation calls this per
+    # example, so the answer is kept on the tokenizer, keyed by what it depends on.
+    tpl = getattr(tokenizer, "chat_template", None) or ""
+    key = (hash(str(tpl)), tokenizer.eos_token)
+    cached = getattr(tokenizer, "_afinar_eot", None)
+    if cached and cached[0] == key:
+        return cached[1]
+    vocab = tokenizer.get_vocab()
+    found = [int(vocab[m]) for m in _END_OF_TURN
+             if m in vocab and (m in str(tpl) or m == tokenizer.eos_token)]
+    tokenizer._afinar_eot = (key, found)
+    return found
 
 
 def _text(content: Any) -> str:
