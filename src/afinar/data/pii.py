@@ -229,9 +229,11 @@ def scan_text(text: str) -> list[Finding]:
                 continue
             candidates.append((-len(value), _PRIORITY[det.name], start, det.kind, value))
     chosen: list[Finding] = []
+    taken = bytearray(len(text))
     for neg_len, _, start, kind, value in sorted(candidates):
         end = start - neg_len
-        if all(end <= f.start or start >= f.end for f in chosen):
+        if taken.find(1, start, end) == -1:
+            taken[start:end] = b"\x01" * (end - start)
             chosen.append(Finding(kind, value, start, end))
     return sorted(chosen, key=lambda f: f.start)
 
