@@ -24,7 +24,7 @@ def _by_kind(counts: dict[str, int]) -> str:
 
 def _report_skipped(issues: list[Issue]) -> None:
     for issue in issues:
-        err_console.print(f"skipped {issue}", markup=False)
+        err_console.print(f"skipped {issue}", markup=False, soft_wrap=True)
 
 
 def pii(
@@ -36,12 +36,7 @@ def pii(
     max_show: int = typer.Option(50, "--max-show", metavar="N",
                                  help="List at most N findings (0: all); counts cover all."),
 ) -> None:
-    """Find emails, phone numbers, card numbers, IBANs, IP addresses, API keys and passwords.
-
-    Exit status: 0 when nothing is found, 1 when something is (to gate CI), 2 when the file cannot
-    be read, or some lines could not be and nothing was found in the rest. With --redact: 0 once
-    the copy is written.
-    """
+    """Find PII in a dataset file, or write a redacted copy (see ``_HELP``)."""
     if redact is not None:
         summary = redact_file(file, redact)
         _report_skipped(summary.issues)
@@ -52,7 +47,7 @@ def pii(
         else:
             replaced = _by_kind(summary.counts) or "nothing"
             console.print(f"wrote {summary.examples} examples to {summary.dst}; replaced: "
-                          f"{replaced}", markup=False)
+                          f"{replaced}", markup=False, soft_wrap=True)
         return
 
     counts: Counter[str] = Counter()
@@ -78,9 +73,10 @@ def pii(
         console.print(t)
         if total > len(shown):
             console.print(f"{total - len(shown)} more not listed (--max-show 0 lists all)")
-        console.print(f"{total} findings in {file}: {_by_kind(counts)}", markup=False)
+        console.print(f"{total} findings in {file}: {_by_kind(counts)}", markup=False,
+                      soft_wrap=True)
     else:
-        console.print(f"no PII found in {file}", markup=False)
+        console.print(f"no PII found in {file}", markup=False, soft_wrap=True)
     if total:
         raise typer.Exit(1)
     if skipped:
@@ -88,6 +84,14 @@ def pii(
                              "known to be free of PII", param="file")
 
 
+_HELP = (
+    "Find emails, phone numbers, card numbers, IBANs, IP addresses, API keys and passwords.\n\n"
+    "Exit status: 0 when nothing is found, 1 when something is (to gate CI), 2 when the file "
+    "cannot be read, or some lines could not be and nothing was found in the rest. "
+    "With --redact: 0 once the copy is written."
+)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``pii`` to the ``afinar data`` group."""
-    app.command("pii")(pii)
+    app.command("pii", help=_HELP)(pii)

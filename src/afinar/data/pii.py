@@ -9,14 +9,16 @@ are not detected.
 Every detector is an entry in ``DETECTORS``: a kind, a regex that proposes candidates and an
 optional ``check`` that returns the identifier (the candidate or a prefix of it) or ``None``. Card
 numbers must pass Luhn and start like a major network's, IBANs must have their country's length and
-pass ISO 13616 mod-97, IPv6 addresses must parse. Overlapping candidates are resolved in favour of
-the longer one, then the earlier entry (more specific kinds come first).
+pass ISO 13616 mod-97, IP addresses must parse (loopback, 0.0.0.0, netmasks are left alone).
+Overlapping candidates are resolved in favour of the longer one, then the earlier entry (the more
+specific kinds come first).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import itertools
 import json
 import math
 import os
@@ -42,16 +44,12 @@ _IBAN_LENGTHS = dict((c[:2], int(c[2:])) for c in (
 _CARD_PREFIX = re.compile(r"4|5[1-5]|2[2-7]|3[47]|3[068]|35|6")  # Visa, MC, Amex, Diners, JCB, ...
 # Values after ``password:`` that are types, empty markers or templates, not secrets.
 _NOT_SECRETS = {"str", "string", "int", "bool", "bytes", "none", "null", "nil", "true", "false",
-                "undefined", "required", "optional", "empty", "redacted", "hidden", "secret",
-                "password", "changeme?"}
+                "undefined", "required", "optional", "empty", "redacted", "hidden"}
 
 
 def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
+    doubled = (int(ch) * (1 + i % 2) for i, ch in enumerate(reversed(digits)))
+    return sum(d - 9 if d > 9 else d for d in doubled) % 10 == 0
 
 
 def _check_card(value: str) -> str | None:
@@ -72,23 +70,14 @@ def _check_card(value: str) -> str | None:
 
 
 def _check_iban(value: str) -> str | None:
-    """Trim to the country's IBAN length (the regex may run into a following word), then mod-97."""
-    length = _IBAN_LENGTHS.get(value[:2])
-    if length is None:
+    """The country's IBAN length (cut there: the regex may run on into the next word), mod-97."""
+    if not (length := _IBAN_LENGTHS.get(value[:2])):
         return None
-    count = 0
-    for i, ch in enumerate(value):
-        count += ch != " "
-        if count == length:
-            value, rest = value[: i + 1], value[i + 1:]
-            break
-    else:
+    if not (m := re.match(rf"(?: ?[A-Z0-9]){{{length}}}(?= |$)", value)):
         return None
-    if rest and not rest.startswith(" "):
-        return None
-    compact = value.replace(" ", "")
+    compact = m.group(0).replace(" ", "")
     number = "".join(str(int(ch, 36)) for ch in compact[4:] + compact[:4])
-    return value if int(number) % 97 == 1 else None
+    return m.group(0) if int(number) % 97 == 1 else None
 
 
 def _check_phone(value: str) -> str | None:
@@ -99,18 +88,18 @@ def _check_phone(value: str) -> str | None:
     return value if ok else None
 
 
-def _check_ipv4(value: str) -> str | None:
-    ok = all(int(o) <= 255 and (o == "0" or not o.startswith("0")) for o in value.split("."))
-    return value if ok else None
-
-
-def _check_ipv6(value: str) -> str | None:
-    groups = [g for g in value.split("%")[0].split(":") if g]
-    if len(groups) < 2 or sum(len(g) for g in groups) < 4:
-        return None  # "a::b" in code is not an address anyone needs hidden
+def _check_ip(value: str) -> str | None:
+    """A parsable address that is somebody's: not 0.0.0.0, loopback, multicast or reserved."""
+    if ":" in value:
+        groups = [g for g in value.split("%")[0].split(":") if g]
+        if len(groups) < 2 or sum(len(g) for g in groups) < 4:
+            return None  # "a::b" in code is not an address anyone needs hidden
     try:
-        ipaddress.IPv6Address(value)
+        ip = ipaddress.ip_address(value)
     except ValueError:
+        return None
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    if ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_reserved:
         return None
     return value
 
@@ -121,10 +110,15 @@ def _entropy(s: str) -> float:
 
 def _check_token(value: str) -> str | None:
     """A long run that looks random: digits and letters interleaved (random keys switch between
-    them every few characters; paths, identifiers and CamelCase names rarely do), not hex."""
-    switches = sum(a.isdigit() != b.isdigit() for a, b in zip(value, value[1:])
+    them every few characters; identifiers and CamelCase names rarely do), not hex (digests,
+    UUIDs), not a ``sha512-`` integrity hash, not a path or URL (words between slashes)."""
+    switches = sum(a.isdigit() != b.isdigit() for a, b in itertools.pairwise(value)
                    if a.isalnum() and b.isalnum())
     if switches < 4 or re.fullmatch(r"[0-9a-fA-F-]+", value) or _entropy(value) < 4.0:
+        return None
+    segments = value.split("/")
+    if re.match(r"sha\d+-", value, re.I) or (
+            len(segments) > 1 and any(re.fullmatch(r"[a-z_-]{3,}", s) for s in segments)):
         return None
     return value
 
@@ -132,7 +126,7 @@ def _check_token(value: str) -> str | None:
 def _check_password(value: str) -> str | None:
     if PLACEHOLDER.fullmatch(value):
         return None
-    value = value.rstrip(".,:!?)]}")  # the end of the sentence, not of the password
+    value = value.rstrip(".,:)]}")  # the end of the sentence, not of the password
     if not value or value.lower() in _NOT_SECRETS or value[0] in "<${%*[(" or (
             set(value) <= set("*x.-_")):
         return None  # a type, an empty marker, a template, already masked
@@ -150,18 +144,21 @@ def _check_secret(value: str) -> str | None:
 class Detector:
     """``pattern`` finds candidates at every position (a candidate that fails its check does not
     hide one starting inside it); ``group`` is the part that is the finding; ``check`` returns the
-    identifier (the candidate or a prefix of it) or None."""
+    identifier (the candidate or a prefix of it) or None; ``needs``, when set, is a cheap regex
+    that must occur in the text for the detector to run at all."""
 
     name: str
     kind: str
     pattern: re.Pattern[str]
     check: Callable[[str], str | None] | None = None
     group: str = "m"
+    needs: re.Pattern[str] | None = None
 
 
 def _det(name: str, kind: str, regex: str, check: Callable[[str], str | None] | None = None,
-         group: str = "m") -> Detector:
-    return Detector(name, kind, re.compile(f"(?=(?P<m>{regex}))"), check, group)
+         group: str = "m", needs: str | None = None) -> Detector:
+    return Detector(name, kind, re.compile(f"(?=(?P<m>{regex}))"), check, group,
+                    re.compile(needs) if needs else None)
 
 
 _PASSWORD_KEY = r"(?:[A-Za-z0-9]+[_-])*(?:password|passwd|passphrase|pwd)"
@@ -172,32 +169,35 @@ _END = r"(?![\w-]|\.\d)"  # not followed by more of a word or number
 
 DETECTORS: list[Detector] = [
     _det("email", "EMAIL", r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
-         r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"),
+         r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])",
+         needs="@"),
     _det("private_key", "API_KEY", r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----"
-         r"[\s\S]{0,10000}?-----END (?:[A-Z]+ )*PRIVATE KEY-----"),
+         r"[\s\S]{0,10000}?-----END (?:[A-Z]+ )*PRIVATE KEY-----", needs="PRIVATE KEY"),
     _det("api_key", "API_KEY", r"(?<![\w-])(?:sk-(?:proj-|svcacct-|admin-|ant-)?[\w-]{20,}"
          r"|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}|gh[pousr]_[A-Za-z0-9]{36,}"
          r"|github_pat_\w{22,}|glpat-[\w-]{20,}|hf_[A-Za-z0-9]{30,}"
          r"|(?:AKIA|ASIA)[0-9A-Z]{16}|xox[bpars]-[A-Za-z0-9-]{10,}|AIza[\w-]{35}"
          r"|eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]{8,})(?![\w-])"),
-    _det("credit_card", "CREDIT_CARD", r"(?<![\d-])(?:\d[ -]?){12,18}\d" + _END, _check_card),
+    _det("credit_card", "CREDIT_CARD", r"(?<![\d+-])(?:\d[ -]?){12,18}\d" + _END, _check_card),
     _det("iban", "IBAN", r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}", _check_iban),
     _det("ipv6", "IPV6", r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}"
-         r"(?:\.\d{1,3}){0,3}(?:%\w+)?(?![\w:])", _check_ipv6),
-    _det("ipv4", "IPV4", r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}" + _END, _check_ipv4),
+         r"(?:\.\d{1,3}){0,3}(?:%\w+)?(?![\w:])", _check_ip, needs=r"\w?:\w*:"),
+    _det("ipv4", "IPV4", r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}" + _END, _check_ip),
     # +44 20 7946 0958, +1 (555) 123-4567, +4915112345678
-    _det("phone_intl", "PHONE", r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(\d{1,5}\))?[ .-]?\d{1,8}"
-         r"(?:[ .-]\d{1,8}){0,5}" + _END, _check_phone),
+    _det("phone_intl", "PHONE", r"(?<![\w+])\+(?:\d{7,15}|\d{1,3}(?:[ .-]?\(\d{1,5}\))?"
+         r"[ .-]?\d{1,8}(?:[ .-]\d{1,8}){0,5})" + _END, _check_phone, needs=r"\+\d"),
     # (555) 123-4567, 555.123.4567, 1-555-123-4567
     _det("phone_nanp", "PHONE", r"(?<![\w+.-])(?:1[ .-])?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}"
          r"[ .-]\d{4}" + _END, _check_phone),
     # 020 7946 0958, 01 23 45 67 89, (030) 1234567, 0612345678
     _det("phone_trunk", "PHONE", r"(?<![\w+.-])(?:\(0\d{1,4}\) ?|0\d{1,4}[ -]?)\d{2,8}"
          r"(?:[ -]\d{2,8}){0,4}" + _END, _check_phone),
-    _det("password", "PASSWORD", _ASSIGN.format(kw=_PASSWORD_KEY), _check_password, "value"),
-    _det("token", "API_KEY", r"(?<![\w+/=-])[A-Za-z0-9][\w+/=-]{31,127}(?![\w+/=-])",
+    _det("password", "PASSWORD", _ASSIGN.format(kw=_PASSWORD_KEY), _check_password, "value",
+         needs="(?i)pass|pwd"),
+    _det("token", "API_KEY", r"(?<![\w+/-])[A-Za-z0-9][\w+/-]{31,127}={0,2}(?![\w+/=-])",
          _check_token),
-    _det("secret", "PASSWORD", _ASSIGN.format(kw=_SECRET_KEY), _check_secret, "value"),
+    _det("secret", "PASSWORD", _ASSIGN.format(kw=_SECRET_KEY), _check_secret, "value",
+         needs="(?i)secret|token|key"),
 ]
 _PRIORITY = {d.name: i for i, d in enumerate(DETECTORS)}
 _PASSWORD_FIELD = re.compile(f"(?i:{_PASSWORD_KEY})")
@@ -223,6 +223,8 @@ def scan_text(text: str) -> list[Finding]:
     the more specific detector (the earlier in ``DETECTORS``)."""
     candidates: list[tuple[int, int, int, str, str]] = []
     for det in DETECTORS:
+        if det.needs is not None and not det.needs.search(text):
+            continue
         for m in det.pattern.finditer(text):
             start, value = m.start(det.group), m.group(det.group)
             if det.check is not None and not (value := det.check(value)):
@@ -280,17 +282,21 @@ def scan_value(obj: Any, path: str = "") -> Iterator[Finding]:
 
 
 def _read(path: str | os.PathLike) -> Iterator[Row | Issue]:
-    """Rows and per-line problems; a file that cannot be read (missing, binary, a broken JSON
+    """Rows and per-line problems. A file that cannot be read (missing, binary, a broken JSON
     array or CSV) raises, since scanning part of it would pass it as cleaner than it is."""
     p = Path(path)
     if not p.is_file():
         raise NotFound(f"{p} is not a file", param="file")
     per_line = p.suffix.lower() not in (".json", ".csv", *TEXT_SUFFIXES)  # JSONL
-    for item in iter_rows(p):
-        if isinstance(item, Issue) and item.code != "empty_file" and (
-                item.code == "binary_file" or not per_line):
-            raise InvalidRequest(f"cannot read {p}: {item}", param="file")
-        yield item
+
+    def rows() -> Iterator[Row | Issue]:
+        for item in iter_rows(p):
+            if isinstance(item, Issue) and item.code != "empty_file" and (
+                    item.code == "binary_file" or not per_line):
+                raise InvalidRequest(f"cannot read {p}: {item}", param="file")
+            yield item
+
+    return rows()
 
 
 def scan_file(path: str | os.PathLike) -> Iterator[Finding | Issue]:
