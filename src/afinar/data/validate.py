@@ -8,6 +8,7 @@ digest for duplicate detection, so memory stays bounded for files of gigabytes.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from afinar.data.stats import default_epochs, summary
 
 MIN_EXAMPLES, ADVISED_EXAMPLES = 10, 50
 LABEL_MAX_CHARS, LABEL_MAX_WORDS = 32, 4
+MAX_LABELS = 1000  # distinct short answers tracked; more means it is not a label set
 
 
 @dataclass
@@ -116,13 +118,13 @@ def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
     p = Path(path)
     report = ValidationReport(str(p), model=model, max_seq_len=max_seq_len)
     out = _Collector(report, max_per_code)
-    seen: dict[bytes, int] = {}
     fmt = expected_format
-    n_tok: list[int] = []
-    n_trained: list[int] = []
-    n_msgs: list[int] = []
-    labels: Counter = Counter()
-    n_labelled = over = no_system = no_user = 0
+    # Per example, a few bytes in compact arrays (aligned by example): an 8-byte digest and its
+    # line for duplicate detection after the pass, token counts and a label index.
+    digests, lines = array("Q"), array("l")
+    n_tok, n_trained, n_msgs, label_ix = array("i"), array("i"), array("i"), array("i")
+    label_names: dict[str, int] = {}
+    over = no_system = no_user = 0
     for item in iter_rows(p):
         if isinstance(item, Issue):
             out.add(item)
@@ -137,11 +139,16 @@ def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
             out.add(i)
         if ex is None:
             continue
-        digest = hashlib.blake2b(ex.canonical().encode(), digest_size=16).digest()
-        if digest in seen:
-            out.add(Issue("duplicate_example", f"same example as line {seen[digest]}", row.line))
-            continue
-        seen[digest] = row.line
+        enc = None
+        if tokenizer is not None:
+            try:
+                enc = encode_example(tokenizer, ex)
+            except TemplateError as e:
+                out.add(Issue("template_error", e.message, row.line))
+                continue
+        digests.append(int.from_bytes(hashlib.blake2b(ex.canonical().encode(),
+                                                      digest_size=8).digest(), "little"))
+        lines.append(row.line)
         report.n_examples += 1
         if ex.format in ("chat", "preference"):
             roles = {m.get("role") for m in ex.messages}
@@ -149,16 +156,11 @@ def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
             no_system += "system" not in roles
             no_user += "user" not in roles
         lab = _label(ex)
-        if lab is not None:
-            n_labelled += 1
-            labels[lab] += 1
-        if tokenizer is None:
-            continue
-        try:
-            enc = encode_example(tokenizer, ex)
-        except TemplateError as e:
-            out.add(Issue("template_error", e.message, row.line))
-            report.n_examples -= 1
+        if lab is not None and (lab in label_names or len(label_names) < MAX_LABELS):
+            label_ix.append(label_names.setdefault(lab, len(label_names)))
+        else:
+            label_ix.append(-1)
+        if enc is None:
             continue
         for fld, s in _special_tokens_in(tokenizer, ex):
             out.add(Issue("special_token_in_content", f"{s!r} in the text will be read as a "
@@ -179,7 +181,15 @@ def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
                               f"{max_seq_len}; only untrained tokens would be cut", row.line,
                               severity="warning"))
     report.format = fmt
-    n = report.n_examples
+    keep = _duplicates(digests, lines, out)
+    report.n_examples = n = int(keep.sum())
+    n_tok, n_trained = _kept(n_tok, keep), _kept(n_trained, keep)
+    if len(n_msgs) == len(keep):
+        n_msgs = _kept(n_msgs, keep)
+    names = {i: lab for lab, i in label_names.items()}
+    ix = _kept(label_ix, keep)
+    labels = Counter(names[i] for i in ix.tolist() if i >= 0)
+    n_labelled = int((ix >= 0).sum())
     if report.n_rows and n < MIN_EXAMPLES and not (fmt == "text" and n > 0):
         out.add(Issue("too_few_examples", f"{n} valid examples; at least {MIN_EXAMPLES} are "
                       "required", None))
@@ -194,17 +204,48 @@ def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
     return report
 
 
+def _duplicates(digests: array, lines: array, out: _Collector):
+    """Mark repeats of an earlier example (by 8-byte digest) and report them; returns the mask
+    of examples to keep."""
+    import numpy as np
+
+    d = np.frombuffer(digests, dtype=np.uint64) if len(digests) else np.zeros(0, np.uint64)
+    ln = np.asarray(lines, dtype=np.int64)
+    keep = np.ones(len(d), dtype=bool)
+    if len(d) < 2:
+        return keep
+    order = np.lexsort((ln, d))  # by digest, then by line
+    sd = d[order]
+    dup = np.zeros(len(d), dtype=bool)
+    dup[1:] = sd[1:] == sd[:-1]
+    first_line = ln[order][np.maximum.accumulate(np.where(~dup, np.arange(len(d)), 0))]
+    found = sorted(zip(ln[order][dup].tolist(), first_line[dup].tolist()))
+    for line, first in found:
+        out.add(Issue("duplicate_example", f"same example as line {first}", line))
+    keep[order[dup]] = False
+    return keep
+
+
+def _kept(values: array, keep):
+    import numpy as np
+
+    a = np.frombuffer(values, dtype=np.int32) if len(values) else np.zeros(0, np.int32)
+    return a[keep[: len(a)]] if len(a) == len(keep) else a
+
+
 def _stats(n, n_msgs, n_tok, n_trained, labels, n_labelled, over, no_system, no_user,
            max_seq_len) -> dict[str, Any]:
     st: dict[str, Any] = {"examples": n, "messages_per_example": summary(n_msgs),
                           "missing_system": no_system, "missing_user": no_user}
-    if n_tok:
-        billed = sum(min(t, max_seq_len) if max_seq_len else t for t in n_tok)
+    if len(n_tok):
+        import numpy as np
+
+        billed = int(np.minimum(n_tok, max_seq_len).sum()) if max_seq_len else int(n_tok.sum())
         epochs = default_epochs(n)
         st.update({
             "tokens_per_example": summary(n_tok),
             "trained_tokens_per_example": summary(n_trained),
-            "total_tokens": int(sum(n_tok)), "total_trained_tokens": int(sum(n_trained)),
+            "total_tokens": int(n_tok.sum()), "total_trained_tokens": int(n_trained.sum()),
             "examples_over_max_seq_len": over,
             "default_epochs": epochs,
             "estimated_training_tokens": billed * epochs,
