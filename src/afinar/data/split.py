@@ -9,6 +9,17 @@ Duplicates come in three strengths:
 
 ``split_file`` keeps every group of exact/normalized duplicates in one split and stratifies by label
 when examples end in a short label; ``check_leak`` reports all three strengths between two files.
+
+Near duplicates are found with MinHash and LSH banding, written here with numpy rather than taken
+from a library: datasketch, the usual one, is not a dependency and works one document object at a
+time, while the bulk arithmetic below is short and keeps 30k x 2k examples to a few seconds. Every
+hash is fixed (words by keyed blake2b, mixing by splitmix64 with constant seeds; never Python's
+``hash()``, which is salted per process), so results are the same in every run. Candidates from
+LSH are confirmed with their true Jaccard similarity. Shingles are the word unigrams and bigrams
+of the normalized text: a one-word change in a 20-word sentence keeps a Jaccard of about 0.86,
+where word 3-grams alone would fall to 0.71, under the 0.8 default. Shingles found in over half of
+the examples (a shared system prompt, a fixed instruction) are boilerplate and dropped when there
+are 20 or more examples, or every example would resemble every other.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import json
 import math
 import random
 import unicodedata
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,18 +247,18 @@ def split_file(path: str | Path, out_dir: str | Path | None = None, val: float =
                test: float = 0.1, seed: int = 0, stratify: str = "auto") -> SplitSummary:
     """Split ``path`` into ``train/val/test.jsonl`` in ``out_dir`` (default: the file's folder).
 
-    Deterministic for a given file and seed. Exact/normalized duplicates form groups that land in one
-    split. With ``stratify="auto"`` and at least 90% of examples ending in a short label (at most 50
-    distinct), each label is split in proportion; otherwise the groups are shuffled with
-    ``random.Random(seed)``. Each output line is the input line's bytes (JSONL; other formats are
-    written as compact JSON), in input order, and each file is written atomically.
+    Deterministic for a given file and seed. Exact/normalized duplicates form groups that land in
+    one split. With ``stratify="auto"`` and at least 90% of examples ending in a short label (at
+    most 50 distinct), each label is split in proportion; otherwise the groups are shuffled with
+    ``random.Random(seed)``. Each output line is the input line's bytes (rows of .json/.csv files
+    are written as JSON), in input order, and each file is written atomically.
     """
     _check_fractions(val, test)
     if stratify not in ("auto", "none"):
         raise InvalidRequest(f"stratify must be auto or none, not {stratify!r}", param="stratify")
     src = Path(path)
     out = Path(out_dir) if out_dir is not None else src.parent
-    fractions = {"train": 1 - val - test, "val": val, "test": test}
+    fractions = {"train": round(1 - val - test, 12), "val": val, "test": test}
     paths = {s: out / f"{s}.jsonl" for s in SPLITS if fractions[s] > 0}
     for p in paths.values():
         if p.resolve() == src.resolve():
@@ -289,28 +301,22 @@ def split_file(path: str | Path, out_dir: str | Path | None = None, val: float =
     labels: dict[str, dict[str, int]] = {}
     if stratified:
         for s in SPLITS:
-            seen = [row_labels[r.line] or "(no label)" for r in rows if dest[r.line] == s]
-            labels[s] = {lb: seen.count(lb) for lb in sorted(set(seen))}
+            seen = Counter(row_labels[r.line] or "(no label)" for r in rows if dest[r.line] == s)
+            labels[s] = dict(sorted(seen.items()))
     dups = [g for g in groups.values() if len(g) > 1]
-    warnings = [f"{s} is empty: {n} examples are too few for a {fractions[s]} fraction"
-                for s in ("val", "test") if s in paths and counts[s] == 0]
+    warnings = [f"{s} is empty: {n} examples ({len(groups)} once duplicates are grouped) are too "
+                f"few for a fraction of {fractions[s]}" for s in ("val", "test")
+                if s in paths and counts[s] == 0]
     return SplitSummary(str(src), seed, fractions, counts, {s: str(p) for s, p in paths.items()},
                         stratified, labels, len(dups), sum(len(g) - 1 for g in dups), warnings)
 
 
 # ------------------------------------------------------------------------------- near duplicates
-# MinHash + LSH, hand-written with numpy: no small maintained library fits (datasketch, the usual
-# one, builds a Python object per document and is not a dependency), the arithmetic is short, and
-# doing it in bulk over all documents keeps 30k x 2k examples to a few seconds. Every hash is fixed:
-# words by keyed blake2b, mixing by splitmix64 with constant seeds, never Python's salted hash().
-#
-# Shingles are word unigrams plus bigrams of the normalized text: a one-word change in a 20-word
-# sentence keeps a Jaccard of ~0.86 (word 3-grams alone fall to 0.71, under the 0.8 default).
-# Shingles found in over half of the examples (a shared system prompt, a fixed instruction) are
-# boilerplate and dropped when there are 20+ examples, or every example would resemble every other.
+# (MinHash/LSH: see the module docstring.) Shingles are 40-bit hashes; signatures are uint32.
 
 NUM_PERM, BOILERPLATE_DF, BOILERPLATE_MIN_DOCS, PREFILTER_MARGIN = 128, 0.5, 20, 0.2
-_M1, _M2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), 0x9E3779B97F4A7C15
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_GOLDEN, _LOW40 = np.uint64(0x9E3779B97F4A7C15), np.uint64((1 << 40) - 1)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -326,40 +332,49 @@ def _word_hash(word: str) -> int:
                           "little")
 
 
-def _shingle_sets(texts: list[str]) -> list[np.ndarray]:
-    """Each text's sorted, unique shingle hashes (uint64), boilerplate removed."""
-    words = [normalize(t).split() for t in texts]
-    vocab = {w: _word_hash(w) for w in dict.fromkeys(w for ws in words for w in ws)}
-    lens = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-    flat = np.fromiter((vocab[w] for ws in words for w in ws), dtype=np.uint64, count=lens.sum())
-    doc = np.repeat(np.arange(len(texts)), lens)
+def _shingles(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Every text's shingles as 40-bit hashes in one array, grouped by text, sorted and unique
+    within each, boilerplate removed: text i has ``sh[bounds[i]:bounds[i + 1]]``."""
+    if len(texts) >= 1 << 24:
+        raise InvalidRequest("a leak check takes at most 16M examples", param="file")
+    vocab: dict[str, int] = {}
+    ids: list[int] = []
+    lens = []
+    for t in texts:
+        words = normalize(t).split()
+        ids += [vocab.setdefault(w, len(vocab)) for w in words]
+        lens.append(len(words))
+    flat = np.fromiter(map(_word_hash, vocab), dtype=np.uint64, count=len(vocab))[
+        np.array(ids, dtype=np.int64)]
+    doc = np.repeat(np.arange(len(texts), dtype=np.uint64), lens)
     same = doc[:-1] == doc[1:]
     with np.errstate(over="ignore"):
-        bigrams = _mix((flat[:-1] * np.uint64(_GOLDEN)) ^ flat[1:] ^ np.uint64(1))[same]
-    sh = np.concatenate([_mix(flat), bigrams])
-    sd = np.concatenate([doc, doc[:-1][same]])
-    order = np.lexsort((sh, sd))
-    sh, sd = sh[order], sd[order]
-    keep = np.ones(len(sh), dtype=bool)
-    keep[1:] = (sh[1:] != sh[:-1]) | (sd[1:] != sd[:-1])
-    sh, sd = sh[keep], sd[keep]
-    if len(texts) >= BOILERPLATE_MIN_DOCS:
-        uniq, df = np.unique(sh, return_counts=True)  # one count per document: a document frequency
-        common = uniq[df > BOILERPLATE_DF * len(texts)]
+        bigrams = _mix((flat[:-1] * _GOLDEN) ^ flat[1:])[same]
+    hashes = np.concatenate([_mix(flat), bigrams]) >> np.uint64(24)
+    keys = np.sort((np.concatenate([doc, doc[:-1][same]]) << np.uint64(40)) | hashes)
+    keys = keys[np.r_[True, keys[1:] != keys[:-1]]]  # (np.unique's hashing is slower here)
+    sd, sh = keys >> np.uint64(40), keys & _LOW40
+    if len(texts) >= BOILERPLATE_MIN_DOCS:  # a shingle's count over texts: its document frequency
+        runs = np.sort(sh)
+        edges = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1], True])
+        common = runs[edges[:-1]][np.diff(edges) > BOILERPLATE_DF * len(texts)]
         if len(common):
-            mask = ~np.isin(sh, common)
-            sh, sd = sh[mask], sd[mask]
-    return np.split(sh, np.searchsorted(sd, np.arange(1, len(texts))))
+            keep = ~np.isin(sh, common)
+            sd, sh = sd[keep], sh[keep]
+    return sh, np.searchsorted(sd, np.arange(len(texts) + 1, dtype=np.uint64))
 
 
-def _signatures(sets: list[np.ndarray], num_perm: int) -> np.ndarray:
-    """MinHash signatures (documents x num_perm); every set must be non-empty."""
-    sh = np.concatenate(sets)
-    starts = np.cumsum([0] + [len(s) for s in sets[:-1]])
-    seeds = _mix(np.arange(1, num_perm + 1, dtype=np.uint64) * np.uint64(_GOLDEN))
-    sig = np.empty((len(sets), num_perm), dtype=np.uint64)
+def _signatures(sh: np.ndarray, starts: np.ndarray, num_perm: int) -> np.ndarray:
+    """MinHash signatures (texts x num_perm, uint32) of the non-empty texts starting at ``starts``
+    in ``sh`` (in order, together covering it): permutations ``a * x + b`` mod 2**32, odd ``a``."""
+    x = (sh & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    params = (_mix(np.arange(1, 2 * num_perm + 1, dtype=np.uint64)) >> np.uint64(32))
+    a, b = params[:num_perm].astype(np.uint32) | np.uint32(1), params[num_perm:].astype(np.uint32)
+    sig = np.empty((len(starts), num_perm), dtype=np.uint32)
+    v = np.empty_like(x)
     for i in range(num_perm):
-        sig[:, i] = np.minimum.reduceat(_mix(sh ^ seeds[i]), starts)
+        np.add(np.multiply(x, a[i], out=v), b[i], out=v)
+        sig[:, i] = np.minimum.reduceat(v, starts)
     return sig
 
 
@@ -372,40 +387,43 @@ def _bands(threshold: float, num_perm: int) -> tuple[int, int]:
     return num_perm // rows, rows
 
 
-def _near_pairs(train: list[str], other: list[str], threshold: float) -> list[tuple[int, int, float]]:
+def _near_pairs(train: list[str], other: list[str],
+                threshold: float) -> list[tuple[int, int, float]]:
     """(other index, train index, Jaccard) for each ``other`` text's most similar ``train`` text,
     when that similarity is >= ``threshold``."""
-    sets = _shingle_sets(train + other)
-    live = [i for i, s in enumerate(sets) if len(s)]
-    if not live:
-        return []
-    sig = np.zeros((len(sets), NUM_PERM), dtype=np.uint64)
-    sig[live] = _signatures([sets[i] for i in live], NUM_PERM)
-    t_idx = np.array([i for i in live if i < len(train)], dtype=np.int64)
-    o_idx = np.array([i for i in live if i >= len(train)], dtype=np.int64)
+    sh, bounds = _shingles(train + other)
+    live = np.flatnonzero(bounds[1:] > bounds[:-1])
+    t_idx, o_idx = live[live < len(train)], live[live >= len(train)]
+    with np.errstate(over="ignore"):  # train texts with one shingle set are searched once
+        sums = np.concatenate([np.zeros(1, np.uint64), np.cumsum(_mix(sh))])
+        fingerprint = sums[bounds[t_idx + 1]] - sums[bounds[t_idx]]
+    t_idx = t_idx[np.sort(np.unique(fingerprint, return_index=True)[1])]
     if not len(t_idx) or not len(o_idx):
         return []
+    sig = np.zeros((len(bounds) - 1, NUM_PERM), dtype=np.uint32)
+    sig[live] = _signatures(sh, bounds[live], NUM_PERM)
     bands, rows = _bands(threshold, NUM_PERM)
     codes = []
     for b in range(bands):
-        key = np.zeros(len(sets), dtype=np.uint64)
+        key = np.zeros(len(sig), dtype=np.uint64)
         for c in range(b * rows, (b + 1) * rows):
-            key = _mix(key ^ sig[:, c])
+            key = _mix(key ^ sig[:, c].astype(np.uint64))
         kt, ko = key[t_idx], key[o_idx]
         order = np.argsort(kt, kind="stable")
         lo, hi = np.searchsorted(kt[order], ko, "left"), np.searchsorted(kt[order], ko, "right")
         n = hi - lo
         pos = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
-        codes.append(o_idx[np.repeat(np.arange(len(o_idx)), n)] * len(sets) + t_idx[order[pos]])
+        codes.append(o_idx[np.repeat(np.arange(len(o_idx)), n)] * len(sig) + t_idx[order[pos]])
     cand = np.unique(np.concatenate(codes))
-    oc, tc = cand // len(sets), cand % len(sets)
+    oc, tc = cand // len(sig), cand % len(sig)
     est = np.concatenate([(sig[oc[i:i + 65536]] == sig[tc[i:i + 65536]]).mean(axis=1)
                           for i in range(0, len(cand), 65536)] or [np.zeros(0)])
     best: dict[int, tuple[float, int]] = {}
     for o, t in zip(oc[est >= threshold - PREFILTER_MARGIN].tolist(),
                     tc[est >= threshold - PREFILTER_MARGIN].tolist(), strict=True):
-        inter = np.intersect1d(sets[o], sets[t], assume_unique=True).size
-        sim = inter / (len(sets[o]) + len(sets[t]) - inter)
+        x, y = sh[bounds[o]:bounds[o + 1]], sh[bounds[t]:bounds[t + 1]]
+        inter = np.intersect1d(x, y, assume_unique=True).size
+        sim = inter / (len(x) + len(y) - inter)
         if sim >= threshold and sim > best.get(o, (-1.0, 0))[0]:  # ties: the earliest train text
             best[o] = (sim, t)
     return [(o - len(train), t, sim) for o, (sim, t) in sorted(best.items())]
@@ -450,8 +468,9 @@ def check_leak(train_path: str | Path, other_path: str | Path,
                threshold: float = 0.8) -> LeakReport:
     """Examples of ``other`` that also appear in ``train``: exactly, once normalized, or as near
     duplicates (word-shingle Jaccard >= ``threshold``, found by MinHash/LSH and then confirmed)."""
-    if not isinstance(threshold, int | float) or not 0 < threshold <= 1:
-        raise InvalidRequest(f"threshold must be in (0, 1], not {threshold!r}", param="threshold")
+    if not isinstance(threshold, int | float) or not 0.5 <= threshold <= 1:
+        raise InvalidRequest(f"threshold must be between 0.5 and 1, not {threshold!r}",
+                             param="threshold")
     train_rows, other_rows = _read_clean(Path(train_path)), _read_clean(Path(other_path))
     by_exact: dict[str, Row] = {}
     by_norm: dict[tuple[str, str], Row] = {}
@@ -474,7 +493,8 @@ def check_leak(train_path: str | Path, other_path: str | Path,
         if hit is None:
             rest.append((r, text))
         else:
-            pairs.append(LeakPair(kind, hit.line, r.line, 1.0, _preview(r.data), _preview(hit.data)))
+            pairs.append(LeakPair(kind, hit.line, r.line, 1.0, _preview(r.data),
+                                  _preview(hit.data)))
     for o, t, sim in _near_pairs([t for _, t in uniq], [t for _, t in rest], threshold):
         (orow, _), (trow, _) = rest[o], uniq[t]
         pairs.append(LeakPair("near", trow.line, orow.line, round(sim, 4), _preview(orow.data),
