@@ -18,7 +18,7 @@ def _load(model_id: str) -> LoadedModel:
     with status(f"loading {model_id}") as st:
         lm = _cache.get(model_id, progress=lambda msg: st.update(msg))
     how = {"gguf": "converted from GGUF", "gguf-cache": "from the converted cache",
-           "hf": "from its folder"}[lm.loaded_from]
+           "hf": "from its folder", "adapter": "with its adapter"}[lm.loaded_from]
     err_console.print(f"[dim]{model_id} loaded {how} in {lm.load_seconds:.1f}s on {lm.device}[/]")
     return lm
 

@@ -124,25 +124,35 @@ def convert_gguf(gguf_path: Path, dest: Path, progress: Progress | None = None) 
     return seconds
 
 
+def hf_folder(info: ModelInfo, settings: Settings | None = None,
+              progress: Progress | None = None) -> tuple[Path, str]:
+    """The Hugging Face folder holding a base model's weights (converting a GGUF once)."""
+    settings = settings or get_settings()
+    if info.format != "gguf":
+        return info.path, "hf"
+    folder = gguf_cache_dir(settings, info.path)
+    if (folder / "config.json").is_file():
+        return folder, "gguf-cache"
+    convert_gguf(info.path, folder, progress)
+    return folder, "gguf"
+
+
 def load_causal_lm(
     info: ModelInfo, settings: Settings | None = None, progress: Progress | None = None
 ) -> LoadedModel:
     settings = settings or get_settings()
     if info.kind != "chat":
         raise InvalidRequest(f"{info.id} is an {info.kind} model, not a chat model", param="model")
+    if info.format == "peft":
+        from afinar.models.finetuned import load_finetuned
+
+        return load_finetuned(info, settings, progress)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
     device = _torch_setup(settings)
     t0 = time.perf_counter()
-    loaded_from = "hf"
-    folder = info.path
-    if info.format == "gguf":
-        folder = gguf_cache_dir(settings, info.path)
-        loaded_from = "gguf-cache"
-        if not (folder / "config.json").is_file():
-            convert_gguf(info.path, folder, progress)
-            loaded_from = "gguf"
+    folder, loaded_from = hf_folder(info, settings, progress)
     tok = AutoTokenizer.from_pretrained(str(folder))
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=_dtype_for(device))
     model.to(device)
@@ -156,6 +166,8 @@ def load_tokenizer(info: ModelInfo, settings: Settings | None = None):
     from transformers import AutoTokenizer
 
     _quiet_transformers()
+    if info.base_model and info.format == "peft":
+        return load_tokenizer(Catalog(settings).get(info.base_model), settings)
     if info.format == "gguf":
         cached = gguf_cache_dir(settings, info.path)
         if (cached / "tokenizer_config.json").is_file():

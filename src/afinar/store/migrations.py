@@ -33,9 +33,72 @@ def _v1(conn: Connection) -> None:
     md.create_all(conn, checkfirst=True)
 
 
+def _v2(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "files", md,
+        Column("id", String(64), primary_key=True),
+        Column("purpose", String(32), nullable=False),
+        Column("filename", String(512), nullable=False),
+        Column("bytes", BigInteger, nullable=False),
+        Column("sha256", String(64), nullable=False),
+        Column("status", String(32), nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("info", JSON, nullable=False),
+    )
+    Table(
+        "jobs", md,
+        Column("id", String(64), primary_key=True),
+        Column("model", String(256), nullable=False),
+        Column("training_file", String(64), nullable=False),
+        Column("validation_file", String(64)),
+        Column("status", String(32), nullable=False, index=True),
+        Column("method", JSON, nullable=False),
+        Column("hyperparameters", JSON, nullable=False),
+        Column("seed", BigInteger, nullable=False),
+        Column("suffix", String(64)),
+        Column("fine_tuned_model", String(256)),
+        Column("trained_tokens", BigInteger),
+        Column("error", JSON),
+        Column("result_files", JSON, nullable=False),
+        Column("metadata", JSON),
+        Column("created_at", BigInteger, nullable=False),
+        Column("started_at", BigInteger),
+        Column("finished_at", BigInteger),
+        Column("estimated_finish", BigInteger),
+        Column("requested", String(16)),
+        Column("worker", String(128)),
+        Column("heartbeat_at", BigInteger),
+        Column("info", JSON, nullable=False),
+    )
+    Table(
+        "job_events", md,
+        Column("seq", Integer, primary_key=True, autoincrement=True),
+        Column("id", String(64), nullable=False, unique=True),
+        Column("job_id", String(64), nullable=False, index=True),
+        Column("created_at", BigInteger, nullable=False),
+        Column("level", String(8), nullable=False),
+        Column("type", String(16), nullable=False),
+        Column("message", String(4096), nullable=False),
+        Column("data", JSON),
+    )
+    Table(
+        "checkpoints", md,
+        Column("id", String(64), primary_key=True),
+        Column("job_id", String(64), nullable=False, index=True),
+        Column("step_number", Integer, nullable=False),
+        Column("model_id", String(300), nullable=False),
+        Column("path", String(4096), nullable=False),
+        Column("metrics", JSON, nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+    )
+    md.create_all(conn, checkfirst=True)
+
+
 # (version, description, step). Append only; never edit a step that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "models catalog", _v1),
+    (2, "files, fine-tuning jobs, events, checkpoints", _v2),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -36,3 +36,73 @@ class ModelRecord(Base):
     owned_by: Mapped[str] = mapped_column(String(256), default="user")
     created_at: Mapped[int] = mapped_column(BigInteger, default=lambda: int(time.time()))
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class FileRecord(Base):
+    """An uploaded file (OpenAI Files API); its bytes live in the blob store under ``sha256``."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(512))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32), default="processed")
+    created_at: Mapped[int] = mapped_column(BigInteger, default=lambda: int(time.time()))
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class JobRecord(Base):
+    """A fine-tuning job with OpenAI's fields; ``requested`` carries cancel/pause requests and
+    ``worker``/``heartbeat_at`` who runs it."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(256))
+    training_file: Mapped[str] = mapped_column(String(64))
+    validation_file: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    method: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    result_files: Mapped[list[str]] = mapped_column(JSON, default=list)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=lambda: int(time.time()))
+    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    estimated_finish: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    requested: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    heartbeat_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class EventRecord(Base):
+    __tablename__ = "job_events"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    job_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=lambda: int(time.time()))
+    level: Mapped[str] = mapped_column(String(8))
+    type: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(String(4096))
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class CheckpointRecord(Base):
+    __tablename__ = "checkpoints"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(64), index=True)
+    step_number: Mapped[int] = mapped_column(Integer)
+    model_id: Mapped[str] = mapped_column(String(300))
+    path: Mapped[str] = mapped_column(String(4096))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=lambda: int(time.time()))

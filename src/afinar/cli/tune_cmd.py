@@ -1,0 +1,290 @@
+"""``afinar tune``: create, follow and manage fine-tuning jobs; ``afinar worker``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from afinar.cli.common import console, err_console, print_json, status
+from afinar.errors import InvalidRequest
+
+app = typer.Typer(help="Fine-tuning jobs (OpenAI's fine_tuning.jobs, locally).",
+                  no_args_is_help=True)
+
+
+def _auto_int(v: str | None, name: str) -> int | str | None:
+    if v is None or v == "auto":
+        return v
+    try:
+        return int(v)
+    except ValueError:
+        raise typer.BadParameter(f"{name} must be an integer or 'auto'") from None
+
+
+def _auto_float(v: str | None, name: str) -> float | str | None:
+    if v is None or v == "auto":
+        return v
+    try:
+        return float(v)
+    except ValueError:
+        raise typer.BadParameter(f"{name} must be a number or 'auto'") from None
+
+
+def _parse_option(o: str) -> tuple[str, Any]:
+    if "=" not in o:
+        raise typer.BadParameter(f"--option takes KEY=VALUE, not {o!r}")
+    k, v = o.split("=", 1)
+    import json
+
+    try:
+        return k, json.loads(v)
+    except ValueError:
+        return k, v
+
+
+@app.command("create")
+def create(
+    model: str = typer.Option(None, "--model", "-m", help="Base model id."),
+    train: Path = typer.Option(None, "--train", help="Training file (chat/completion/preference "
+                               "JSONL, or text for continued pretraining)."),
+    val: Path = typer.Option(None, "--val", help="Validation file."),
+    val_split: float = typer.Option(None, "--val-split", help="Hold out this fraction of train."),
+    method: str = typer.Option(None, "--method", help="lora (default), dora, qlora, full, "
+                               "prompt_tuning, continued_pretraining, dpo."),
+    epochs: str = typer.Option(None, "--epochs", help="n_epochs or auto."),
+    batch_size: str = typer.Option(None, "--batch-size", help="batch_size or auto."),
+    lr_multiplier: str = typer.Option(None, "--lr-multiplier", help="or auto."),
+    max_seq_len: int = typer.Option(None, "--max-seq-len"),
+    eval_every: int = typer.Option(None, "--eval-every", help="Sampled validation every N steps."),
+    patience: int = typer.Option(None, "--patience", help="Early stopping patience (epochs)."),
+    checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Also every N steps."),
+    beta: str = typer.Option(None, "--beta", help="DPO beta or auto."),
+    option: list[str] = typer.Option(None, "--option", "-o", help="Method option KEY=VALUE "
+                                     "(e.g. r=8, target_modules='[\"q_proj\"]')."),
+    suffix: str = typer.Option(None, "--suffix"),
+    seed: int = typer.Option(None, "--seed"),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML file with the same options."),
+    detach: bool = typer.Option(False, "--detach", help="Queue and return without following."),
+) -> None:
+    """Validate the data, queue a job, start a worker and follow it with a progress bar."""
+    from afinar.tuning import Jobs, spawn_worker
+
+    cfg: dict[str, Any] = {}
+    if config:
+        import yaml
+
+        cfg = yaml.safe_load(config.read_text()) or {}
+        if not isinstance(cfg, dict):
+            raise InvalidRequest(f"{config}: expected a mapping of options", param="config")
+    flags = {"model": model, "train": str(train) if train else None,
+             "val": str(val) if val else None, "val_split": val_split, "method": method,
+             "epochs": epochs, "batch_size": batch_size, "lr_multiplier": lr_multiplier,
+             "max_seq_len": max_seq_len, "eval_every": eval_every, "patience": patience,
+             "checkpoint_every": checkpoint_every, "beta": beta, "suffix": suffix, "seed": seed}
+    opts = {**cfg, **{k: v for k, v in flags.items() if v is not None}}
+    options = dict(cfg.get("options") or {})
+    options.update(dict(_parse_option(o) for o in option or []))
+    unknown = set(opts) - set(flags) - {"options"}
+    if unknown:
+        raise InvalidRequest(f"unknown options in {config}: {', '.join(sorted(unknown))}",
+                             param="config")
+    if not opts.get("train"):
+        raise typer.BadParameter("--train is required (or train: in the YAML file)")
+    from afinar.settings import get_settings
+
+    model_id = opts.get("model") or get_settings().default_model
+    mtype = opts.get("method") or "lora"
+    hp = {"n_epochs": _auto_int(str(opts.get("epochs", "auto")), "epochs"),
+          "batch_size": _auto_int(str(opts.get("batch_size", "auto")), "batch size"),
+          "learning_rate_multiplier": _auto_float(str(opts.get("lr_multiplier", "auto")), "lr"),
+          "beta": _auto_float(str(opts.get("beta", "auto")), "beta")}
+    for k_cli, k_hp in (("max_seq_len", "max_seq_len"), ("eval_every", "eval_every_steps"),
+                        ("patience", "early_stopping_patience"),
+                        ("checkpoint_every", "checkpoint_every_steps")):
+        if opts.get(k_cli) is not None:
+            hp[k_hp] = int(opts[k_cli])
+    _precheck(Path(opts["train"]), model_id, mtype, hp.get("max_seq_len"))
+    from afinar.store.files import Files
+
+    files = Files()
+    train_rec = files.create_from_path(opts["train"], "fine-tune")
+    val_rec = files.create_from_path(opts["val"], "fine-tune") if opts.get("val") else None
+    job = Jobs().create(model=model_id, training_file=train_rec.id,
+                        validation_file=val_rec.id if val_rec else None,
+                        method={"type": mtype, mtype: options}, hyperparameters=hp,
+                        suffix=opts.get("suffix"), seed=opts.get("seed"),
+                        val_split=opts.get("val_split"))
+    console.print(f"created [bold]{job.id}[/] ({mtype} on {model_id}, seed {job.seed})")
+    spawn_worker()
+    if detach:
+        console.print(f"follow it with: afinar tune wait {job.id}")
+        return
+    _follow(job.id)
+
+
+def _precheck(train: Path, model_id: str, method: str, max_seq_len: int | None) -> None:
+    """Refuse data the validator rejects before a job exists."""
+    from afinar.data.validate import validate_file
+    from afinar.models import Catalog, load_tokenizer
+    from afinar.tuning.methods import get_method
+    from afinar.tuning.samples import DatasetRejected
+
+    get_method(method)
+    info = Catalog().get(model_id)
+    with status(f"validating {train.name} for {model_id}"):
+        tok = load_tokenizer(info)
+        r = validate_file(train, tok, max_seq_len=max_seq_len or min(info.context_length or 2048,
+                                                                      2048))
+    if not r.ok:
+        for e in r.errors[:10]:
+            err_console.print(f"  {e}")
+        raise DatasetRejected(r, "training_file", train.name)
+
+
+def _follow(job_id: str) -> str:
+    """Show events and a progress bar until the job ends; Ctrl-C detaches (the job goes on)."""
+    from afinar.tuning import Jobs, spawn_worker
+
+    jobs = Jobs()
+    seq, last_spawn = 0, time.time()
+    cols = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+            "{task.total} steps"), TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn()]
+    try:
+        with Progress(*cols, console=err_console, transient=False) as bar:
+            task = bar.add_task(job_id, total=None, stats="")
+            while True:
+                for ev in jobs.events(job_id, after_seq=seq):
+                    seq = ev.seq
+                    if ev.type == "metrics" and ev.data:
+                        d = ev.data
+                        stats = (f"epoch {d.get('epoch')} loss {d['train_loss']:.3f} "
+                                 f"acc {d.get('train_mean_token_accuracy', 0):.2f}")
+                        if d.get("valid_loss") is not None:
+                            stats += f" val {d['valid_loss']:.3f}"
+                        stats += f" {d.get('tokens_per_second', 0):.0f} tok/s"
+                        bar.update(task, completed=d["step"], total=d.get("total_steps"),
+                                   stats=stats)
+                    else:
+                        colour = {"warn": "yellow", "error": "red"}.get(ev.level, "dim")
+                        bar.console.print(f"[{colour}]{ev.message}[/]")
+                job = jobs.get(job_id)
+                if job.status in ("succeeded", "failed", "cancelled", "paused"):
+                    break
+                if job.status in ("queued", "validating_files") and time.time() - last_spawn > 5:
+                    spawn_worker()  # the previous worker may have exited just before we queued
+                    last_spawn = time.time()
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        err_console.print(f"detached; the job goes on. Follow it with: afinar tune wait {job_id}")
+        raise typer.Exit(130) from None
+    job = jobs.get(job_id)
+    colour = "green" if job.status == "succeeded" else "red"
+    console.print(f"[{colour}]{job.status}[/]" + (f": {job.fine_tuned_model}"
+                                                  if job.fine_tuned_model else "")
+                  + (f" ({job.error['message']})" if job.error else ""))
+    if job.status == "failed":
+        raise typer.Exit(1)
+    return job.status
+
+
+def _job_dict(j) -> dict[str, Any]:
+    from afinar.tuning.serialize import job_object
+
+    return job_object(j)
+
+
+@app.command("list")
+def list_jobs(limit: int = typer.Option(20), as_json: bool = typer.Option(False, "--json")):
+    """Recent jobs."""
+    from afinar.tuning import Jobs
+
+    jobs = Jobs().list(limit=limit)
+    if as_json:
+        print_json([_job_dict(j) for j in jobs])
+        return
+    t = Table("id", "status", "model", "method", "fine_tuned_model", "trained tokens")
+    for j in jobs:
+        t.add_row(j.id, j.status, j.model, j.method.get("type"), j.fine_tuned_model or "",
+                  str(j.trained_tokens or ""))
+    console.print(t)
+
+
+@app.command("show")
+def show(job_id: str) -> None:
+    """A job as OpenAI's fine_tuning.job object (JSON)."""
+    from afinar.tuning import Jobs
+
+    print_json(_job_dict(Jobs().get(job_id)))
+
+
+@app.command("events")
+def events(job_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """The job's events, oldest first."""
+    from afinar.tuning import Jobs
+
+    evs = Jobs().events(job_id)
+    if as_json:
+        from afinar.tuning.serialize import event_object
+
+        print_json([event_object(e) for e in evs])
+        return
+    for e in evs:
+        console.print(f"{time.strftime('%H:%M:%S', time.localtime(e.created_at))} "
+                      f"[{e.level}] {e.message}")
+
+
+@app.command("checkpoints")
+def checkpoints(job_id: str) -> None:
+    """Checkpoints (each usable as a model id)."""
+    from afinar.tuning import Jobs
+
+    t = Table("step", "model id", "train loss", "full valid loss")
+    for c in Jobs().checkpoints(job_id):
+        m = c.metrics or {}
+        t.add_row(str(c.step_number), c.model_id, f"{m.get('train_loss') or 0:.4f}",
+                  "" if m.get("full_valid_loss") is None else f"{m['full_valid_loss']:.4f}")
+    console.print(t)
+
+
+@app.command("cancel")
+def cancel(job_id: str) -> None:
+    from afinar.tuning import Jobs
+
+    console.print(f"{job_id}: {Jobs().cancel(job_id).status}")
+
+
+@app.command("pause")
+def pause(job_id: str) -> None:
+    from afinar.tuning import Jobs
+
+    console.print(f"{job_id}: pause requested ({Jobs().pause(job_id).status})")
+
+
+@app.command("resume")
+def resume(job_id: str, detach: bool = typer.Option(False, "--detach")) -> None:
+    from afinar.tuning import Jobs, spawn_worker
+
+    Jobs().resume(job_id)
+    spawn_worker()
+    if not detach:
+        _follow(job_id)
+
+
+@app.command("wait")
+def wait(job_id: str) -> None:
+    """Follow a job until it ends."""
+    _follow(job_id)
+
+
+def worker(exit_when_idle: bool = typer.Option(False, "--exit-when-idle",
+                                               help="Stop when no job is waiting.")) -> None:
+    """Run fine-tuning jobs from the queue (one at a time per AFINAR_HOME)."""
+    from afinar.tuning import run_worker
+
+    run_worker(exit_when_idle=exit_when_idle, log=lambda m: err_console.print(m))

@@ -1,0 +1,167 @@
+"""Fine-tuning jobs as durable records: OpenAI's fields, statuses and events.
+
+Statuses: validating_files -> queued -> running -> succeeded | failed | cancelled, plus paused.
+Requests to cancel or pause a running job are written to ``requested``; the worker that runs it
+acts on them between optimizer steps. Workers run outside the API process (``worker.py``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from sqlalchemy import select, update
+
+from afinar.errors import Conflict, InvalidRequest, NotFound
+from afinar.ids import new_id
+from afinar.models.catalog import Catalog
+from afinar.settings import Settings, get_settings
+from afinar.store.db import get_database
+from afinar.store.files import Files
+from afinar.store.tables import CheckpointRecord, EventRecord, JobRecord
+from afinar.tuning.hparams import Hyperparameters
+from afinar.tuning.methods import get_method
+
+ACTIVE = ("validating_files", "queued", "running", "paused")
+TERMINAL = ("succeeded", "failed", "cancelled")
+ORG = "afinar"
+_SUFFIX = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+def model_id_for(job: JobRecord) -> str:
+    return f"ft:{job.model}:{ORG}:{job.suffix or ''}:{job.id[-8:]}"
+
+
+class Jobs:
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or get_settings()
+        self.db = get_database(self.settings.db_url)
+
+    # -- create and read ------------------------------------------------------------------
+    def create(self, *, model: str, training_file: str, validation_file: str | None = None,
+               method: dict[str, Any] | None = None, hyperparameters: dict[str, Any] | None = None,
+               suffix: str | None = None, seed: int | None = None,
+               metadata: dict[str, str] | None = None, val_split: float | None = None) -> JobRecord:
+        base = Catalog(self.settings).get(model)
+        if base.kind != "chat":
+            raise InvalidRequest(f"{model} is not a chat model", param="model")
+        files = Files(self.settings)
+        files.get(training_file)
+        if validation_file:
+            files.get(validation_file)
+        if suffix is not None and not _SUFFIX.match(suffix):
+            raise InvalidRequest("suffix must be 1-64 letters, digits, '-' or '_'", param="suffix")
+        method = dict(method or {"type": "lora"})
+        mtype = method.get("type", "lora")
+        get_method(mtype, method.get(mtype))  # checks the name and options now
+        hp = Hyperparameters(**(hyperparameters or {}))
+        hp.check_ranges()
+        if val_split is not None and not 0 < val_split < 0.5:
+            raise InvalidRequest("val_split must be in (0, 0.5)", param="val_split")
+        if seed is None:
+            import secrets
+
+            seed = secrets.randbelow(2**31)
+        job = JobRecord(
+            id=new_id("ftjob-"), model=model, training_file=training_file,
+            validation_file=validation_file, status="validating_files",
+            method={"type": mtype, mtype: method.get(mtype) or {}},
+            hyperparameters=hp.model_dump(), seed=seed, suffix=suffix, result_files=[],
+            metadata_=metadata, created_at=int(time.time()),
+            info={"val_split": val_split} if val_split else {},
+        )
+        with self.db.session() as s:
+            s.add(job)
+        self.event(job.id, "info", "message", f"Created fine-tuning job: {job.id}")
+        return job
+
+    def get(self, job_id: str) -> JobRecord:
+        with self.db.session() as s:
+            job = s.get(JobRecord, job_id)
+        if job is None:
+            raise NotFound(f"no fine-tuning job {job_id!r}", param="fine_tuning_job_id")
+        return job
+
+    def list(self, after: str | None = None, limit: int = 20) -> list[JobRecord]:
+        q = select(JobRecord).order_by(JobRecord.created_at.desc(), JobRecord.id.desc())
+        with self.db.session() as s:
+            if after:
+                ref = s.get(JobRecord, after)
+                if ref is not None:
+                    q = q.where((JobRecord.created_at < ref.created_at) | (
+                        (JobRecord.created_at == ref.created_at) & (JobRecord.id < ref.id)))
+            return list(s.scalars(q.limit(limit)))
+
+    def events(self, job_id: str, after_seq: int = 0, limit: int | None = None
+               ) -> list[EventRecord]:
+        self.get(job_id)
+        q = select(EventRecord).where(EventRecord.job_id == job_id, EventRecord.seq > after_seq
+                                      ).order_by(EventRecord.seq)
+        with self.db.session() as s:
+            return list(s.scalars(q.limit(limit) if limit else q))
+
+    def checkpoints(self, job_id: str) -> list[CheckpointRecord]:
+        self.get(job_id)
+        with self.db.session() as s:
+            return list(s.scalars(select(CheckpointRecord).where(
+                CheckpointRecord.job_id == job_id).order_by(CheckpointRecord.step_number.desc())))
+
+    # -- control --------------------------------------------------------------------------
+    def cancel(self, job_id: str) -> JobRecord:
+        job = self.get(job_id)
+        if job.status in TERMINAL:
+            raise Conflict(f"job {job_id} already {job.status}", param="fine_tuning_job_id")
+        if job.status == "running":
+            self._set(job_id, requested="cancel")
+            self.event(job_id, "info", "message", "Cancellation requested")
+        else:
+            self._set(job_id, status="cancelled", finished_at=int(time.time()))
+            self.event(job_id, "info", "message", "Job cancelled")
+        return self.get(job_id)
+
+    def pause(self, job_id: str) -> JobRecord:
+        job = self.get(job_id)
+        if job.status not in ("running", "queued", "validating_files"):
+            raise Conflict(f"job {job_id} is {job.status}; only an active job can be paused",
+                           param="fine_tuning_job_id")
+        if job.status == "running":
+            self._set(job_id, requested="pause")
+            self.event(job_id, "info", "message", "Pause requested")
+        else:
+            self._set(job_id, status="paused", requested=None)
+            self.event(job_id, "info", "message", "Job paused")
+        return self.get(job_id)
+
+    def resume(self, job_id: str) -> JobRecord:
+        job = self.get(job_id)
+        if job.status != "paused":
+            raise Conflict(f"job {job_id} is {job.status}, not paused", param="fine_tuning_job_id")
+        self._set(job_id, status="queued", requested=None)
+        self.event(job_id, "info", "message", "Job resumed; queued")
+        return self.get(job_id)
+
+    # -- used by the worker ---------------------------------------------------------------
+    def event(self, job_id: str, level: str, type_: str, message: str,
+              data: dict | None = None) -> None:
+        with self.db.session() as s:
+            s.add(EventRecord(id=new_id("ftevent-"), job_id=job_id, created_at=int(time.time()),
+                              level=level, type=type_, message=message[:4096], data=data))
+
+    def _set(self, job_id: str, **values: Any) -> None:
+        with self.db.session() as s:
+            s.execute(update(JobRecord).where(JobRecord.id == job_id).values(**values))
+
+    def claim(self, worker: str) -> JobRecord | None:
+        """Atomically take the oldest job waiting for a worker."""
+        with self.db.session() as s:
+            for job_id in s.scalars(select(JobRecord.id).where(
+                    JobRecord.status.in_(("validating_files", "queued"))).order_by(
+                    JobRecord.created_at, JobRecord.id)):
+                n = s.execute(update(JobRecord).where(
+                    JobRecord.id == job_id, JobRecord.status.in_(("validating_files", "queued")),
+                    JobRecord.worker.is_(None) | (JobRecord.worker != worker)).values(
+                    worker=worker, heartbeat_at=int(time.time()))).rowcount
+                if n:
+                    return s.get(JobRecord, job_id)
+        return None

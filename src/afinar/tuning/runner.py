@@ -1,0 +1,301 @@
+"""Run one fine-tuning job: validate its files, resolve hyperparameters, train, checkpoint,
+promote the best checkpoint, write the model, its manifest and the metrics CSV.
+
+Called by a worker process. Every exit leaves the job in a state that says what happened:
+succeeded, failed (with an error code), cancelled, paused (resumable), or - if the process dies -
+running with no worker holding the lock, which the next worker resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy import delete, select
+
+from afinar.errors import AfinarError
+from afinar.ids import new_id
+from afinar.models.catalog import Catalog
+from afinar.models.finetuned import MANIFEST
+from afinar.models.loader import _dtype_for, _quiet_transformers, _torch_setup, hf_folder
+from afinar.models.templates import template_fingerprint
+from afinar.settings import Settings
+from afinar.store.atomic import atomic_dir, atomic_write_text
+from afinar.store.files import Files
+from afinar.store.tables import CheckpointRecord, JobRecord, ModelRecord
+from afinar.tuning.hparams import Hyperparameters, resolve
+from afinar.tuning.jobs import Jobs, model_id_for
+from afinar.tuning.methods import BuildContext, get_method
+from afinar.tuning.samples import load_samples
+from afinar.tuning.trainer import Trainer, TrainState
+
+HEARTBEAT_S = 5
+
+
+class JobRunner:
+    def __init__(self, job: JobRecord, settings: Settings, worker: str):
+        self.job, self.settings, self.worker = job, settings, worker
+        self.jobs = Jobs(settings)
+        self.dir = settings.home / "jobs" / job.id
+        self._beat = 0.0
+
+    def event(self, level: str, type_: str, message: str, data: dict | None = None) -> None:
+        self.jobs.event(self.job.id, level, type_, message, data)
+
+    def run(self) -> str:
+        try:
+            return self._run()
+        except AfinarError as e:
+            self._fail(e.code, e.message, e.param)
+        except Exception as e:  # noqa: BLE001 - any crash must end as "failed", never "running"
+            self._fail("training_error", f"{type(e).__name__}: {e}", None)
+        return "failed"
+
+    def _fail(self, code: str, message: str, param: str | None) -> None:
+        self.jobs._set(self.job.id, status="failed", finished_at=int(time.time()), worker=None,
+                       error={"code": code, "message": message, "param": param})
+        self.event("error", "message", f"Job failed: {message}")
+
+    # -- the job --------------------------------------------------------------------------
+    def _run(self) -> str:
+        job, s = self.job, self.settings
+        info = Catalog(s).get(job.model)
+        mtype = job.method["type"]
+        method = get_method(mtype, job.method.get(mtype))
+        device = _torch_setup(s)
+        method.check_device(device)
+        if job.status == "validating_files":
+            self.event("info", "message", "Validating training file: " + job.training_file)
+        folder, _ = hf_folder(info, s)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        _quiet_transformers()
+        tok = AutoTokenizer.from_pretrained(str(folder))
+        hp_in = Hyperparameters(**job.hyperparameters)
+        max_len = hp_in.max_seq_len or min(info.context_length or 2048, 2048)
+        files = Files(s)
+        train, _ = load_samples(files.path(job.training_file), tok, method.data_kind, max_len,
+                                "training_file", files.get(job.training_file).filename)
+        val = None
+        if job.validation_file:
+            val, _ = load_samples(files.path(job.validation_file), tok, method.data_kind,
+                                  max_len, "validation_file",
+                                  files.get(job.validation_file).filename)
+        elif job.info.get("val_split"):
+            order = list(range(len(train)))
+            random.Random(f"afinar-split:{job.seed}").shuffle(order)
+            k = max(1, int(len(train) * job.info["val_split"]))
+            val = [train[i] for i in order[:k]]
+            train = [train[i] for i in order[k:]]
+        hp = resolve(hp_in, len(train), method.base_lr, info.context_length or 2048,
+                     is_dpo=method.data_kind == "preference")
+        if job.status == "validating_files":
+            self.jobs._set(job.id, status="queued")
+            self.event("info", "message", f"Files validated: {len(train)} training examples"
+                       + (f", {len(val)} validation examples" if val else ""))
+        if not val:
+            self.event("warn", "message", "No validation data: overfitting will be invisible "
+                       "(pass a validation file or --val-split 0.1)")
+        self.jobs._set(job.id, status="running", started_at=job.started_at or int(time.time()),
+                       hyperparameters={**hp_in.model_dump(), "resolved": hp.model_dump()})
+        self.event("info", "message", "Hyperparameters: " + ", ".join(
+            f"{k}={v}" for k, v in hp.model_dump().items() if v is not None))
+
+        torch.manual_seed(job.seed)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=_dtype_for(device), **method.load_kwargs(device))
+        if not method.load_kwargs(device):
+            model.to(device)
+        model = method.build(model, BuildContext(folder, tok, device))
+        trainer = Trainer(model, method, tok, train, val, hp, job.seed, device, self.event,
+                          self._control, lambda st, row: self._checkpoint(trainer, st, row))
+        st = TrainState()
+        snap = self._latest_state()
+        if snap is not None:
+            st = trainer.load_state_dict(torch.load(snap, weights_only=False))
+            self.event("info", "message", f"Resumed from step {st.step} ({snap.parent.name})")
+        else:
+            self.event("info", "message", "Fine-tuning started")
+        t0 = time.time()
+        st = trainer.run(st)
+        if st.stop_reason == "cancel":
+            self.jobs._set(job.id, status="cancelled", finished_at=int(time.time()),
+                           worker=None, requested=None)
+            self.event("info", "message", "Job cancelled")
+            return "cancelled"
+        if st.stop_reason == "pause":
+            self._save_state(trainer, st, self.dir / "resume")
+            self.jobs._set(job.id, status="paused", worker=None, requested=None)
+            self.event("info", "message", f"Job paused at step {st.step}")
+            return "paused"
+        self._finish(trainer, st, method, info, tok, hp, time.time() - t0)
+        return "succeeded"
+
+    # -- control, checkpoints -------------------------------------------------------------
+    def _control(self) -> str | None:
+        now = time.time()
+        job = self.jobs.get(self.job.id)
+        if now - self._beat > HEARTBEAT_S:
+            self.jobs._set(self.job.id, heartbeat_at=int(now))
+            self._beat = now
+        return job.requested
+
+    def _save_state(self, trainer: Trainer, st: TrainState, where: Path) -> None:
+        with atomic_dir(where) as tmp:
+            torch.save(trainer.state_dict(st), tmp / "state.pt")
+
+    def _latest_state(self) -> Path | None:
+        found = [p for p in (self.dir / "checkpoints").glob("step-*/state.pt")]
+        if (self.dir / "resume" / "state.pt").is_file():
+            found.append(self.dir / "resume" / "state.pt")
+        if not found:
+            return None
+
+        def step(p: Path) -> int:
+            return torch.load(p, weights_only=False, map_location="cpu")["train"]["step"]
+
+        return max(found, key=step)
+
+    def _checkpoint(self, trainer: Trainer, st: TrainState, row: dict) -> str:
+        job = self.job
+        where = self.dir / "checkpoints" / f"step-{st.step}"
+        with atomic_dir(where) as tmp:
+            trainer.method.save(trainer.model, tmp / "model", trainer.tok)
+            torch.save(trainer.state_dict(st), tmp / "state.pt")
+            self._write_manifest(tmp / "model", trainer, row, step=st.step)
+        ckpt_model = f"{model_id_for(job)}:ckpt-step-{st.step}"
+        with self.jobs.db.session() as s:
+            s.merge(CheckpointRecord(id=f"ftckpt-{job.id[-12:]}{st.step}", job_id=job.id,
+                                     step_number=st.step, model_id=ckpt_model,
+                                     path=str(where / "model"), metrics=_ckpt_metrics(row),
+                                     created_at=int(time.time())))
+            s.merge(self._model_record(ckpt_model, where / "model", trainer.method))
+        self.event("info", "message", f"Checkpoint saved at step {st.step}: {ckpt_model}")
+        self._prune(st)
+        return ckpt_model
+
+    def _prune(self, st: TrainState) -> None:
+        keep = self.job.hyperparameters.get("keep_checkpoints", 3)
+        best = st.best["checkpoint"] if st.best else None
+        with self.jobs.db.session() as s:
+            recs = list(s.scalars(select(CheckpointRecord).where(
+                CheckpointRecord.job_id == self.job.id).order_by(
+                CheckpointRecord.step_number.desc())))
+            for r in recs[keep:]:
+                if r.model_id == best:
+                    continue
+                s.delete(r)
+                s.execute(delete(ModelRecord).where(ModelRecord.id == r.model_id))
+                shutil.rmtree(Path(r.path).parent, ignore_errors=True)
+
+    def _model_record(self, model_id: str, path: Path, method) -> ModelRecord:
+        base = Catalog(self.settings).get(self.job.model)
+        return ModelRecord(id=model_id, kind="chat", format="peft" if method.is_adapter else "hf",
+                           path=str(path), base_model=self.job.model if method.is_adapter else None,
+                           parameters=base.parameters, context_length=base.context_length,
+                           size_bytes=sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+                           if path.exists() else None, owned_by=ORG_OWNER,
+                           created_at=int(time.time()), info={"job": self.job.id})
+
+    def _write_manifest(self, out: Path, trainer: Trainer, row: dict | None, step: int,
+                        extra: dict | None = None) -> None:
+        import peft
+        import transformers
+
+        import afinar
+
+        job, files = self.job, Files(self.settings)
+        base = Catalog(self.settings).get(job.model)
+        data = {
+            "job": job.id, "base_model": job.model, "base_model_source": str(base.path),
+            "base_model_sha256": _sha256_file(base.path) if base.path.is_file() else None,
+            "datasets": {k: files.get(v).sha256 for k, v in (
+                ("training_file", job.training_file), ("validation_file", job.validation_file))
+                if v},
+            "template_fingerprint": template_fingerprint(
+                trainer.tok, getattr(trainer.model, "generation_config", None)),
+            "method": job.method["type"], "method_config": job.method,
+            "hyperparameters": trainer.hp.model_dump(), "seed": job.seed, "step": step,
+            "metrics": row, "versions": {"afinar": afinar.__version__,
+                                         "torch": torch.__version__,
+                                         "transformers": transformers.__version__,
+                                         "peft": peft.__version__},
+            **(extra or {}),
+        }
+        atomic_write_text(out / MANIFEST, json.dumps(data, indent=1, default=str))
+
+    def _finish(self, trainer: Trainer, st: TrainState, method, info, tok, hp, seconds) -> None:
+        job = self.job
+        final_id = model_id_for(job)
+        chosen = st.best["checkpoint"] if st.best else None
+        last_row = st.history[-1] if st.history else {}
+        why = (f"best full validation loss {st.best['full_valid_loss']:.4f} at step "
+               f"{st.best['step']}" if st.best else "final step (no validation data)")
+        dest = self.settings.models_dir / "ft" / job.id
+        with atomic_dir(dest) as tmp:
+            if chosen:
+                with self.jobs.db.session() as s:
+                    src = Path(s.scalar(select(CheckpointRecord.path).where(
+                        CheckpointRecord.model_id == chosen)))
+                shutil.copytree(src, tmp, dirs_exist_ok=True)
+            else:
+                method.save(trainer.model, tmp, tok)
+            self._write_manifest(tmp, trainer, last_row, st.best["step"] if st.best else st.step,
+                                 {"chosen": {"checkpoint": chosen, "why": why},
+                                  "best": st.best, "stop_reason": st.stop_reason,
+                                  "train_seconds": round(seconds, 2),
+                                  "trained_tokens": st.trained_tokens})
+        with self.jobs.db.session() as s:
+            s.merge(self._model_record(final_id, dest, method))
+        result = self._results_csv(st.history)
+        self.jobs._set(job.id, status="succeeded", finished_at=int(time.time()), worker=None,
+                       fine_tuned_model=final_id, trained_tokens=st.trained_tokens,
+                       result_files=[result])
+        self.event("info", "message", f"New fine-tuned model created: {final_id} ({why})")
+        self.event("info", "message", "The job has successfully completed")
+
+    def _results_csv(self, history: list[dict]) -> str:
+        cols = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy",
+                "full_valid_loss", "full_valid_mean_token_accuracy"]
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(cols)
+        for r in history:
+            r = {**r, "train_accuracy": r.get("train_mean_token_accuracy")}
+            w.writerow(["" if r.get(c) is None else r[c] for c in cols])
+        atomic_write_text(self.dir / "metrics.csv", buf.getvalue())
+        rec = Files(self.settings).create(io.BytesIO(buf.getvalue().encode()),
+                                          f"{self.job.id}-results.csv", "fine-tune-results")
+        return rec.id
+
+
+ORG_OWNER = "user"
+
+
+def _ckpt_metrics(row: dict) -> dict[str, Any]:
+    keys = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss",
+            "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy")
+    return {k: row.get(k) for k in keys}
+
+
+def _sha256_file(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def new_worker_name() -> str:
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}:{new_id('', 6)}"

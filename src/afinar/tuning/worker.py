@@ -1,0 +1,111 @@
+"""The worker: a process that takes jobs from the database and runs them, one at a time.
+
+One worker per ``AFINAR_HOME`` trains at a time, enforced by an exclusive ``flock`` on
+``AFINAR_HOME/worker.lock``: the kernel releases it when the process dies, even by SIGKILL, so
+holding the lock proves no other worker is alive here. A worker that takes the lock first turns
+any job still marked ``running`` back into ``queued`` (its worker died); it then resumes from the
+job's last checkpoint with the same data order.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from afinar.settings import Settings, get_settings
+from afinar.store.tables import JobRecord
+from afinar.tuning.jobs import Jobs
+from afinar.tuning.runner import JobRunner, new_worker_name
+
+
+class WorkerLock:
+    def __init__(self, home: Path):
+        home.mkdir(parents=True, exist_ok=True)
+        self.path = home / "worker.lock"
+        self.fd: int | None = None
+
+    def acquire(self, wait: bool) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def held_elsewhere(self) -> bool:
+        if self.fd is not None:
+            return False
+        if not self.acquire(wait=False):
+            return True
+        self.release()
+        return False
+
+
+def recover_orphans(jobs: Jobs) -> list[str]:
+    """Jobs left ``running`` by a dead worker go back to the queue (call with the lock held)."""
+    with jobs.db.session() as s:
+        ids = list(s.scalars(select(JobRecord.id).where(JobRecord.status == "running")))
+        if ids:
+            s.execute(update(JobRecord).where(JobRecord.id.in_(ids)).values(
+                status="queued", worker=None))
+    for job_id in ids:
+        jobs.event(job_id, "warn", "message", "The worker running this job stopped; the job "
+                   "resumes from its last checkpoint")
+    return ids
+
+
+def run_worker(settings: Settings | None = None, *, exit_when_idle: bool = False,
+               poll_s: float = 1.0, log=print) -> int:
+    """Run jobs until stopped (or until none is waiting, with ``exit_when_idle``)."""
+    settings = settings or get_settings()
+    lock = WorkerLock(settings.home)
+    if not lock.acquire(wait=not exit_when_idle):
+        log("another worker is running jobs in this AFINAR_HOME")
+        return 0
+    name = new_worker_name()
+    jobs = Jobs(settings)
+    done = 0
+    try:
+        for job_id in recover_orphans(jobs):
+            log(f"recovered {job_id}")
+        while True:
+            job = jobs.claim(name)
+            if job is None:
+                if exit_when_idle:
+                    return done
+                time.sleep(poll_s)
+                continue
+            log(f"running {job.id}")
+            status = JobRunner(job, settings, name).run()
+            log(f"{job.id}: {status}")
+            done += 1
+    finally:
+        lock.release()
+
+
+def spawn_worker(settings: Settings | None = None) -> subprocess.Popen | None:
+    """Start a detached worker that exits when the queue is empty (none if one is running)."""
+    settings = settings or get_settings()
+    if WorkerLock(settings.home).held_elsewhere():
+        return None
+    log = open(settings.home / "worker.log", "ab")
+    env = {**os.environ, "AFINAR_HOME": str(settings.home)}
+    return subprocess.Popen([sys.executable, "-m", "afinar", "worker", "--exit-when-idle"],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=env, start_new_session=True)
