@@ -1,0 +1,2 @@
+"""RAG: loaders, structure-aware chunking, embeddings, hybrid retrieval with access control,
+knowledge bases, memories, tools and grounded answers with citations."""
