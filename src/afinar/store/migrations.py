@@ -95,10 +95,58 @@ def _v2(conn: Connection) -> None:
     md.create_all(conn, checkfirst=True)
 
 
+def _v3(conn: Connection) -> None:
+    from sqlalchemy import Float, LargeBinary
+
+    md = MetaData()
+    Table(
+        "kbs", md,
+        Column("id", String(64), primary_key=True),
+        Column("name", String(128), nullable=False, unique=True),
+        Column("embedding_model", String(256), nullable=False),
+        Column("dimensions", Integer, nullable=False),
+        Column("chunking", JSON, nullable=False),
+        Column("version", Integer, nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("info", JSON, nullable=False),
+    )
+    Table(
+        "kb_documents", md,
+        Column("id", String(64), primary_key=True),
+        Column("kb_id", String(64), nullable=False, index=True),
+        Column("source", String(4096), nullable=False),
+        Column("sha256", String(64), nullable=False),
+        Column("groups", JSON, nullable=False),
+        Column("attributes", JSON, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("n_chunks", Integer, nullable=False),
+        Column("error", String(2048)),
+        Column("created_at", BigInteger, nullable=False),
+        Column("updated_at", BigInteger, nullable=False),
+    )
+    Table(
+        "kb_chunks", md,
+        Column("rowid", Integer, primary_key=True, autoincrement=True),
+        Column("kb_id", String(64), nullable=False, index=True),
+        Column("doc_id", String(64), nullable=False, index=True),
+        Column("idx", Integer, nullable=False),
+        Column("text", String, nullable=False),
+        Column("heading_path", JSON, nullable=False),
+        Column("pages", JSON, nullable=False),
+        Column("start", Integer, nullable=False),
+        Column("end", Integer, nullable=False),
+        Column("n_tokens", Integer, nullable=False),
+        Column("vector", LargeBinary, nullable=False),
+        Column("norm", Float, nullable=False),
+    )
+    md.create_all(conn, checkfirst=True)
+
+
 # (version, description, step). Append only; never edit a step that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "models catalog", _v1),
     (2, "files, fine-tuning jobs, events, checkpoints", _v2),
+    (3, "knowledge bases, documents, chunks with vectors", _v3),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

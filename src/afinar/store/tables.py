@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Integer, String
+from sqlalchemy import JSON, BigInteger, Float, Integer, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -106,3 +106,57 @@ class CheckpointRecord(Base):
     path: Mapped[str] = mapped_column(String(4096))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[int] = mapped_column(BigInteger, default=lambda: int(time.time()))
+
+
+class KbRecord(Base):
+    """A knowledge base; ``version`` increases with every change so index caches know when they
+    are stale."""
+
+    __tablename__ = "kbs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    embedding_model: Mapped[str] = mapped_column(String(256))
+    dimensions: Mapped[int] = mapped_column(Integer)
+    chunking: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=lambda: int(time.time()))
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class KbDocument(Base):
+    """One source document: identified by source path + content hash; ``groups`` may read it
+    (empty: everyone)."""
+
+    __tablename__ = "kb_documents"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kb_id: Mapped[str] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(String(4096))
+    sha256: Mapped[str] = mapped_column(String(64))
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16))
+    n_chunks: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=lambda: int(time.time()))
+    updated_at: Mapped[int] = mapped_column(BigInteger, default=lambda: int(time.time()))
+
+
+class KbChunk(Base):
+    """A chunk with its text and its normalised embedding (float32 bytes)."""
+
+    __tablename__ = "kb_chunks"
+
+    rowid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kb_id: Mapped[str] = mapped_column(String(64), index=True)
+    doc_id: Mapped[str] = mapped_column(String(64), index=True)
+    idx: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(String)
+    heading_path: Mapped[list[str]] = mapped_column(JSON, default=list)
+    pages: Mapped[list[int]] = mapped_column(JSON, default=list)
+    start: Mapped[int] = mapped_column(Integer)
+    end: Mapped[int] = mapped_column(Integer)
+    n_tokens: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    norm: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,155 @@
+"""``afinar kb``: knowledge bases (create, add, sync, search, list, docs, remove, check, delete)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from afinar.cli.common import console, err_console, print_json
+
+app = typer.Typer(help="Knowledge bases for RAG: hybrid search with access control.",
+                  no_args_is_help=True)
+
+
+def _kbs():
+    from afinar.rag.kb import KnowledgeBases
+
+    return KnowledgeBases()
+
+
+def _attrs(values: list[str] | None) -> dict:
+    out = {}
+    for v in values or []:
+        if "=" not in v:
+            raise typer.BadParameter(f"--attr takes KEY=VALUE, not {v!r}")
+        k, val = v.split("=", 1)
+        try:
+            out[k] = json.loads(val)
+        except ValueError:
+            out[k] = val
+    return out
+
+
+@app.command("create")
+def create(name: str, embedding_model: str = typer.Option(None, "--embedding-model"),
+           max_chunk_tokens: int = typer.Option(None, "--max-chunk-tokens"),
+           overlap_tokens: int = typer.Option(None, "--overlap-tokens")) -> None:
+    """Create a knowledge base (chunking 'auto' unless sizes are given)."""
+    chunking = None
+    if max_chunk_tokens or overlap_tokens:
+        chunking = {"type": "static", "static": {
+            "max_chunk_size_tokens": max_chunk_tokens or 800,
+            "chunk_overlap_tokens": overlap_tokens if overlap_tokens is not None else 400}}
+    rec = _kbs().create(name, embedding_model, chunking)
+    console.print(f"created {rec.name} ({rec.id}), embeddings: {rec.embedding_model}")
+
+
+def _ingest(fn, *args, **kw):
+    cols = [TextColumn("[bold]ingesting"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("files, {task.fields[chunks]} chunks, {task.fields[rate]:.1f} chunks/s"),
+            TimeElapsedColumn()]
+    with Progress(*cols, console=err_console) as bar:
+        task = bar.add_task("", total=None, chunks=0, rate=0.0)
+
+        def progress(p):
+            bar.update(task, completed=p["files"], total=p["total"], chunks=p["chunks"],
+                       rate=p["chunks_per_s"])
+
+        r = fn(*args, progress=progress, **kw)
+    console.print(f"added {len(r.added)}, updated {len(r.updated)}, unchanged "
+                  f"{len(r.unchanged)}, deleted {len(r.deleted)}, failed {len(r.failed)}; "
+                  f"{r.chunks} chunks in {r.seconds:.1f}s")
+    for src, msg in r.failed:
+        err_console.print(f"[yellow]skipped[/] {src}: {msg}")
+    return r
+
+
+@app.command("add")
+def add(name: str, paths: list[Path],
+        group: list[str] = typer.Option(None, "--group", "-g", help="Who may read (repeatable); "
+                                        "none: everyone."),
+        attr: list[str] = typer.Option(None, "--attr", help="Attribute KEY=VALUE (repeatable).")
+        ) -> None:
+    """Add files or folders (unchanged files are skipped, changed ones replaced)."""
+    _ingest(_kbs().add, name, paths, group or [], _attrs(attr))
+
+
+@app.command("sync")
+def sync(name: str, folder: Path, group: list[str] = typer.Option(None, "--group", "-g"),
+         attr: list[str] = typer.Option(None, "--attr")) -> None:
+    """Make the knowledge base equal to FOLDER: add new, replace changed, delete removed files."""
+    _ingest(_kbs().sync, name, folder, group or [], _attrs(attr))
+
+
+@app.command("search")
+def search(name: str, query: str, k: int = typer.Option(5, "-k"),
+           group: list[str] = typer.Option(None, "--group", "-g", help="Your groups."),
+           mode: str = typer.Option("hybrid", help="hybrid, weighted, dense or lexical."),
+           filters: str = typer.Option(None, "--filters", help="OpenAI filter JSON."),
+           threshold: float = typer.Option(0.0, "--threshold"),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """Search: documents outside your groups are never considered."""
+    hits = _kbs().search(name, query, groups=group or [], k=k, mode=mode,
+                         filters=json.loads(filters) if filters else None,
+                         score_threshold=threshold)
+    if as_json:
+        print_json([h.__dict__ for h in hits])
+        return
+    for n, h in enumerate(hits, 1):
+        where = " > ".join(h.heading_path[-2:])
+        page = f" p.{','.join(map(str, h.pages))}" if h.pages else ""
+        console.print(f"[bold][{n}] {h.score:.3f}[/] {Path(h.source).name}{page} [dim]{where}[/]")
+        body = h.text.split("\n", 1)[-1]
+        console.print("    " + body[:300].replace("\n", " ") + ("…" if len(body) > 300 else ""))
+    if not hits:
+        console.print("no results")
+
+
+@app.command("list")
+def list_kbs() -> None:
+    t = Table("name", "id", "embedding model", "documents", "version")
+    kbs = _kbs()
+    for r in kbs.list():
+        t.add_row(r.name, r.id, r.embedding_model, str(len(kbs.documents(r.id))), str(r.version))
+    console.print(t)
+
+
+@app.command("docs")
+def docs(name: str) -> None:
+    """Documents of a knowledge base."""
+    t = Table("source", "chunks", "groups", "status")
+    for d in _kbs().documents(name):
+        t.add_row(d.source, str(d.n_chunks), ",".join(d.groups) or "(everyone)", d.status)
+    console.print(t)
+
+
+@app.command("remove")
+def remove(name: str, source: str) -> None:
+    """Remove one document (by source path or id)."""
+    ok = _kbs().remove(name, str(Path(source).resolve()) if Path(source).exists() else source)
+    console.print("removed" if ok else "no such document")
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command("check")
+def check(name: str, repair: bool = typer.Option(False, "--repair")) -> None:
+    """Verify that records, the vector index and the lexical index agree."""
+    r = _kbs().check(name, repair)
+    for p in r["problems"]:
+        console.print(f"[yellow]drift[/]: {p}")
+    console.print(("[green]consistent[/]" if r["ok"] else "[red]inconsistent[/]")
+                  + f": {r['documents']} documents, {r['chunks']} chunks, version {r['version']}"
+                  + (" (repaired; re-run kb sync for dropped documents)" if r["repaired"] else ""))
+    if not r["ok"] and not r["repaired"]:
+        raise typer.Exit(1)
+
+
+@app.command("delete")
+def delete(name: str) -> None:
+    _kbs().delete(name)
+    console.print(f"deleted {name}")

@@ -1,0 +1,178 @@
+"""Search indexes of a knowledge base: BM25 (bm25s) and dense vectors, over the same chunks.
+
+The database is the source of truth: chunk text and vectors are written there, one document per
+transaction. The indexes here are derived from those rows and stamped with the knowledge base's
+``version``; a stale or damaged copy is rebuilt, never trusted. They live in memory and on disk
+under ``AFINAR_HOME/kb/<id>/index/`` (written atomically) so a new process loads them quickly.
+
+Access control and filters are applied as a mask over chunks *before* ranking, in both indexes:
+a chunk the caller may not read never takes a top-k slot, so results are never drained and its
+score never leaks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from afinar.store.atomic import atomic_dir
+from afinar.store.tables import KbChunk, KbDocument
+
+STOPWORDS = "en"
+
+
+def _tokenize(texts: list[str]):
+    import bm25s
+
+    return bm25s.tokenize(texts, stopwords=STOPWORDS, show_progress=False)
+
+
+@dataclass
+class DocMeta:
+    id: str
+    source: str
+    groups: frozenset[str]
+    attributes: dict
+
+
+class KbIndex:
+    def __init__(self, version: int, rowids: np.ndarray, doc_of: np.ndarray, docs: list[DocMeta],
+                 vectors: np.ndarray, bm25):
+        self.version, self.rowids, self.doc_of = version, rowids, doc_of
+        self.docs, self.vectors, self.bm25 = docs, vectors, bm25
+
+    @property
+    def size(self) -> int:
+        return len(self.rowids)
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def build(cls, session, kb_id: str, version: int) -> KbIndex:
+        import bm25s
+
+        docs = [DocMeta(d.id, d.source, frozenset(d.groups or []), dict(d.attributes or {}))
+                for d in session.scalars(select(KbDocument).where(
+                    KbDocument.kb_id == kb_id, KbDocument.status == "ready").order_by(
+                    KbDocument.id))]
+        pos = {d.id: i for i, d in enumerate(docs)}
+        rows = session.execute(select(KbChunk.rowid, KbChunk.doc_id, KbChunk.text, KbChunk.vector)
+                               .where(KbChunk.kb_id == kb_id).order_by(KbChunk.rowid)).all()
+        rows = [r for r in rows if r.doc_id in pos]
+        rowids = np.array([r.rowid for r in rows], dtype=np.int64)
+        doc_of = np.array([pos[r.doc_id] for r in rows], dtype=np.int32)
+        dim = len(rows[0].vector) // 4 if rows else 0
+        vectors = (np.frombuffer(b"".join(r.vector for r in rows), dtype=np.float32)
+                   .reshape(len(rows), dim) if rows else np.zeros((0, 0), np.float32))
+        bm25 = bm25s.BM25()
+        if rows:
+            bm25.index(_tokenize([r.text for r in rows]), show_progress=False)
+        return cls(version, rowids, doc_of, docs, vectors, bm25)
+
+    def save(self, folder: Path) -> None:
+        with atomic_dir(folder) as tmp:
+            np.save(tmp / "vectors.npy", self.vectors)
+            np.save(tmp / "rowids.npy", self.rowids)
+            np.save(tmp / "doc_of.npy", self.doc_of)
+            if self.size:
+                self.bm25.save(str(tmp / "bm25"))
+            (tmp / "meta.json").write_text(json.dumps({
+                "version": self.version, "size": self.size, "docs": [d.id for d in self.docs],
+                "fingerprint": self.fingerprint()}))
+
+    @classmethod
+    def load(cls, folder: Path, session, kb_id: str) -> KbIndex | None:
+        import bm25s
+
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            vectors = np.load(folder / "vectors.npy")
+            rowids = np.load(folder / "rowids.npy")
+            doc_of = np.load(folder / "doc_of.npy")
+            bm25 = bm25s.BM25.load(str(folder / "bm25")) if meta["size"] else bm25s.BM25()
+        except (OSError, ValueError, KeyError):
+            return None
+        by_id = {d.id: d for d in session.scalars(select(KbDocument).where(
+            KbDocument.kb_id == kb_id))}
+        if any(i not in by_id for i in meta["docs"]):
+            return None
+        docs = [DocMeta(i, by_id[i].source, frozenset(by_id[i].groups or []),
+                        dict(by_id[i].attributes or {})) for i in meta["docs"]]
+        idx = cls(meta["version"], rowids, doc_of, docs, vectors, bm25)
+        return idx if idx.fingerprint() == meta["fingerprint"] else None
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(self.rowids.tobytes())
+        h.update(self.vectors.tobytes())
+        return h.hexdigest()
+
+    # -- searching ----------------------------------------------------------------------------
+    def mask(self, groups: frozenset[str] | None, filters: dict | None) -> np.ndarray:
+        """Chunks the caller may see: ACL (``groups`` None means unrestricted) and filters."""
+        from afinar.rag.filters import matches
+
+        ok_doc = np.array([(groups is None or not d.groups or bool(d.groups & groups))
+                           and matches(filters, d.attributes) for d in self.docs], dtype=bool)
+        return ok_doc[self.doc_of] if self.size else np.zeros(0, dtype=bool)
+
+    def dense(self, qvec: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self.size or not allowed.any():
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        scores = self.vectors @ qvec.astype(np.float32)
+        scores[~allowed] = -np.inf
+        return _top(scores, min(k, int(allowed.sum())))
+
+    def lexical(self, query: str, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self.size or not allowed.any():
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        import bm25s
+
+        words = bm25s.tokenize([query], stopwords=STOPWORDS, return_ids=False,
+                               show_progress=False)[0]
+        if not words:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        scores = self.bm25.get_scores(words).astype(np.float32)
+        scores[~allowed] = -np.inf
+        scores[scores <= 0] = -np.inf  # no query term: not a lexical match
+        n = int(np.isfinite(scores).sum())
+        return _top(scores, min(k, n))
+
+
+def _top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if k <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    part = np.argpartition(-scores, k - 1)[:k]
+    order = part[np.argsort(-scores[part], kind="stable")]
+    return order, scores[order]
+
+
+class IndexCache:
+    """Per-process cache of loaded indexes, keyed by knowledge base and version."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, KbIndex] = {}
+        self._lock = threading.Lock()
+
+    def get(self, session, kb_id: str, version: int, folder: Path) -> KbIndex:
+        with self._lock:
+            idx = self._items.get(kb_id)
+            if idx is not None and idx.version == version:
+                return idx
+            idx = KbIndex.load(folder, session, kb_id)
+            if idx is None or idx.version != version:
+                idx = KbIndex.build(session, kb_id, version)
+                idx.save(folder)
+            self._items[kb_id] = idx
+            return idx
+
+    def drop(self, kb_id: str) -> None:
+        with self._lock:
+            self._items.pop(kb_id, None)
+
+
+CACHE = IndexCache()

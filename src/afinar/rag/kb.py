@@ -1,0 +1,346 @@
+"""Knowledge bases: ingest documents (load, chunk, embed), keep them in sync with their sources,
+search them (lexical, dense, hybrid) with access control and filters, and check their indexes.
+
+A document is identified by its source path and content hash: re-adding an unchanged file does
+nothing, a changed file replaces its chunks in one transaction, a deleted one is removed. Each
+document is committed on its own, so an interrupted ingestion resumes by running it again,
+without duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, select, update
+
+from afinar.errors import Conflict, InvalidRequest, NotFound
+from afinar.ids import new_id
+from afinar.rag.chunking import ChunkingStrategy, chunk_document, embedding_token_counter, \
+    resolve_sizes
+from afinar.rag.embeddings import get_embedder
+from afinar.rag.index import CACHE, KbIndex
+from afinar.rag.loaders import load_document, supported_extensions
+from afinar.settings import Settings, get_settings
+from afinar.store.db import get_database
+from afinar.store.tables import KbChunk, KbDocument, KbRecord
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+Progress = Callable[[dict], None]
+
+
+@dataclass
+class Hit:
+    chunk_id: int
+    doc_id: str
+    source: str
+    text: str
+    score: float
+    heading_path: list[str]
+    pages: list[int]
+    start: int
+    end: int
+    attributes: dict[str, Any]
+    dense_score: float | None = None
+    lexical_score: float | None = None
+
+
+@dataclass
+class IngestReport:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    chunks: int = 0
+    seconds: float = 0.0
+
+
+def _sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        while b := f.read(1 << 20):
+            h.update(b)
+    return h.hexdigest()
+
+
+def expand(paths: Iterable[str | Path]) -> list[Path]:
+    """Files to ingest: given files, and supported files under given folders (sorted)."""
+    exts = set(supported_extensions())
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InvalidRequest(f"{p}: no such file or folder", param="path")
+    return [p.resolve() for p in out]
+
+
+class KnowledgeBases:
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or get_settings()
+        self.db = get_database(self.settings.db_url)
+
+    # -- records ---------------------------------------------------------------------------
+    def create(self, name: str, embedding_model: str | None = None,
+               chunking: dict | None = None) -> KbRecord:
+        if not _NAME.match(name):
+            raise InvalidRequest(f"invalid knowledge base name {name!r}", param="name")
+        strategy = ChunkingStrategy.parse(chunking)
+        emb = get_embedder(embedding_model, self.settings)
+        with self.db.session() as s:
+            if s.scalar(select(KbRecord.id).where(KbRecord.name == name)):
+                raise Conflict(f"a knowledge base named {name!r} exists", param="name")
+            rec = KbRecord(id=new_id("vs_"), name=name, embedding_model=emb.model_id,
+                           dimensions=emb.dimensions, chunking=strategy.model_dump(), version=0,
+                           created_at=int(time.time()), info={})
+            s.add(rec)
+        return rec
+
+    def get(self, name_or_id: str) -> KbRecord:
+        with self.db.session() as s:
+            rec = s.get(KbRecord, name_or_id) or s.scalar(
+                select(KbRecord).where(KbRecord.name == name_or_id))
+        if rec is None:
+            raise NotFound(f"no knowledge base {name_or_id!r}", param="vector_store_id")
+        return rec
+
+    def list(self) -> list[KbRecord]:
+        with self.db.session() as s:
+            return list(s.scalars(select(KbRecord).order_by(KbRecord.created_at)))
+
+    def documents(self, kb: str) -> list[KbDocument]:
+        rec = self.get(kb)
+        with self.db.session() as s:
+            return list(s.scalars(select(KbDocument).where(KbDocument.kb_id == rec.id)
+                                  .order_by(KbDocument.source)))
+
+    def delete(self, kb: str) -> None:
+        rec = self.get(kb)
+        with self.db.session() as s:
+            s.execute(delete(KbChunk).where(KbChunk.kb_id == rec.id))
+            s.execute(delete(KbDocument).where(KbDocument.kb_id == rec.id))
+            s.execute(delete(KbRecord).where(KbRecord.id == rec.id))
+        CACHE.drop(rec.id)
+        shutil.rmtree(self._dir(rec.id), ignore_errors=True)
+
+    def _dir(self, kb_id: str) -> Path:
+        return self.settings.home / "kb" / kb_id
+
+    # -- ingestion -------------------------------------------------------------------------
+    def add(self, kb: str, paths: Iterable[str | Path], groups: list[str] | None = None,
+            attributes: dict[str, Any] | None = None, progress: Progress | None = None,
+            sources: dict[Path, str] | None = None) -> IngestReport:
+        """Ingest files (folders recursively). ``sources`` maps a path to the name it is known
+        by (the server uses file ids); by default the resolved path."""
+        rec = self.get(kb)
+        files = expand(paths)
+        emb = get_embedder(rec.embedding_model, self.settings)
+        count = embedding_token_counter(emb.path)
+        max_tok, overlap, _ = resolve_sizes(rec.chunking, emb.max_tokens)
+        report, t0 = IngestReport(), time.perf_counter()
+        for i, path in enumerate(files):
+            source = (sources or {}).get(path, str(path))
+            try:
+                self._ingest_one(rec, path, source, groups or [], attributes or {}, emb, count,
+                                 max_tok, overlap, report)
+            except InvalidRequest as e:
+                report.failed.append((source, e.message))
+            if progress:
+                progress({"files": i + 1, "total": len(files), "chunks": report.chunks,
+                          "chunks_per_s": report.chunks / max(time.perf_counter() - t0, 1e-9),
+                          "source": source})
+        if report.added or report.updated:
+            self.index(kb)  # build the indexes now, not on the first query
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _ingest_one(self, rec: KbRecord, path: Path, source: str, groups: list[str],
+                    attributes: dict, emb, count, max_tok: int, overlap: int,
+                    report: IngestReport) -> None:
+        digest = _sha256(path)
+        with self.db.session() as s:
+            old = s.scalar(select(KbDocument).where(KbDocument.kb_id == rec.id,
+                                                    KbDocument.source == source))
+            if old is not None and old.sha256 == digest and old.status == "ready":
+                if sorted(old.groups) != sorted(groups) or old.attributes != attributes:
+                    old.groups, old.attributes = sorted(groups), attributes
+                    old.updated_at = int(time.time())
+                    self._bump(s, rec.id)
+                    report.updated.append(source)
+                else:
+                    report.unchanged.append(source)
+                return
+        doc = load_document(path)
+        chunks = chunk_document(doc, count, max_tok, overlap)
+        vectors = emb.encode([c.text for c in chunks]) if chunks else np.zeros((0, 1))
+        now = int(time.time())
+        with self.db.session() as s:  # one transaction: the document and all its chunks
+            old = s.scalar(select(KbDocument).where(KbDocument.kb_id == rec.id,
+                                                    KbDocument.source == source))
+            if old is not None:
+                s.execute(delete(KbChunk).where(KbChunk.doc_id == old.id))
+                old.sha256, old.groups, old.attributes = digest, sorted(groups), attributes
+                old.status, old.n_chunks, old.updated_at, old.error = "ready", len(chunks), now, None
+                doc_id = old.id
+                report.updated.append(source)
+            else:
+                doc_id = new_id("file-")
+                s.add(KbDocument(id=doc_id, kb_id=rec.id, source=source, sha256=digest,
+                                 groups=sorted(groups), attributes=attributes, status="ready",
+                                 n_chunks=len(chunks), created_at=now, updated_at=now))
+                report.added.append(source)
+            s.add_all(KbChunk(kb_id=rec.id, doc_id=doc_id, idx=c.index, text=c.text,
+                              heading_path=c.heading_path, pages=c.pages, start=c.start,
+                              end=c.end, n_tokens=c.n_tokens, vector=v.astype(np.float32).tobytes(),
+                              norm=float(np.linalg.norm(v))) for c, v in zip(chunks, vectors))
+            self._bump(s, rec.id)
+        report.chunks += len(chunks)
+
+    @staticmethod
+    def _bump(s, kb_id: str) -> None:
+        s.execute(update(KbRecord).where(KbRecord.id == kb_id).values(
+            version=KbRecord.version + 1))
+
+    def remove(self, kb: str, source: str) -> bool:
+        rec = self.get(kb)
+        with self.db.session() as s:
+            doc = s.scalar(select(KbDocument).where(KbDocument.kb_id == rec.id,
+                                                    (KbDocument.source == source) |
+                                                    (KbDocument.id == source)))
+            if doc is None:
+                return False
+            s.execute(delete(KbChunk).where(KbChunk.doc_id == doc.id))
+            s.delete(doc)
+            self._bump(s, rec.id)
+        return True
+
+    def sync(self, kb: str, folder: str | Path, groups: list[str] | None = None,
+             attributes: dict | None = None, progress: Progress | None = None) -> IngestReport:
+        """Make the documents under ``folder`` equal to its files: add, update, delete."""
+        root = Path(folder).resolve()
+        if not root.is_dir():
+            raise InvalidRequest(f"{root}: not a folder", param="path")
+        report = self.add(kb, [root], groups, attributes, progress)
+        present = {str(p) for p in expand([root])}
+        for d in self.documents(kb):
+            if d.source.startswith(str(root) + "/") and d.source not in present:
+                self.remove(kb, d.source)
+                report.deleted.append(d.source)
+        return report
+
+    # -- search ------------------------------------------------------------------------------
+    def index(self, kb: str) -> tuple[KbRecord, KbIndex]:
+        rec = self.get(kb)
+        with self.db.session() as s:
+            return rec, CACHE.get(s, rec.id, rec.version, self._dir(rec.id) / "index")
+
+    def search(self, kb: str, query: str, *, groups: Iterable[str] | None = (),
+               filters: dict | None = None, k: int = 10, mode: str = "hybrid",
+               weight: float | None = None, score_threshold: float = 0.0,
+               embedding_model: str | None = None) -> list[Hit]:
+        """Top ``k`` chunks for ``query``. ``groups``: the caller's groups (documents with no
+        groups are public); ``None`` means an unrestricted (administrative) search."""
+        from afinar.rag.filters import validate_filter
+        from afinar.rag.fusion import fuse
+
+        if not query.strip():
+            raise InvalidRequest("query is empty", param="query")
+        if not 1 <= k <= 100:
+            raise InvalidRequest("max_num_results must be 1..100", param="max_num_results")
+        if filters is not None:
+            validate_filter(filters)
+        rec, idx = self.index(kb)
+        if embedding_model and embedding_model != rec.embedding_model:
+            raise InvalidRequest(f"knowledge base {rec.name} was embedded with "
+                                 f"{rec.embedding_model}, not {embedding_model}", param="model")
+        allowed = idx.mask(None if groups is None else frozenset(groups), filters)
+        n_cand = max(50, 5 * k)
+        dense = lex = qv = None
+        if mode in ("hybrid", "weighted", "dense"):
+            qv = get_embedder(rec.embedding_model, self.settings).encode([query])[0]
+            dense = idx.dense(qv, allowed, n_cand)
+        if mode in ("hybrid", "weighted", "lexical"):
+            lex = idx.lexical(query, allowed, n_cand)
+        if dense is None and lex is None:
+            raise InvalidRequest("mode must be hybrid, weighted, dense or lexical", param="mode")
+        if weight is None:
+            weight = float(rec.info.get("fusion_weight", 0.5))
+        cosine = (lambda i: float(idx.vectors[i] @ qv)) if qv is not None else None
+        ranked = fuse(dense, lex, mode, weight, cosine)
+        ranked = [(i, sc, d, lx) for i, sc, d, lx in ranked
+                  if sc >= score_threshold and (sc > 0 or score_threshold <= 0)][:k]
+        return self._hits(idx, ranked)
+
+    def _hits(self, idx: KbIndex, ranked) -> list[Hit]:
+        if not ranked:
+            return []
+        rowids = [int(idx.rowids[i]) for i, *_ in ranked]
+        with self.db.session() as s:
+            rows = {c.rowid: c for c in s.scalars(select(KbChunk).where(
+                KbChunk.rowid.in_(rowids)))}
+        out = []
+        for (i, score, d, lx), rid in zip(ranked, rowids):
+            c, doc = rows[rid], idx.docs[int(idx.doc_of[i])]
+            out.append(Hit(rid, doc.id, doc.source, c.text, float(score), c.heading_path,
+                           c.pages, c.start, c.end, doc.attributes, d, lx))
+        return out
+
+    # -- consistency -----------------------------------------------------------------------
+    def check(self, kb: str, repair: bool = False) -> dict[str, Any]:
+        """Do records, the vector index and the lexical index agree? ``repair`` fixes drift."""
+        rec = self.get(kb)
+        folder = self._dir(rec.id) / "index"
+        problems: list[str] = []
+        with self.db.session() as s:
+            docs = {d.id: d for d in s.scalars(select(KbDocument).where(
+                KbDocument.kb_id == rec.id))}
+            counts = dict(s.execute(select(KbChunk.doc_id, func.count()).where(
+                KbChunk.kb_id == rec.id).group_by(KbChunk.doc_id)).all())
+            orphans = [d for d in counts if d not in docs]
+            if orphans:
+                problems.append(f"{sum(counts[d] for d in orphans)} chunks of "
+                                f"{len(orphans)} unknown documents")
+            for d in docs.values():
+                if counts.get(d.id, 0) != d.n_chunks or d.status != "ready":
+                    problems.append(f"{d.source}: record says {d.n_chunks} chunks "
+                                    f"({d.status}), {counts.get(d.id, 0)} stored")
+            truth = KbIndex.build(s, rec.id, rec.version)
+            disk = KbIndex.load(folder, s, rec.id)
+        if disk is None and folder.exists():
+            problems.append("the index files are damaged")
+        elif disk is None:
+            problems.append("the index files are missing")
+        else:
+            if disk.version != rec.version:
+                problems.append(f"the index is at version {disk.version}, records at "
+                                f"{rec.version}")
+            if disk.fingerprint() != truth.fingerprint():
+                problems.append("the vector index differs from the records")
+            n_lex = int(getattr(disk.bm25, "scores", {}).get("num_docs", disk.size)
+                        if disk.size else 0)
+            if n_lex != truth.size:
+                problems.append(f"the lexical index has {n_lex} chunks, records {truth.size}")
+        if repair and problems:
+            with self.db.session() as s:
+                if orphans:
+                    s.execute(delete(KbChunk).where(KbChunk.doc_id.in_(orphans)))
+                for d in s.scalars(select(KbDocument).where(KbDocument.kb_id == rec.id)):
+                    n = counts.get(d.id, 0)
+                    if d.status != "ready" or n != d.n_chunks:
+                        s.execute(delete(KbChunk).where(KbChunk.doc_id == d.id))
+                        s.delete(d)  # re-ingest it with kb add / kb sync
+                self._bump(s, rec.id)
+            CACHE.drop(rec.id)
+            self.index(kb)
+        return {"ok": not problems, "problems": problems, "repaired": bool(repair and problems),
+                "documents": len(docs), "chunks": truth.size, "version": rec.version}
