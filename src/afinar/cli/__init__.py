@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from afinar.cli import chat_cmd, config_cmd, data_cmd, kb_cmd, models_cmd, tune_cmd
+from afinar.cli import ask_cmd, chat_cmd, config_cmd, data_cmd, kb_cmd, models_cmd, tune_cmd
 from afinar.cli.common import err_console
 from afinar.errors import AfinarError
 
@@ -22,6 +22,8 @@ app.add_typer(models_cmd.app, name="models")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(tune_cmd.app, name="tune")
 app.add_typer(kb_cmd.app, name="kb")
+app.add_typer(ask_cmd.memory_app, name="memory")
+app.command("ask")(ask_cmd.ask)
 app.command("worker")(tune_cmd.worker)
 app.command("chat")(chat_cmd.chat)
 app.command("demo")(chat_cmd.demo)

@@ -33,6 +33,8 @@ class SamplingParams(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="default: the rest of the context")
     stop: list[str] = Field(default_factory=list, max_length=4)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -60,6 +62,25 @@ class GenerationResult:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+def _penalty_processor(prompt_len: int, frequency: float, presence: float):
+    """OpenAI's penalties: each logit drops by ``frequency * count + presence * (count > 0)``,
+    counting the tokens generated so far (not the prompt). transformers' repetition_penalty is
+    multiplicative and counts the prompt, so it is not the same thing."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class Penalty(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            gen = input_ids[:, prompt_len:]
+            if gen.shape[1] == 0:
+                return scores
+            counts = torch.zeros_like(scores).scatter_add_(
+                1, gen, torch.ones_like(gen, dtype=scores.dtype))
+            return scores - frequency * counts - presence * (counts > 0).to(scores.dtype)
+
+    return Penalty()
 
 
 class _TokenQueue:
@@ -121,6 +142,11 @@ class GenerationStream:
                 if lm.tokenizer.pad_token_id is not None else sorted(self._eos)[0],
                 streamer=self._streamer, stopping_criteria=StoppingCriteriaList([_Cancel()]),
             )
+            if p.frequency_penalty or p.presence_penalty:
+                from transformers import LogitsProcessorList
+
+                kwargs["logits_processor"] = LogitsProcessorList([_penalty_processor(
+                    len(self.prompt_ids), p.frequency_penalty, p.presence_penalty)])
             if p.temperature == 0:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             else:

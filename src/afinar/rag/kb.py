@@ -92,8 +92,8 @@ class KnowledgeBases:
 
     # -- records ---------------------------------------------------------------------------
     def create(self, name: str, embedding_model: str | None = None,
-               chunking: dict | None = None) -> KbRecord:
-        if not _NAME.match(name):
+               chunking: dict | None = None, internal: bool = False) -> KbRecord:
+        if not _NAME.match(name.removeprefix("_") if internal else name):
             raise InvalidRequest(f"invalid knowledge base name {name!r}", param="name")
         strategy = ChunkingStrategy.parse(chunking)
         emb = get_embedder(embedding_model, self.settings)
@@ -114,9 +114,10 @@ class KnowledgeBases:
             raise NotFound(f"no knowledge base {name_or_id!r}", param="vector_store_id")
         return rec
 
-    def list(self) -> list[KbRecord]:
+    def list(self, internal: bool = False) -> list[KbRecord]:
         with self.db.session() as s:
-            return list(s.scalars(select(KbRecord).order_by(KbRecord.created_at)))
+            recs = list(s.scalars(select(KbRecord).order_by(KbRecord.created_at)))
+        return [r for r in recs if internal or not r.name.startswith("_")]
 
     def documents(self, kb: str) -> list[KbDocument]:
         rec = self.get(kb)
@@ -164,10 +165,36 @@ class KnowledgeBases:
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _ingest_one(self, rec: KbRecord, path: Path, source: str, groups: list[str],
+    def add_text(self, kb: str, source: str, text: str, groups: list[str] | None = None,
+                 attributes: dict[str, Any] | None = None, title: str | None = None
+                 ) -> IngestReport:
+        """Ingest one in-memory text (a memory, a note) under the name ``source``."""
+        from afinar.rag.document import DocumentBuilder
+
+        if not text.strip():
+            raise InvalidRequest("text is empty", param="text")
+        rec = self.get(kb)
+        emb = get_embedder(rec.embedding_model, self.settings)
+        count = embedding_token_counter(emb.path)
+        max_tok, overlap, _ = resolve_sizes(rec.chunking, emb.max_tokens)
+        report = IngestReport()
+
+        def load() -> Any:
+            b = DocumentBuilder(source)
+            for para in [p for p in text.split("\n\n") if p.strip()]:
+                b.add("paragraph", para.strip())
+            return b.build(title=title)
+
+        self._ingest_one(rec, None, source, groups or [], attributes or {}, emb, count, max_tok,
+                         overlap, report, loader=load,
+                         digest=hashlib.sha256(text.encode()).hexdigest())
+        self.index(kb)
+        return report
+
+    def _ingest_one(self, rec: KbRecord, path: Path | None, source: str, groups: list[str],
                     attributes: dict, emb, count, max_tok: int, overlap: int,
-                    report: IngestReport) -> None:
-        digest = _sha256(path)
+                    report: IngestReport, loader=None, digest: str | None = None) -> None:
+        digest = digest or _sha256(path)
         with self.db.session() as s:
             old = s.scalar(select(KbDocument).where(KbDocument.kb_id == rec.id,
                                                     KbDocument.source == source))
@@ -180,7 +207,7 @@ class KnowledgeBases:
                 else:
                     report.unchanged.append(source)
                 return
-        doc = load_document(path)
+        doc = loader() if loader else load_document(path)
         chunks = chunk_document(doc, count, max_tok, overlap)
         vectors = emb.encode([c.text for c in chunks]) if chunks else np.zeros((0, 1))
         now = int(time.time())

@@ -1,0 +1,97 @@
+"""``afinar ask`` (grounded answers with citations) and ``afinar memory``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from afinar.cli.common import console, err_console, print_json
+
+memory_app = typer.Typer(help="Per-user memories (passive RAG) that can be forgotten for real.",
+                         no_args_is_help=True)
+
+
+def ask(
+    question: str = typer.Argument(...),
+    kb: str = typer.Option(..., "--kb", help="Knowledge base to answer from."),
+    model: str = typer.Option(None, "-m", "--model"),
+    group: list[str] = typer.Option(None, "--group", "-g", help="Your groups (ACL)."),
+    user: str = typer.Option(None, "--user", help="Add this user's relevant memories."),
+    k: int = typer.Option(5, "-k"),
+    threshold: float = typer.Option(0.3, "--threshold", help="Minimum relevance (cosine)."),
+    max_tokens: int = typer.Option(256, "--max-tokens"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Answer from a knowledge base, citing sources; says so when nothing relevant is found."""
+    from afinar.cli.chat_cmd import _load
+    from afinar.models import SamplingParams
+    from afinar.rag.answer import ask as ask_service
+    from afinar.settings import get_settings
+
+    lm = _load(model or get_settings().default_model)
+    mems = None
+    if user:
+        from afinar.rag.memory import Memories
+
+        mems = [m.text for m in Memories(user).search(question)]
+    a = ask_service(question, lm, kb, groups=group or [], k=k, score_threshold=threshold,
+                    params=SamplingParams(temperature=0, max_tokens=max_tokens,
+                                          frequency_penalty=0.5), memories=mems)
+    if as_json:
+        print_json({"answer": a.text, "found": a.found, "usage": a.usage,
+                    "sources": [{"n": i + 1, "source": h.source, "chunk_id": h.chunk_id,
+                                 "pages": h.pages, "start": h.start, "end": h.end,
+                                 "score": h.score} for i, h in enumerate(a.sources)],
+                    "citations": [c.__dict__ for c in a.citations]})
+        return
+    console.print(a.text)
+    if a.sources:
+        t = Table("n", "source", "section", "pages", "offsets", "score", title="sources",
+                  title_justify="left")
+        for i, h in enumerate(a.sources, 1):
+            t.add_row(str(i), Path(h.source).name, " > ".join(h.heading_path[-1:]),
+                      ",".join(map(str, h.pages)), f"{h.start}-{h.end}", f"{h.score:.2f}")
+        console.print(t)
+    for c in a.unsupported:
+        err_console.print(f"[yellow]unsupported citation [{c.number}][/]: {c.sentence!r} "
+                          f"(overlap {c.support:.0%})")
+
+
+@memory_app.command("add")
+def mem_add(user: str, text: str) -> None:
+    from afinar.rag.memory import Memories
+
+    m = Memories(user).add(text)
+    console.print(f"remembered {m.id}")
+
+
+@memory_app.command("list")
+def mem_list(user: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    from afinar.rag.memory import Memories
+
+    ms = Memories(user).list()
+    if as_json:
+        print_json([m.__dict__ for m in ms])
+        return
+    for m in ms:
+        console.print(f"{m.id}  {m.text}")
+
+
+@memory_app.command("search")
+def mem_search(user: str, query: str, k: int = typer.Option(5, "-k")) -> None:
+    from afinar.rag.memory import Memories
+
+    for m in Memories(user).search(query, k):
+        console.print(f"{m.score:.2f}  {m.id}  {m.text}")
+
+
+@memory_app.command("forget")
+def mem_forget(user: str, memory_id: str = typer.Argument(None),
+               everything: bool = typer.Option(False, "--all")) -> None:
+    """Delete one memory (or --all): its text and its vectors."""
+    from afinar.rag.memory import Memories
+
+    n = Memories(user).forget(memory_id, everything)
+    console.print(f"forgot {n} memor{'y' if n == 1 else 'ies'}")
