@@ -59,7 +59,7 @@ def _label(text: str) -> str | None:
 def test_sarcasm_beats_the_base_model(home, shared_dir, tmp_path):
     src = shared_dir / "datasets" / "sarcasm"
     rows = src.joinpath("train.jsonl").read_text().splitlines()
-    sample = random.Random(0).sample(rows, 400)
+    sample = random.Random(0).sample(rows, 600)
     (tmp_path / "train.jsonl").write_text("\n".join(sample) + "\n")
     test = [json.loads(x) for x in src.joinpath("test.jsonl").read_text().splitlines()]
     test = random.Random(1).sample(test, 200)
@@ -70,11 +70,12 @@ def test_sarcasm_beats_the_base_model(home, shared_dir, tmp_path):
         return sum(p == g for p, g in zip(preds, gold)) / len(gold), sum(p is None for p in preds)
 
     base_acc, base_unparsed = accuracy(BASE)
-    tuned = train(tmp_path / "train.jsonl", n_epochs=2, batch_size=16)
+    tuned = train(tmp_path / "train.jsonl", n_epochs=2, batch_size=16,
+                  learning_rate_multiplier=4)
     tuned_acc, tuned_unparsed = accuracy(tuned)
     print(f"\nsarcasm accuracy on 200 test headlines: base {base_acc:.3f} "
           f"({base_unparsed} unparsable), tuned {tuned_acc:.3f} ({tuned_unparsed} unparsable); "
           "always '0' scores 0.52 on the full test split")
     assert tuned_unparsed == 0
     assert tuned_acc > base_acc
-    assert tuned_acc > 0.55
+    assert tuned_acc > 0.6  # measured 0.695 with these settings
