@@ -30,7 +30,10 @@ integration: $(STAMP)
 	$(PY) -m pytest -q -m integration
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/model_load.py
+	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/retrieval.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -149,6 +149,7 @@ def test_interrupted_ingestion_resumes_without_duplicates(home, tmp_path, monkey
         return real(path, **kw)
 
     monkeypatch.setattr(kbmod, "load_document", crash_on_third)
+    monkeypatch.setattr(kbmod, "EMBED_BATCH", 1)  # commit every document as soon as it is read
     with pytest.raises(KeyboardInterrupt):
         kbs.add("k", [folder])
     monkeypatch.setattr(kbmod, "load_document", real)

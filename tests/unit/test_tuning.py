@@ -280,3 +280,50 @@ def test_cli_create_follows_to_success(tiny_home, tmp_path, capsys):
     assert e.value.code == 2
     assert "missing_messages_list" in capsys.readouterr().err
     assert len(Jobs().list()) == 1  # the rejected file never became a job
+
+
+def test_export_merged_matches_the_adapter(tiny_home, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from afinar.cli import main
+
+    job = Jobs().create(model="tiny", training_file=upload(tmp_path, chat_rows(16), "t.jsonl"),
+                        hyperparameters={"n_epochs": 1, "learning_rate_multiplier": 20}, seed=1)
+    assert run_job(job) == "succeeded"
+    ft = Jobs().get(job.id).fine_tuned_model
+    out = tmp_path / "merged"
+    with pytest.raises(SystemExit) as e:
+        main(["models", "export", ft, "--out", str(out)])
+    assert e.value.code == 0
+    assert {"model.safetensors", "tokenizer.json", "afinar-manifest.json"} <= {
+        p.name for p in out.iterdir()}
+    plain = AutoModelForCausalLM.from_pretrained(out)
+    ids = torch.tensor([[1, 5, 9, 20]])
+    with torch.no_grad():
+        want = load_causal_lm(Catalog().get(ft)).model(input_ids=ids).logits
+        got = plain(input_ids=ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(SystemExit) as e:
+        main(["models", "export", "tiny", "--out", str(tmp_path / "x")])
+    assert e.value.code == 2
+
+
+def test_fine_tuned_model_is_usable_in_chat_and_checks_its_template(tiny_home, tmp_path):
+    from afinar.models import Generator, SamplingParams
+    from afinar.models.finetuned import TemplateMismatch
+
+    job = Jobs().create(model="tiny", training_file=upload(tmp_path, chat_rows(16), "t.jsonl"),
+                        hyperparameters={"n_epochs": 1}, seed=1)
+    assert run_job(job) == "succeeded"
+    ft = Jobs().get(job.id).fine_tuned_model
+    ckpt = Jobs().checkpoints(job.id)[0].model_id
+    for mid in (ft, ckpt):
+        r = Generator(load_causal_lm(Catalog().get(mid))).chat(
+            [{"role": "user", "content": "hello"}], SamplingParams(max_tokens=3, seed=0))
+        assert r.completion_tokens <= 3
+    manifest = Catalog().get(ft).path / "afinar-manifest.json"
+    data = json.loads(manifest.read_text())
+    data["template_fingerprint"]["template_sha256"] = "0" * 64
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(TemplateMismatch, match="another chat template"):
+        load_causal_lm(Catalog().get(ft))

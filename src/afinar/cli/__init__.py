@@ -6,7 +6,16 @@ import sys
 
 import typer
 
-from afinar.cli import ask_cmd, chat_cmd, config_cmd, data_cmd, kb_cmd, models_cmd, tune_cmd
+from afinar.cli import (
+    ask_cmd,
+    chat_cmd,
+    config_cmd,
+    data_cmd,
+    kb_cmd,
+    models_cmd,
+    serve_cmd,
+    tune_cmd,
+)
 from afinar.cli.common import err_console
 from afinar.errors import AfinarError
 
@@ -24,6 +33,8 @@ app.add_typer(tune_cmd.app, name="tune")
 app.add_typer(kb_cmd.app, name="kb")
 app.add_typer(ask_cmd.memory_app, name="memory")
 app.command("ask")(ask_cmd.ask)
+app.add_typer(serve_cmd.keys_app, name="keys")
+app.command("serve")(serve_cmd.serve)
 app.command("worker")(tune_cmd.worker)
 app.command("chat")(chat_cmd.chat)
 app.command("demo")(chat_cmd.demo)

@@ -69,3 +69,21 @@ def remove(name: str) -> None:
     """Unregister a model (its files are left where they are)."""
     Catalog().remove(name)
     console.print(f"removed {name}")
+
+
+@app.command("export")
+def export(name: str, out: Path = typer.Option(..., "--out", "-o"),
+           merged: bool = typer.Option(True, "--merged/--adapter",
+                                       help="Merge into the base (default) or copy the adapter.")
+           ) -> None:
+    """Write a fine-tuned model to OUT: merged safetensors + tokenizer, or its adapter folder."""
+    if merged:
+        from afinar.models.finetuned import export_merged
+
+        path = export_merged(name, out)
+    else:
+        import shutil
+
+        src = Catalog().get(name).path
+        path = Path(shutil.copytree(src, out))
+    console.print(f"exported {name} to {path}")

@@ -56,3 +56,30 @@ def load_finetuned(info: ModelInfo, settings: Settings, progress: Progress | Non
     model.eval()
     return LoadedModel(info, model, base.tokenizer, base.device, time.perf_counter() - t0,
                        "adapter")
+
+
+def export_merged(model_id: str, out: Path, settings: Settings | None = None) -> Path:
+    """Write a fine-tuned model as one plain safetensors folder (base + adapter merged, with the
+    tokenizer, chat template and manifest), loadable by transformers alone."""
+    from afinar.errors import InvalidRequest
+    from afinar.settings import get_settings
+    from afinar.store.atomic import atomic_dir
+
+    settings = settings or get_settings()
+    info = Catalog(settings).get(model_id)
+    if info.format not in ("peft", "hf") or not model_id.startswith("ft:"):
+        raise InvalidRequest(f"{model_id} is not a fine-tuned model", param="model")
+    manifest = read_manifest(info.path)
+    if manifest.get("method") == "prompt_tuning":
+        raise InvalidRequest("a prompt-tuned model has virtual tokens, not weights to merge; "
+                             "use its adapter folder with peft", param="model")
+    lm = load_causal_lm(info, settings)  # merged on load
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise InvalidRequest(f"{out} exists and is not empty", param="out")
+    with atomic_dir(out) as tmp:
+        lm.model.save_pretrained(tmp)
+        lm.tokenizer.save_pretrained(tmp)
+        (tmp / MANIFEST).write_text(json.dumps({**manifest, "exported_from": model_id,
+                                                "merged": True}, indent=1))
+    return out

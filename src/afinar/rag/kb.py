@@ -71,6 +71,26 @@ def _sha256(p: Path) -> str:
     return h.hexdigest()
 
 
+EMBED_BATCH = 64  # chunks embedded together across documents
+
+
+@dataclass
+class _Item:
+    source: str
+    path: Path | None = None
+    text: str | None = None
+    digest: str | None = None
+
+
+def _text_document(item: _Item):
+    from afinar.rag.document import DocumentBuilder
+
+    b = DocumentBuilder(item.source)
+    for para in (p for p in item.text.split("\n\n") if p.strip()):
+        b.add("paragraph", para.strip())
+    return b.build()
+
+
 def expand(paths: Iterable[str | Path]) -> list[Path]:
     """Files to ingest: given files, and supported files under given folders (sorted)."""
     exts = set(supported_extensions())
@@ -143,89 +163,102 @@ class KnowledgeBases:
             sources: dict[Path, str] | None = None) -> IngestReport:
         """Ingest files (folders recursively). ``sources`` maps a path to the name it is known
         by (the server uses file ids); by default the resolved path."""
-        rec = self.get(kb)
         files = expand(paths)
+        items = [_Item((sources or {}).get(p, str(p)), path=p) for p in files]
+        return self._ingest(kb, items, groups or [], attributes or {}, progress)
+
+    def add_texts(self, kb: str, texts: Iterable[tuple[str, str]],
+                  groups: list[str] | None = None, attributes: dict[str, Any] | None = None,
+                  progress: Progress | None = None) -> IngestReport:
+        """Ingest in-memory texts as ``(source, text)`` pairs (memories, notes, benchmarks)."""
+        items = []
+        for source, text in texts:
+            if not text.strip():
+                raise InvalidRequest(f"{source}: text is empty", param="text")
+            items.append(_Item(source, text=text))
+        return self._ingest(kb, items, groups or [], attributes or {}, progress)
+
+    def add_text(self, kb: str, source: str, text: str, groups: list[str] | None = None,
+                 attributes: dict[str, Any] | None = None) -> IngestReport:
+        return self.add_texts(kb, [(source, text)], groups, attributes)
+
+    def _ingest(self, kb: str, items: list[_Item], groups: list[str], attributes: dict,
+                progress: Progress | None) -> IngestReport:
+        """Load and chunk documents, embed their chunks in batches across documents (the model
+        is fastest on full batches), and commit each document in its own transaction."""
+        rec = self.get(kb)
         emb = get_embedder(rec.embedding_model, self.settings)
         count = embedding_token_counter(emb.path)
         max_tok, overlap, _ = resolve_sizes(rec.chunking, emb.max_tokens)
         report, t0 = IngestReport(), time.perf_counter()
-        for i, path in enumerate(files):
-            source = (sources or {}).get(path, str(path))
+        groups = sorted(groups)
+        pending: list[tuple[_Item, list]] = []
+
+        def flush() -> None:
+            texts = [c.text for _, chunks in pending for c in chunks]
+            vecs = emb.encode(texts) if texts else np.zeros((0, rec.dimensions), np.float32)
+            at = 0
+            for item, chunks in pending:
+                self._commit(rec, item, groups, attributes, chunks, vecs[at:at + len(chunks)],
+                             report)
+                at += len(chunks)
+            pending.clear()
+
+        for i, item in enumerate(items):
             try:
-                self._ingest_one(rec, path, source, groups or [], attributes or {}, emb, count,
-                                 max_tok, overlap, report)
+                item.digest = item.digest or (_sha256(item.path) if item.path else
+                                              hashlib.sha256(item.text.encode()).hexdigest())
+                if not self._unchanged(rec, item, groups, attributes, report):
+                    doc = load_document(item.path) if item.path else _text_document(item)
+                    pending.append((item, chunk_document(doc, count, max_tok, overlap)))
             except InvalidRequest as e:
-                report.failed.append((source, e.message))
+                report.failed.append((item.source, e.message))
+            if sum(len(c) for _, c in pending) >= EMBED_BATCH:
+                flush()
             if progress:
-                progress({"files": i + 1, "total": len(files), "chunks": report.chunks,
+                progress({"files": i + 1, "total": len(items), "chunks": report.chunks,
                           "chunks_per_s": report.chunks / max(time.perf_counter() - t0, 1e-9),
-                          "source": source})
+                          "source": item.source})
+        flush()
         if report.added or report.updated:
             self.index(kb)  # build the indexes now, not on the first query
         report.seconds = time.perf_counter() - t0
         return report
 
-    def add_text(self, kb: str, source: str, text: str, groups: list[str] | None = None,
-                 attributes: dict[str, Any] | None = None, title: str | None = None
-                 ) -> IngestReport:
-        """Ingest one in-memory text (a memory, a note) under the name ``source``."""
-        from afinar.rag.document import DocumentBuilder
-
-        if not text.strip():
-            raise InvalidRequest("text is empty", param="text")
-        rec = self.get(kb)
-        emb = get_embedder(rec.embedding_model, self.settings)
-        count = embedding_token_counter(emb.path)
-        max_tok, overlap, _ = resolve_sizes(rec.chunking, emb.max_tokens)
-        report = IngestReport()
-
-        def load() -> Any:
-            b = DocumentBuilder(source)
-            for para in [p for p in text.split("\n\n") if p.strip()]:
-                b.add("paragraph", para.strip())
-            return b.build(title=title)
-
-        self._ingest_one(rec, None, source, groups or [], attributes or {}, emb, count, max_tok,
-                         overlap, report, loader=load,
-                         digest=hashlib.sha256(text.encode()).hexdigest())
-        self.index(kb)
-        return report
-
-    def _ingest_one(self, rec: KbRecord, path: Path | None, source: str, groups: list[str],
-                    attributes: dict, emb, count, max_tok: int, overlap: int,
-                    report: IngestReport, loader=None, digest: str | None = None) -> None:
-        digest = digest or _sha256(path)
+    def _unchanged(self, rec: KbRecord, item: _Item, groups: list[str], attributes: dict,
+                   report: IngestReport) -> bool:
         with self.db.session() as s:
             old = s.scalar(select(KbDocument).where(KbDocument.kb_id == rec.id,
-                                                    KbDocument.source == source))
-            if old is not None and old.sha256 == digest and old.status == "ready":
-                if sorted(old.groups) != sorted(groups) or old.attributes != attributes:
-                    old.groups, old.attributes = sorted(groups), attributes
-                    old.updated_at = int(time.time())
-                    self._bump(s, rec.id)
-                    report.updated.append(source)
-                else:
-                    report.unchanged.append(source)
-                return
-        doc = loader() if loader else load_document(path)
-        chunks = chunk_document(doc, count, max_tok, overlap)
-        vectors = emb.encode([c.text for c in chunks]) if chunks else np.zeros((0, 1))
+                                                    KbDocument.source == item.source))
+            if old is None or old.sha256 != item.digest or old.status != "ready":
+                return False
+            if old.groups != groups or old.attributes != attributes:
+                old.groups, old.attributes = groups, attributes
+                old.updated_at = int(time.time())
+                self._bump(s, rec.id)
+                report.updated.append(item.source)
+            else:
+                report.unchanged.append(item.source)
+            return True
+
+    def _commit(self, rec: KbRecord, item: _Item, groups: list[str], attributes: dict,
+                chunks: list, vectors: np.ndarray, report: IngestReport) -> None:
         now = int(time.time())
         with self.db.session() as s:  # one transaction: the document and all its chunks
             old = s.scalar(select(KbDocument).where(KbDocument.kb_id == rec.id,
-                                                    KbDocument.source == source))
+                                                    KbDocument.source == item.source))
             if old is not None:
                 s.execute(delete(KbChunk).where(KbChunk.doc_id == old.id))
-                old.sha256, old.groups, old.attributes = digest, sorted(groups), attributes
+                old.sha256, old.groups, old.attributes = item.digest, groups, attributes
                 old.status, old.n_chunks, old.updated_at, old.error = "ready", len(chunks), now, None
                 doc_id = old.id
-                report.updated.append(source)
+                report.updated.append(item.source)
             else:
                 doc_id = new_id("file-")
-                s.add(KbDocument(id=doc_id, kb_id=rec.id, source=source, sha256=digest,
-                                 groups=sorted(groups), attributes=attributes, status="ready",
+                s.add(KbDocument(id=doc_id, kb_id=rec.id, source=item.source, sha256=item.digest,
+                                 groups=groups, attributes=attributes, status="ready",
                                  n_chunks=len(chunks), created_at=now, updated_at=now))
-                report.added.append(source)
+                report.added.append(item.source)
             s.add_all(KbChunk(kb_id=rec.id, doc_id=doc_id, idx=c.index, text=c.text,
                               heading_path=c.heading_path, pages=c.pages, start=c.start,
                               end=c.end, n_tokens=c.n_tokens, vector=v.astype(np.float32).tobytes(),

@@ -142,11 +142,26 @@ def _v3(conn: Connection) -> None:
     md.create_all(conn, checkfirst=True)
 
 
+def _v4(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "api_keys", md,
+        Column("id", String(64), primary_key=True),
+        Column("name", String(128), nullable=False),
+        Column("prefix", String(16), nullable=False),
+        Column("sha256", String(64), nullable=False, unique=True),
+        Column("created_at", BigInteger, nullable=False),
+        Column("last_used_at", BigInteger),
+    )
+    md.create_all(conn, checkfirst=True)
+
+
 # (version, description, step). Append only; never edit a step that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "models catalog", _v1),
     (2, "files, fine-tuning jobs, events, checkpoints", _v2),
     (3, "knowledge bases, documents, chunks with vectors", _v3),
+    (4, "hashed API keys", _v4),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

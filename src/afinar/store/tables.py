@@ -160,3 +160,16 @@ class KbChunk(Base):
     n_tokens: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
     norm: Mapped[float] = mapped_column(Float)
+
+
+class ApiKey(Base):
+    """An API key for the server; only its SHA-256 is stored (the key is shown once)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=lambda: int(time.time()))
+    last_used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -192,13 +192,16 @@ class Trainer:
                     st.stop_reason = signal
                     return st
                 t0 = time.perf_counter()
+                last = getattr(self, "_last_end", t0)
                 loss_sum, right, n_t, n_tok = self._step(groups[st.group])
                 st.group += 1
                 st.step += 1
                 st.trained_tokens += n_tok
                 row = {"step": st.step, "epoch": st.epoch + 1, "train_loss": loss_sum,
                        "train_mean_token_accuracy": right / max(n_t, 1),
+                       "tokens": n_tok,
                        "tokens_per_second": n_tok / max(time.perf_counter() - t0, 1e-9),
+                       "step_seconds": time.perf_counter() - last,
                        "learning_rate": self.sched.get_last_lr()[0], "total_steps": hp.total_steps}
                 if self.val and hp.eval_every_steps and st.step % hp.eval_every_steps == 0:
                     ev = self.evaluate(self.eval_sample)
@@ -212,6 +215,7 @@ class Trainer:
                         row.update(valid_loss=ev["loss"], valid_mean_token_accuracy=ev["accuracy"])
                 st.history.append(row)
                 self.emit("info", "metrics", _metrics_message(row, hp.total_steps), row)
+                self._last_end = time.perf_counter()
                 if end_of_epoch:
                     st.epoch += 1
                     st.group = 0

@@ -1,0 +1,153 @@
+"""Retrieval quality and speed on a BEIR-layout folder (default ../shared/datasets/squad).
+
+Prints nDCG@10, recall@10, recall@100 and MRR@10 for BM25 (lexical), dense, hybrid (RRF) and
+weighted fusion; query latency p50/p95 (including the query embedding where used); and the
+ingestion rate against the raw sentence-transformers encode rate on the same chunk texts,
+measured in the same run. ``--scale N`` also measures query latency at N chunks, built from
+synthetic texts and random unit vectors written straight to the store (embedding N real chunks
+takes hours on this machine), with real query embedding.
+
+    .venv/bin/python benchmarks/retrieval.py [--beir ../shared/datasets/squad] [--scale 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT = Path(__file__).resolve().parents[1].parent / "shared/datasets/squad"
+
+
+def read_beir(folder: Path):
+    corpus = [json.loads(x) for x in (folder / "corpus.jsonl").read_text().splitlines()]
+    queries = {q["_id"]: q["text"] for q in map(json.loads,
+                                                 (folder / "queries.jsonl").read_text().splitlines())}
+    qrels: dict[str, dict[str, float]] = {}
+    for line in (folder / "qrels.tsv").read_text().splitlines()[1:]:
+        q, c, score = line.split("\t")
+        if float(score) > 0:
+            qrels.setdefault(q, {})[c] = float(score)
+    return corpus, {q: t for q, t in queries.items() if q in qrels}, qrels
+
+
+def metrics(ranked: list[str], rel: dict[str, float]) -> dict[str, float]:
+    dcg = sum(rel.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:10]))
+    ideal = sum(r / math.log2(i + 2) for i, r in enumerate(sorted(rel.values(), reverse=True)[:10]))
+    mrr = next((1 / (i + 1) for i, d in enumerate(ranked[:10]) if d in rel), 0.0)
+    return {"ndcg@10": dcg / ideal if ideal else 0.0,
+            "recall@10": len(set(ranked[:10]) & set(rel)) / len(rel),
+            "recall@100": len(set(ranked[:100]) & set(rel)) / len(rel), "mrr@10": mrr}
+
+
+def docs_of(hits) -> list[str]:
+    seen, out = set(), []
+    for h in hits:
+        if h.source not in seen:
+            seen.add(h.source)
+            out.append(h.source)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--beir", type=Path, default=DEFAULT)
+    ap.add_argument("--scale", type=int, default=0)
+    ap.add_argument("--max-queries", type=int, default=0)
+    a = ap.parse_args()
+    if not (a.beir / "corpus.jsonl").exists():
+        print(f"no BEIR folder at {a.beir}")
+        return 1
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["AFINAR_HOME"] = home
+        from afinar.rag.embeddings import get_embedder
+        from afinar.rag.kb import KnowledgeBases
+
+        corpus, queries, qrels = read_beir(a.beir)
+        if a.max_queries:
+            queries = dict(list(queries.items())[: a.max_queries])
+        kbs = KnowledgeBases()
+        kbs.create("bench")
+        texts = [(c["_id"], (c.get("title", "") + "\n\n" + c["text"]).strip()) for c in corpus]
+        emb = get_embedder()
+        emb.encode(["warm up"])
+        r = kbs.add_texts("bench", texts)
+        ingest_rate = r.chunks / r.seconds
+        from sqlalchemy import select
+
+        from afinar.store.tables import KbChunk
+
+        with kbs.db.session() as s:
+            chunk_texts = list(s.scalars(select(KbChunk.text)))
+        t = time.perf_counter()
+        emb.encode(chunk_texts)
+        raw_rate = len(chunk_texts) / (time.perf_counter() - t)
+        print(f"{a.beir.name}: {len(corpus)} passages -> {r.chunks} chunks, {len(queries)} "
+              f"queries")
+        print(f"ingestion {ingest_rate:.1f} chunks/s; raw sentence-transformers encode "
+              f"{raw_rate:.1f} chunks/s; ratio {ingest_rate / raw_rate:.2f} (target >= 0.90)")
+        print(f"{'mode':10} {'nDCG@10':>8} {'R@10':>6} {'R@100':>6} {'MRR@10':>7} "
+              f"{'p50 ms':>7} {'p95 ms':>7}")
+        for mode in ("lexical", "dense", "hybrid", "weighted"):
+            scores, lat = [], []
+            for qid, q in queries.items():
+                t = time.perf_counter()
+                hits = kbs.search("bench", q, k=100, mode=mode, groups=None)
+                lat.append((time.perf_counter() - t) * 1000)
+                scores.append(metrics(docs_of(hits), qrels[qid]))
+            m = {k: statistics.mean(s[k] for s in scores) for k in scores[0]}
+            lat.sort()
+            print(f"{mode:10} {m['ndcg@10']:8.3f} {m['recall@10']:6.3f} {m['recall@100']:6.3f} "
+                  f"{m['mrr@10']:7.3f} {lat[len(lat) // 2]:7.1f} {lat[int(len(lat) * .95)]:7.1f}")
+        if a.scale:
+            scale(kbs, a.scale, list(queries.values()))
+    return 0
+
+
+def scale(kbs, n: int, queries: list[str]) -> None:
+    """Query latency at ``n`` chunks: synthetic texts, random unit vectors, real query embedding."""
+    import numpy as np
+
+    from afinar.ids import new_id
+    from afinar.store.tables import KbChunk, KbDocument
+
+    kbs.create("scale")
+    rec = kbs.get("scale")
+    rnd = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(20000)]
+    per_doc = 50
+    t = time.perf_counter()
+    with kbs.db.session() as s:
+        for d in range(0, n, per_doc):
+            doc_id = new_id("file-")
+            s.add(KbDocument(id=doc_id, kb_id=rec.id, source=f"synthetic/{d}", sha256="0" * 64,
+                             groups=[], attributes={}, status="ready", n_chunks=per_doc,
+                             created_at=0, updated_at=0))
+            vecs = rnd.standard_normal((per_doc, rec.dimensions)).astype(np.float32)
+            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+            s.add_all(KbChunk(kb_id=rec.id, doc_id=doc_id, idx=i, text=" ".join(
+                random.Random(d + i).choices(vocab, k=120)), heading_path=[], pages=[], start=0,
+                end=0, n_tokens=120, vector=v.tobytes(), norm=1.0) for i, v in enumerate(vecs))
+        kbs._bump(s, rec.id)
+    kbs.index("scale")
+    print(f"scale: {n} synthetic chunks written and indexed in {time.perf_counter() - t:.0f} s")
+    for mode in ("dense", "hybrid"):
+        lat = []
+        for q in queries[:200]:
+            t = time.perf_counter()
+            kbs.search("scale", q, k=10, mode=mode, groups=[])
+            lat.append((time.perf_counter() - t) * 1000)
+        lat.sort()
+        print(f"scale {mode:7} p50 {lat[len(lat) // 2]:.1f} ms, p95 {lat[int(len(lat) * .95)]:.1f} "
+              "ms (target p50 < 30 ms)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

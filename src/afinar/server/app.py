@@ -1,0 +1,50 @@
+"""The FastAPI application. Each endpoint group is a router in its own module; all of them call
+services (``afinar.models``, ``afinar.tuning``, ``afinar.rag``, ``afinar.store``) and translate
+objects to OpenAI's shapes, nothing more."""
+
+from __future__ import annotations
+
+import importlib
+
+from fastapi import FastAPI, HTTPException
+from fastapi.exceptions import RequestValidationError
+
+from afinar import __version__
+from afinar.errors import AfinarError
+from afinar.models.loader import ModelCache
+from afinar.server.common import afinar_error_handler, http_error_handler, \
+    validation_error_handler
+from afinar.settings import Settings, get_settings
+
+ROUTERS = ("routes_models", "routes_chat", "routes_files", "routes_embeddings",
+           "routes_fine_tuning", "routes_vector_stores", "routes_responses")
+
+
+def create_app(settings: Settings | None = None, auth: bool | None = None,
+               max_models: int = 2) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(title="afinar", version=__version__,
+                  description="OpenAI-compatible fine-tuning, files, models, chat, embeddings "
+                              "and vector stores, self-hosted.")
+    from afinar.store.keys import ApiKeys
+
+    app.state.settings = settings
+    app.state.auth = ApiKeys(settings).any() if auth is None else auth
+    app.state.models = ModelCache(max_models=max_models)
+    app.add_exception_handler(AfinarError, afinar_error_handler)
+    app.add_exception_handler(HTTPException, http_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    for name in ROUTERS:
+        try:
+            mod = importlib.import_module(f"afinar.server.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"afinar.server.{name}":
+                raise
+            continue  # an endpoint group not written yet
+        app.include_router(mod.router, prefix="/v1")
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "version": __version__}
+
+    return app
