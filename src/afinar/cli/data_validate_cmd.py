@@ -34,6 +34,8 @@ def validate(
     max_seq_len: int = typer.Option(None, "--max-seq-len", help="Default: the model's context."),
     max_per_code: int = typer.Option(10, "--max-per-code", help="Errors shown per code."),
     no_tokens: bool = typer.Option(False, "--no-tokens", help="Shape checks only (fast)."),
+    epochs: int = typer.Option(None, "--epochs", help="Estimate training tokens for N epochs "
+                               "(default: OpenAI's auto rule)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Check a training file: every error with line, field and code; exact token statistics."""
@@ -46,7 +48,7 @@ def validate(
         max_seq_len = max_seq_len or info.context_length
     with status(f"validating {file.name}"):
         r = validate_file(file, tok, model=model_id, max_seq_len=max_seq_len,
-                          max_per_code=max_per_code)
+                          max_per_code=max_per_code, n_epochs=epochs)
     if as_json:
         print_json(r.to_dict())
         raise typer.Exit(0 if r.ok else 1)
@@ -88,7 +90,7 @@ def _stats_table(st: dict) -> None:
                                                         "max")))
         console.print(t)
     for k in ("total_tokens", "total_trained_tokens", "examples_over_max_seq_len",
-              "default_epochs", "estimated_training_tokens", "missing_system", "missing_user"):
+              "default_epochs", "epochs", "estimated_training_tokens", "missing_system", "missing_user"):
         if k in st:
             console.print(f"  {k.replace('_', ' ')}: {st[k]:,}")
     if st.get("labels"):

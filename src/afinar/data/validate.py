@@ -113,7 +113,8 @@ def _special_tokens_in(tok, ex: Example) -> list[tuple[str, str]]:
 
 def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
                   max_seq_len: int | None = None, max_per_code: int = 10,
-                  expected_format: str | None = None) -> ValidationReport:
+                  expected_format: str | None = None,
+                  n_epochs: int | None = None) -> ValidationReport:
     """Check every example of ``path``; with a tokenizer, also token statistics and lengths."""
     p = Path(path)
     report = ValidationReport(str(p), model=model, max_seq_len=max_seq_len)
@@ -200,7 +201,7 @@ def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
         out.add(Issue("missing_system_message", f"{no_system} examples have no system message",
                       None, severity="warning"))
     report.stats = _stats(n, n_msgs, n_tok, n_trained, labels, n_labelled, over, no_system,
-                          no_user, max_seq_len)
+                          no_user, max_seq_len, n_epochs)
     return report
 
 
@@ -234,20 +235,20 @@ def _kept(values: array, keep):
 
 
 def _stats(n, n_msgs, n_tok, n_trained, labels, n_labelled, over, no_system, no_user,
-           max_seq_len) -> dict[str, Any]:
+           max_seq_len, n_epochs=None) -> dict[str, Any]:
     st: dict[str, Any] = {"examples": n, "messages_per_example": summary(n_msgs),
                           "missing_system": no_system, "missing_user": no_user}
     if len(n_tok):
         import numpy as np
 
         billed = int(np.minimum(n_tok, max_seq_len).sum()) if max_seq_len else int(n_tok.sum())
-        epochs = default_epochs(n)
+        epochs = n_epochs or default_epochs(n)
         st.update({
             "tokens_per_example": summary(n_tok),
             "trained_tokens_per_example": summary(n_trained),
             "total_tokens": int(n_tok.sum()), "total_trained_tokens": int(n_trained.sum()),
             "examples_over_max_seq_len": over,
-            "default_epochs": epochs,
+            "default_epochs": default_epochs(n), "epochs": epochs,
             "estimated_training_tokens": billed * epochs,
         })
     if n and n_labelled >= 0.9 * n and 1 < len(labels) <= 50:
