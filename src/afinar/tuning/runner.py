@@ -49,6 +49,15 @@ class JobRunner:
 
     def event(self, level: str, type_: str, message: str, data: dict | None = None) -> None:
         self.jobs.event(self.job.id, level, type_, message, data)
+        if type_ == "metrics" and data and data.get("total_steps"):
+            # estimated_finish from this run's pace (steps since start or resume)
+            now = time.time()
+            self._first = getattr(self, "_first", (now, data["step"] - 1))
+            t0, s0 = self._first
+            done = data["step"] - s0
+            if done > 0:
+                left = (data["total_steps"] - data["step"]) * (now - t0) / done
+                self.jobs._set(self.job.id, estimated_finish=int(now + left))
 
     def run(self) -> str:
         try:
