@@ -52,7 +52,7 @@ class JobRunner:
         if type_ == "metrics" and data and data.get("total_steps"):
             # estimated_finish from this run's pace (steps since start or resume)
             now = time.time()
-            self._first = getattr(self, "_first", (now, data["step"] - 1))
+            self._first = getattr(self, "_first", (now, data["step"]))
             t0, s0 = self._first
             done = data["step"] - s0
             if done > 0:
