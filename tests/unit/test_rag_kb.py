@@ -188,3 +188,21 @@ def test_kb_cli(home, tmp_path, capsys):
     assert json.loads(out.out)[0]["source"].endswith("billing.md")
     code, out = run("kb", "check", "help")
     assert code == 0 and "consistent" in out.out
+
+
+def test_tune_fusion_and_rerankers(kb, tmp_path):
+    from afinar.rag.rerank import get_reranker
+
+    labelled = [("reset wifi router button", {s for s in (d.source for d in
+                                                          kb.documents("support"))
+                                              if s.endswith("wifi.md")}),
+                ("invoices monthly card", {s for s in (d.source for d in kb.documents("support"))
+                                           if s.endswith("billing.md")})]
+    r = kb.tune_fusion("support", labelled, groups=[])
+    assert r["ndcg"][r["best"]] == max(r["ndcg"].values()) and "hybrid" in r["ndcg"]
+    assert kb.get("support").info["fusion_mode"] == r["best"].split(":")[0]
+    hits = kb.search("support", "reset button wifi", groups=[], k=2,
+                     reranker=get_reranker("overlap"))
+    assert hits[0].source.endswith("wifi.md") and hits[0].score >= hits[-1].score
+    with pytest.raises(InvalidRequest):
+        get_reranker("nope")

@@ -153,3 +153,29 @@ def check(name: str, repair: bool = typer.Option(False, "--repair")) -> None:
 def delete(name: str) -> None:
     _kbs().delete(name)
     console.print(f"deleted {name}")
+
+
+@app.command("tune-fusion")
+def tune_fusion(name: str, labelled: Path = typer.Argument(..., help="JSONL of {\"query\": ..., "
+                                                            "\"relevant\": [file names]}"),
+                group: list[str] = typer.Option(None, "--group", "-g")) -> None:
+    """Choose RRF or a weighted fusion (and its weight) by nDCG@10 on your labelled queries."""
+    kbs = _kbs()
+    sources = [d.source for d in kbs.documents(name)]
+    rows = []
+    for n, line in enumerate(labelled.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        obj = json.loads(line)
+        rel = set()
+        for item in obj.get("relevant", []):
+            hits = [s for s in sources if s == item or s.endswith("/" + item)]
+            if not hits:
+                raise typer.BadParameter(f"{labelled}:{n}: no document matches {item!r}")
+            rel.update(hits)
+        rows.append((obj["query"], rel))
+    r = kbs.tune_fusion(name, rows, groups=group or [])
+    t = Table("fusion", "nDCG@10")
+    for mode, v in sorted(r["ndcg"].items(), key=lambda kv: -kv[1]):
+        t.add_row(mode + ("  <- chosen" if mode == r["best"] else ""), f"{v:.3f}")
+    console.print(t)

@@ -240,9 +240,15 @@ class Generator:
         return GenerationStream(self.lm, prompt_ids, params, max_new, seed)
 
     def stream(self, messages: list[dict[str, Any]], params: SamplingParams | None = None,
-               tools: list[dict] | None = None) -> GenerationStream:
-        """Chat: render ``messages`` with the model's template and stream the assistant's reply."""
-        return self.stream_ids(self.prompt_ids(messages, tools), params)
+               tools: list[dict] | None = None, prefix: str = "") -> GenerationStream:
+        """Chat: render ``messages`` with the model's template and stream the assistant's reply.
+
+        ``prefix`` starts the reply with fixed text that the model continues (a forced format,
+        e.g. the opening of a tool call); the stream yields only the continuation."""
+        ids = self.prompt_ids(messages, tools)
+        if prefix:
+            ids += self.lm.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        return self.stream_ids(ids, params)
 
     def stream_text(self, prompt: str, params: SamplingParams | None = None) -> GenerationStream:
         """Plain completion of ``prompt`` (no chat template)."""
@@ -250,8 +256,8 @@ class Generator:
         return self.stream_ids(list(ids), params)
 
     def chat(self, messages: list[dict[str, Any]], params: SamplingParams | None = None,
-             tools: list[dict] | None = None) -> GenerationResult:
-        s = self.stream(messages, params, tools)
+             tools: list[dict] | None = None, prefix: str = "") -> GenerationResult:
+        s = self.stream(messages, params, tools, prefix)
         for _ in s:
             pass
         assert s.result is not None

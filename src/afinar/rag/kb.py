@@ -305,9 +305,9 @@ class KnowledgeBases:
             return rec, CACHE.get(s, rec.id, rec.version, self._dir(rec.id) / "index")
 
     def search(self, kb: str, query: str, *, groups: Iterable[str] | None = (),
-               filters: dict | None = None, k: int = 10, mode: str = "hybrid",
+               filters: dict | None = None, k: int = 10, mode: str | None = None,
                weight: float | None = None, score_threshold: float = 0.0,
-               embedding_model: str | None = None) -> list[Hit]:
+               embedding_model: str | None = None, reranker=None) -> list[Hit]:
         """Top ``k`` chunks for ``query``. ``groups``: the caller's groups (documents with no
         groups are public); ``None`` means an unrestricted (administrative) search."""
         from afinar.rag.filters import validate_filter
@@ -320,6 +320,7 @@ class KnowledgeBases:
         if filters is not None:
             validate_filter(filters)
         rec, idx = self.index(kb)
+        mode = mode or rec.info.get("fusion_mode", "hybrid")
         if embedding_model and embedding_model != rec.embedding_model:
             raise InvalidRequest(f"knowledge base {rec.name} was embedded with "
                                  f"{rec.embedding_model}, not {embedding_model}", param="model")
@@ -338,8 +339,11 @@ class KnowledgeBases:
         cosine = (lambda i: float(idx.vectors[i] @ qv)) if qv is not None else None
         ranked = fuse(dense, lex, mode, weight, cosine)
         ranked = [(i, sc, d, lx) for i, sc, d, lx in ranked
-                  if sc >= score_threshold and (sc > 0 or score_threshold <= 0)][:k]
-        return self._hits(idx, ranked)
+                  if sc >= score_threshold and (sc > 0 or score_threshold <= 0)]
+        if reranker is None:
+            return self._hits(idx, ranked[:k])
+        # rerank a wider pool; the ACL mask was already applied to it
+        return reranker.rerank(query, self._hits(idx, ranked[:max(k, 3 * k)]))[:k]
 
     def _hits(self, idx: KbIndex, ranked) -> list[Hit]:
         if not ranked:
@@ -354,6 +358,44 @@ class KnowledgeBases:
             out.append(Hit(rid, doc.id, doc.source, c.text, float(score), c.heading_path,
                            c.pages, c.start, c.end, doc.attributes, d, lx))
         return out
+
+    def tune_fusion(self, kb: str, labelled: list[tuple[str, set[str]]], groups=None,
+                    k: int = 10) -> dict[str, Any]:
+        """Pick the fusion for this base on a labelled set of (query, relevant sources): nDCG@k
+        of RRF and of the weighted sum for weights 0, 0.1, ..., 1; the best is stored and used
+        by default from then on."""
+        import math
+
+        if not labelled:
+            raise InvalidRequest("the labelled set is empty", param="file")
+
+        def ndcg(hits, rel):
+            seen, ranked = set(), []
+            for h in hits:
+                if h.source not in seen:
+                    seen.add(h.source)
+                    ranked.append(h.source)
+            dcg = sum(1 / math.log2(i + 2) for i, d in enumerate(ranked[:k]) if d in rel)
+            ideal = sum(1 / math.log2(i + 2) for i in range(min(len(rel), k)))
+            return dcg / ideal if ideal else 0.0
+
+        def score(mode, w=None):
+            return sum(ndcg(self.search(kb, q, groups=groups, k=k, mode=mode, weight=w), rel)
+                       for q, rel in labelled) / len(labelled)
+
+        table = {"hybrid": score("hybrid"), "dense": score("dense"), "lexical": score("lexical")}
+        for w in [i / 10 for i in range(11)]:
+            table[f"weighted:{w:.1f}"] = score("weighted", w)
+        best = max(table, key=lambda m: (table[m], m == "hybrid"))
+        rec = self.get(kb)
+        with self.db.session() as s:
+            r = s.get(KbRecord, rec.id)
+            info = dict(r.info or {})
+            info["fusion_mode"] = best.split(":")[0]
+            if best.startswith("weighted:"):
+                info["fusion_weight"] = float(best.split(":")[1])
+            r.info = info
+        return {"best": best, "ndcg": table}
 
     # -- consistency -----------------------------------------------------------------------
     def check(self, kb: str, repair: bool = False) -> dict[str, Any]:

@@ -1,0 +1,104 @@
+"""``/v1/files``: OpenAI's Files API over ``afinar.store.files.Files``.
+
+Uploads are streamed into the blob store under a size limit (``app.state.max_upload_bytes``,
+512 MB by default); the client's filename is only ever shown. A ``fine-tune`` upload is checked
+by the dataset validator (structure only, no tokenizer) and refused whole when it has errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from afinar.errors import InvalidRequest
+from afinar.server.common import Auth, page
+from afinar.store.files import MAX_BYTES, Files
+from afinar.store.tables import FileRecord
+
+router = APIRouter(dependencies=[Auth])
+MAX_ERRORS_SHOWN = 5
+
+
+def file_object(rec: FileRecord) -> dict[str, Any]:
+    return {"id": rec.id, "object": "file", "bytes": rec.bytes, "created_at": rec.created_at,
+            "filename": rec.filename, "purpose": rec.purpose, "status": rec.status or "processed",
+            "expires_at": None, "status_details": None}
+
+
+def _files(request: Request) -> Files:
+    return Files(request.app.state.settings)
+
+
+def _check_fine_tune(files: Files, rec: FileRecord) -> None:
+    """Validate a fine-tune upload's structure; on errors delete it and raise ``invalid_file``."""
+    from afinar.data.validate import validate_file
+
+    report = validate_file(files.path(rec.id))
+    if report.ok:
+        return
+    files.delete(rec.id)
+    shown = "; ".join(str(e) for e in report.errors[:MAX_ERRORS_SHOWN])
+    more = report.n_errors - min(len(report.errors), MAX_ERRORS_SHOWN)
+    raise InvalidRequest(
+        f"{rec.filename} is not a valid fine-tuning file ({report.n_errors} errors): {shown}"
+        + (f"; and {more} more" if more > 0 else "")
+        + ". Run `afinar data validate FILE` for the full report.",
+        code="invalid_file", param="file")
+
+
+def _create(files: Files, upload: UploadFile, purpose: str, max_bytes: int) -> FileRecord:
+    rec = files.create(upload.file, upload.filename or "file", purpose, max_bytes)
+    if purpose == "fine-tune":
+        _check_fine_tune(files, rec)
+    return rec
+
+
+@router.post("/files")
+async def create_file(request: Request, file: UploadFile = File(...),
+                      purpose: str = Form(...)) -> dict[str, Any]:
+    max_bytes = int(getattr(request.app.state, "max_upload_bytes", None) or MAX_BYTES)
+    try:
+        rec = await run_in_threadpool(_create, _files(request), file, purpose, max_bytes)
+    finally:
+        await file.close()
+    return file_object(rec)
+
+
+@router.get("/files")
+async def list_files(request: Request, purpose: str | None = None, after: str | None = None,
+                     limit: int = Query(10000, ge=1, le=10000),
+                     order: str = Query("desc", pattern="^(asc|desc)$")) -> dict[str, Any]:
+    recs = await run_in_threadpool(_files(request).list, purpose)
+    items = [file_object(r) for r in (recs if order == "desc" else reversed(recs))]
+    if limit <= 100:
+        return page(items, after, limit)
+    # OpenAI's files list allows pages of up to 10000 (page() caps at 100)
+    ids = [x["id"] for x in items]
+    if after:
+        items = items[ids.index(after) + 1:] if after in ids else []
+    data = items[:limit]
+    return {"object": "list", "data": data, "has_more": len(items) > limit,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}
+
+
+@router.get("/files/{file_id}")
+async def retrieve_file(file_id: str, request: Request) -> dict[str, Any]:
+    return file_object(await run_in_threadpool(_files(request).get, file_id))
+
+
+@router.delete("/files/{file_id}")
+async def delete_file(file_id: str, request: Request) -> dict[str, Any]:
+    await run_in_threadpool(_files(request).delete, file_id)
+    return {"id": file_id, "object": "file", "deleted": True}
+
+
+@router.get("/files/{file_id}/content")
+async def file_content(file_id: str, request: Request) -> FileResponse:
+    files = _files(request)
+    rec = await run_in_threadpool(files.get, file_id)
+    path = await run_in_threadpool(files.path, file_id)
+    return FileResponse(path, media_type="application/octet-stream", filename=rec.filename)

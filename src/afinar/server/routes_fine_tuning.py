@@ -1,0 +1,167 @@
+"""OpenAI's fine-tuning API over ``afinar.tuning.Jobs``: create, list, retrieve, cancel, pause,
+resume, events and checkpoints, in OpenAI's shapes (``afinar.tuning.serialize``).
+
+``method.type`` is OpenAI's ``supervised`` (trained as afinar's ``lora``) or ``dpo``, or any afinar
+method name (``lora``, ``dora``, ``qlora``, ``full``, ``prompt_tuning``,
+``continued_pretraining``); ``method[type]`` holds ``hyperparameters`` and, for afinar methods,
+the method's options. The deprecated top-level ``hyperparameters`` still work; values under
+``method`` win. Training runs in a worker process, started here when none runs
+(``app.state.spawn_workers = False`` turns that off, for tests or an external worker). As with
+OpenAI, the training file is validated by the job (``validating_files``), not by this request;
+a rejected file makes the job ``failed`` with ``error.param = "training_file"``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field, ValidationError
+
+from afinar.errors import InvalidRequest, NotFound
+from afinar.server.common import Auth, page
+from afinar.store.files import Files
+from afinar.tuning import Hyperparameters, Jobs, spawn_worker
+from afinar.tuning.serialize import checkpoint_object, event_object, job_object
+
+router = APIRouter(dependencies=[Auth])
+
+OPENAI_METHODS = {"supervised": "lora", "dpo": "dpo"}
+_METADATA_KEY = re.compile(r"^metadata\[(.+)\]$")
+
+
+class CreateJob(BaseModel):
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    suffix: str | None = None
+    seed: int | None = Field(None, ge=0, le=2147483647)
+    metadata: dict[str, str] | None = None
+    method: dict[str, Any] | None = None
+    hyperparameters: dict[str, Any] | None = None
+    integrations: list[dict[str, Any]] | None = None
+
+
+def _method(body: CreateJob) -> tuple[dict[str, Any], dict[str, Any]]:
+    """OpenAI's ``method`` (and old ``hyperparameters``) -> afinar's method and hyperparameters."""
+    m = dict(body.method or {})
+    kind = m.get("type") or "supervised"
+    if kind == "reinforcement":
+        raise InvalidRequest("reinforcement fine-tuning is not supported here; use supervised, "
+                             "dpo or an afinar method", param="method.type")
+    name = OPENAI_METHODS.get(kind, kind)
+    sub = m.get(kind) or {}
+    if not isinstance(sub, dict):
+        raise InvalidRequest(f"method.{kind} must be an object", param=f"method.{kind}")
+    options = dict(sub)
+    hp = {**(body.hyperparameters or {}), **(options.pop("hyperparameters", None) or {})}
+    unknown = sorted(set(hp) - set(Hyperparameters.model_fields))
+    if unknown:
+        raise InvalidRequest(f"unknown hyperparameter {unknown[0]!r}",
+                             param=f"hyperparameters.{unknown[0]}")
+    try:
+        Hyperparameters(**hp).check_ranges()
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"][:1])
+        raise InvalidRequest(f"hyperparameters.{key} must be 'auto' or a number "
+                             f"({err['msg']})", param=f"hyperparameters.{key}") from None
+    return {"type": name, name: options}, hp
+
+
+def _file(files: Files, file_id: str, param: str) -> None:
+    try:
+        rec = files.get(file_id)
+    except NotFound:
+        raise NotFound(f"no file {file_id!r}: upload it with POST /v1/files "
+                       f"(purpose fine-tune)", param=param) from None
+    if rec.purpose != "fine-tune":
+        raise InvalidRequest(f"file {file_id} has purpose {rec.purpose!r}; a {param} must be "
+                             f"uploaded with purpose 'fine-tune'", code=f"invalid_{param}",
+                             param=param)
+
+
+def _spawn(request: Request) -> None:
+    if getattr(request.app.state, "spawn_workers", True):
+        spawn_worker(request.app.state.settings)
+
+
+def _jobs(request: Request) -> Jobs:
+    return Jobs(request.app.state.settings)
+
+
+@router.post("/fine_tuning/jobs")
+def create_job(body: CreateJob, request: Request) -> dict:
+    if body.integrations:
+        raise InvalidRequest("integrations (wandb) are not supported by afinar; follow a job "
+                             "with its events and metrics file instead", param="integrations")
+    method, hp = _method(body)
+    files = Files(request.app.state.settings)
+    _file(files, body.training_file, "training_file")
+    if body.validation_file:
+        _file(files, body.validation_file, "validation_file")
+    job = _jobs(request).create(model=body.model, training_file=body.training_file,
+                                validation_file=body.validation_file, method=method,
+                                hyperparameters=hp, suffix=body.suffix, seed=body.seed,
+                                metadata=body.metadata)
+    _spawn(request)
+    return job_object(job)
+
+
+@router.get("/fine_tuning/jobs")
+def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> dict:
+    wanted: dict[str, str] = {}
+    null_metadata = False
+    for key, value in request.query_params.multi_items():
+        if key == "metadata" and value == "null":
+            null_metadata = True
+        elif m := _METADATA_KEY.match(key):
+            wanted[m.group(1)] = value
+    limit = max(1, min(limit, 100))
+    if not wanted and not null_metadata:
+        jobs = _jobs(request).list(after=after, limit=limit + 1)
+        return page([job_object(j) for j in jobs], None, limit)  # has_more from the extra one
+    jobs = [j for j in _jobs(request).list(limit=10**9)
+            if (j.metadata_ is None if null_metadata else
+                all((j.metadata_ or {}).get(k) == v for k, v in wanted.items()))]
+    return page([job_object(j) for j in jobs], after, limit)
+
+
+@router.get("/fine_tuning/jobs/{fine_tuning_job_id}")
+def retrieve_job(fine_tuning_job_id: str, request: Request) -> dict:
+    return job_object(_jobs(request).get(fine_tuning_job_id))
+
+
+@router.post("/fine_tuning/jobs/{fine_tuning_job_id}/cancel")
+def cancel_job(fine_tuning_job_id: str, request: Request) -> dict:
+    return job_object(_jobs(request).cancel(fine_tuning_job_id))
+
+
+@router.post("/fine_tuning/jobs/{fine_tuning_job_id}/pause")
+def pause_job(fine_tuning_job_id: str, request: Request) -> dict:
+    return job_object(_jobs(request).pause(fine_tuning_job_id))
+
+
+@router.post("/fine_tuning/jobs/{fine_tuning_job_id}/resume")
+def resume_job(fine_tuning_job_id: str, request: Request) -> dict:
+    job = _jobs(request).resume(fine_tuning_job_id)
+    _spawn(request)
+    return job_object(job)
+
+
+@router.get("/fine_tuning/jobs/{fine_tuning_job_id}/events")
+def list_events(fine_tuning_job_id: str, request: Request, after: str | None = None,
+                limit: int = 20) -> dict:
+    """Newest first, as OpenAI lists them; ``after`` is the last event id of the previous page."""
+    events = _jobs(request).events(fine_tuning_job_id)
+    return page([event_object(e) for e in reversed(events)], after, limit)
+
+
+@router.get("/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints")
+def list_checkpoints(fine_tuning_job_id: str, request: Request, after: str | None = None,
+                     limit: int = 10) -> dict:
+    jobs = _jobs(request)
+    job = jobs.get(fine_tuning_job_id)
+    items = [checkpoint_object(c, job) for c in jobs.checkpoints(fine_tuning_job_id)]
+    return page(items, after, limit)

@@ -1,0 +1,57 @@
+"""``/v1/models``: the catalog (built-ins, registered, fine-tuned ``ft:`` models and their
+checkpoints) as OpenAI ``model`` objects; only fine-tuned models can be deleted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from afinar.errors import AfinarError
+from afinar.models.catalog import Catalog, ModelInfo
+from afinar.server.common import Auth
+
+router = APIRouter(dependencies=[Auth])
+
+
+class NotDeletable(AfinarError):
+    code = "model_not_deletable"
+    http_status = 403
+
+
+def model_object(m: ModelInfo) -> dict[str, Any]:
+    """OpenAI's ``model`` object plus afinar's facts (kind, format, sizes, base model)."""
+    return {"id": m.id, "object": "model", "created": m.created_at,
+            "owned_by": "afinar" if m.source == "builtin" else (m.owned_by or "user"),
+            "kind": m.kind, "format": m.format, "source": m.source,
+            "base_model": m.base_model, "parameters": m.parameters,
+            "context_length": m.context_length, "size_bytes": m.size_bytes,
+            "available": m.available}
+
+
+def _catalog(request: Request) -> Catalog:
+    return Catalog(request.app.state.settings)
+
+
+@router.get("/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    models = await run_in_threadpool(_catalog(request).list)
+    return {"object": "list", "data": [model_object(m) for m in models]}
+
+
+@router.get("/models/{model_id:path}")
+async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
+    return model_object(await run_in_threadpool(_catalog(request).get, model_id))
+
+
+@router.delete("/models/{model_id:path}")
+async def delete_model(model_id: str, request: Request) -> dict[str, Any]:
+    catalog = _catalog(request)
+    await run_in_threadpool(catalog.get, model_id)  # unknown -> 404
+    if not model_id.startswith("ft:"):
+        raise NotDeletable(f"{model_id!r} is not a fine-tuned model: only fine-tuned models "
+                           "(ids starting with 'ft:') can be deleted through the API; remove "
+                           "registered models with `afinar models remove`", param="model")
+    await run_in_threadpool(catalog.remove, model_id)
+    return {"id": model_id, "object": "model", "deleted": True}

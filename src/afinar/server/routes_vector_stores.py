@@ -1,0 +1,145 @@
+"""OpenAI's vector stores over afinar knowledge bases: create, list, retrieve, modify, delete and
+search (the files and file batches of a store are in ``routes_vector_store_files``).
+
+Ingestion is synchronous: a store created with ``file_ids`` (or a file or batch added) is
+``completed`` when the response arrives, so the SDK's ``create_and_poll`` helpers return at
+once. ``expires_after`` is stored and reported (``expires_at``, and ``status: "expired"`` past
+it), but nothing is deleted automatically. ``rewrite_query`` is accepted and ignored (the
+query is used as given).
+
+Access control: documents added over HTTP are public (no groups) and every search here runs with
+``groups=[]``, so documents restricted to groups with the CLI are never returned; see
+``afinar.server.vector_stores``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from afinar.errors import InvalidRequest
+from afinar.rag.kb import KnowledgeBases
+from afinar.server import vector_stores as vs
+from afinar.server.common import Auth
+from afinar.server.routes_vector_store_files import router as files_router
+from afinar.server.vector_stores import Metadata, listing
+
+router = APIRouter(dependencies=[Auth])
+router.include_router(files_router)
+
+
+class ExpiresAfter(BaseModel):
+    anchor: Literal["last_active_at"]
+    days: int = Field(ge=1, le=365)
+
+
+class CreateStore(BaseModel):
+    name: str | None = None
+    description: str | None = None
+    file_ids: list[str] = Field(default_factory=list, max_length=500)
+    metadata: Metadata = None
+    chunking_strategy: dict[str, Any] | None = None
+    expires_after: ExpiresAfter | None = None
+
+
+class ModifyStore(BaseModel):
+    name: str | None = None
+    metadata: Metadata = None
+    expires_after: ExpiresAfter | None = None
+
+
+class RankingOptions(BaseModel):
+    ranker: Literal["none", "auto", "default-2024-11-15"] | None = None
+    score_threshold: float = Field(0.0, ge=0.0, le=1.0)
+    hybrid_search: dict[str, float] | None = None
+
+
+class SearchRequest(BaseModel):
+    query: str | list[str]
+    filters: dict[str, Any] | None = None
+    max_num_results: int = Field(10, ge=1, le=50)
+    ranking_options: RankingOptions | None = None
+    rewrite_query: bool = False
+
+
+def kbs_of(request: Request) -> KnowledgeBases:
+    return KnowledgeBases(request.app.state.settings)
+
+
+@router.post("/vector_stores")
+def create_store(body: CreateStore, request: Request) -> dict:
+    kbs = kbs_of(request)
+    rec = kbs.create(f"vs-new-{secrets.token_hex(8)}", chunking=body.chunking_strategy)
+    strategy = vs.chunking_strategy(kbs, rec)
+
+    def describe(info: dict) -> None:
+        info.update(name=body.name or "", description=body.description,
+                    metadata=body.metadata or {}, last_active_at=rec.created_at,
+                    expires_after=body.expires_after.model_dump() if body.expires_after
+                    else None, chunking_strategy=strategy)
+
+    vs.update_info(kbs, rec.id, describe)
+    with kbs.db.session() as s:  # the internal unique name is the id itself
+        s.get(type(rec), rec.id).name = rec.id
+    rec = vs.store(kbs, rec.id)
+    if body.file_ids:
+        try:
+            vs.ingest(kbs, rec, [(f, {}) for f in body.file_ids])
+        except Exception:
+            kbs.delete(rec.id)  # no half-made store when a file id is wrong
+            raise
+    return vs.store_object(kbs, vs.store(kbs, rec.id))
+
+
+@router.get("/vector_stores")
+def list_stores(request: Request, after: str | None = None, before: str | None = None,
+                limit: int = 20, order: Literal["asc", "desc"] = "desc") -> dict:
+    kbs = kbs_of(request)
+    return listing([vs.store_object(kbs, r) for r in kbs.list()], after, before, limit, order)
+
+
+@router.get("/vector_stores/{vector_store_id}")
+def retrieve_store(vector_store_id: str, request: Request) -> dict:
+    kbs = kbs_of(request)
+    return vs.store_object(kbs, vs.store(kbs, vector_store_id))
+
+
+@router.post("/vector_stores/{vector_store_id}")
+def modify_store(vector_store_id: str, body: ModifyStore, request: Request) -> dict:
+    kbs = kbs_of(request)
+    rec = vs.store(kbs, vector_store_id)
+    given = body.model_dump(include=body.model_fields_set)
+
+    def modify(info: dict) -> None:
+        for key in ("name", "metadata", "expires_after"):
+            if key in given:
+                info[key] = given[key] if key != "metadata" else given[key] or {}
+
+    vs.update_info(kbs, rec.id, modify)
+    return vs.store_object(kbs, vs.store(kbs, rec.id))
+
+
+@router.delete("/vector_stores/{vector_store_id}")
+def delete_store(vector_store_id: str, request: Request) -> dict:
+    kbs = kbs_of(request)
+    rec = vs.store(kbs, vector_store_id)
+    kbs.delete(rec.id)
+    return {"id": rec.id, "object": "vector_store.deleted", "deleted": True}
+
+
+@router.post("/vector_stores/{vector_store_id}/search")
+def search_store(vector_store_id: str, body: SearchRequest, request: Request) -> dict:
+    kbs = kbs_of(request)
+    queries = [body.query] if isinstance(body.query, str) else list(body.query)
+    if not queries or not all(q.strip() for q in queries):
+        raise InvalidRequest("query must be a non-empty string or list of strings",
+                             param="query")
+    found = vs.search(kbs, [vector_store_id], queries, filters=body.filters,
+                      k=body.max_num_results,
+                      ranking_options=body.ranking_options.model_dump(exclude_none=True)
+                      if body.ranking_options else None)
+    return {"object": "vector_store.search_results.page", "search_query": queries,
+            "data": [f.result() for f in found], "has_more": False, "next_page": None}

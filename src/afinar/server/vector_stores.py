@@ -1,0 +1,255 @@
+"""What the vector-store routes share: OpenAI's vector store, file and search-result objects over
+afinar knowledge bases, their bookkeeping in ``KbRecord.info``, ingestion of stored files, and
+search (also used by the ``file_search`` tool of ``/v1/responses``).
+
+A vector store *is* a knowledge base (``vs_…`` ids). ``KbRecord.info`` keeps what OpenAI has and
+afinar's records lack: the display ``name``, ``description``, ``metadata``, ``expires_after``,
+``last_active_at``, the resolved ``chunking_strategy``, and per file its ``filename`` and
+``created_at`` (plus ``last_error`` for a file that could not be ingested, which has no document)
+and the ``batches``. A document added through the API has its file id as ``source``; one added
+with the CLI is listed under its document id (``file-…`` as well).
+
+Access control: the HTTP API has no per-user groups yet, so documents added here have no groups
+(public) and every search runs with ``groups=[]``: documents a CLI user restricted to groups are
+never returned over HTTP. An unrestricted search (``groups=None``) is not reachable here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Callable
+
+from pydantic import AfterValidator
+
+from sqlalchemy import func, select
+
+from afinar.errors import NotFound
+from afinar.rag.chunking import resolve_sizes
+from afinar.rag.kb import Hit, KnowledgeBases
+from afinar.server.common import page
+from afinar.store.files import Files
+from afinar.store.tables import KbChunk, KbDocument, KbRecord
+
+_INFO_LOCK = threading.Lock()  # read-modify-write of KbRecord.info within this process
+TOUCH_EVERY_S = 60  # last_active_at is refreshed by searches at most this often
+
+
+def check_map(value: dict | None) -> dict | None:
+    """OpenAI's limits on metadata and attributes: 16 keys of <= 64 characters, strings of
+    <= 512 characters."""
+    if value is not None and (len(value) > 16 or any(len(k) > 64 for k in value)):
+        raise ValueError("at most 16 keys, each at most 64 characters")
+    if value is not None and any(isinstance(v, str) and len(v) > 512 for v in value.values()):
+        raise ValueError("string values are at most 512 characters")
+    return value
+
+
+Metadata = Annotated[dict[str, str] | None, AfterValidator(check_map)]
+Attributes = Annotated[dict[str, bool | int | float | str] | None, AfterValidator(check_map)]
+
+
+def listing(items: list[dict], after: str | None, before: str | None, limit: int,
+            order: str) -> dict:
+    """A cursor page in ``created_at`` order (``desc`` by default), with ``after``/``before``."""
+    items = sorted(items, key=lambda x: (x["created_at"], x["id"]), reverse=order != "asc")
+    if before:
+        ids = [x["id"] for x in items]
+        items = items[:ids.index(before)] if before in ids else []
+    return page(items, after, limit)
+
+
+def store(kbs: KnowledgeBases, store_id: str) -> KbRecord:
+    """The knowledge base behind a vector store id; internal ones (memories) are not stores."""
+    try:
+        rec = kbs.get(store_id)
+    except NotFound:
+        rec = None
+    if rec is None or rec.name.startswith("_"):
+        raise NotFound(f"no vector store {store_id!r}", param="vector_store_id")
+    return rec
+
+
+def is_file_id(source: str) -> bool:
+    return source.startswith("file-") and "/" not in source
+
+
+def file_id_of(source: str, doc_id: str) -> str:
+    return source if is_file_id(source) else doc_id
+
+
+def update_info(kbs: KnowledgeBases, kb_id: str, change: Callable[[dict], None]) -> dict:
+    with _INFO_LOCK, kbs.db.session() as s:
+        rec = s.get(KbRecord, kb_id)
+        info = copy.deepcopy(rec.info or {})
+        change(info)
+        rec.info = info
+    return info
+
+
+def chunking_strategy(kbs: KnowledgeBases, rec: KbRecord) -> dict[str, Any]:
+    """The sizes really used, as OpenAI's static strategy (``auto`` resolved for the model)."""
+    if "chunking_strategy" in (rec.info or {}):
+        return rec.info["chunking_strategy"]
+    from afinar.rag.embeddings import get_embedder
+
+    max_tokens = get_embedder(rec.embedding_model, kbs.settings).max_tokens
+    size, overlap, _ = resolve_sizes(rec.chunking, max_tokens)
+    return {"type": "static", "static": {"max_chunk_size_tokens": size,
+                                         "chunk_overlap_tokens": overlap}}
+
+
+def documents(kbs: KnowledgeBases, rec: KbRecord) -> dict[str, tuple[KbDocument, int]]:
+    """file id -> (document, usage bytes: chunk text plus float32 vectors) for the documents
+    the API may show: public ones (a document restricted to groups does not exist here)."""
+    with kbs.db.session() as s:
+        docs = list(s.scalars(select(KbDocument).where(KbDocument.kb_id == rec.id)))
+        sizes = dict(s.execute(select(KbChunk.doc_id, func.sum(func.length(KbChunk.text)))
+                               .where(KbChunk.kb_id == rec.id).group_by(KbChunk.doc_id)).all())
+    return {file_id_of(d.source, d.id): (d, int(sizes.get(d.id) or 0)
+                                        + d.n_chunks * rec.dimensions * 4)
+            for d in docs if not d.groups}
+
+
+def file_object(kbs: KnowledgeBases, rec: KbRecord, fid: str, doc: KbDocument | None,
+                usage: int = 0) -> dict[str, Any]:
+    entry = (rec.info or {}).get("files", {}).get(fid, {})
+    if doc is not None:
+        status = "completed" if doc.status == "ready" else "in_progress"
+    else:
+        status = entry.get("status", "failed")
+    return {"id": fid, "object": "vector_store.file",
+            "created_at": entry.get("created_at") or (doc.created_at if doc else 0),
+            "vector_store_id": rec.id, "status": status,
+            "last_error": None if doc is not None else entry.get("last_error"),
+            "usage_bytes": usage,
+            "attributes": dict(doc.attributes or {}) if doc else entry.get("attributes", {}),
+            "chunking_strategy": chunking_strategy(kbs, rec)}
+
+
+def file_objects(kbs: KnowledgeBases, rec: KbRecord) -> list[dict[str, Any]]:
+    docs = documents(kbs, rec)
+    failed = [f for f, e in (rec.info or {}).get("files", {}).items()
+              if e.get("status") == "failed" and f not in docs]
+    return ([file_object(kbs, rec, f, d, n) for f, (d, n) in docs.items()]
+            + [file_object(kbs, rec, f, None) for f in failed])
+
+
+def counts(files: list[dict[str, Any]]) -> dict[str, int]:
+    out = {k: sum(f["status"] == k for f in files)
+           for k in ("in_progress", "completed", "failed", "cancelled")}
+    return {**out, "total": len(files)}
+
+
+def store_object(kbs: KnowledgeBases, rec: KbRecord) -> dict[str, Any]:
+    info = rec.info or {}
+    files = file_objects(kbs, rec)
+    last = info.get("last_active_at") or rec.created_at
+    exp = info.get("expires_after")
+    expires_at = last + exp["days"] * 86400 if exp else None
+    return {"id": rec.id, "object": "vector_store", "created_at": rec.created_at,
+            "name": info.get("name", rec.name), "description": info.get("description"),
+            "usage_bytes": sum(f["usage_bytes"] for f in files), "file_counts": counts(files),
+            "status": "expired" if expires_at and time.time() > expires_at else "completed",
+            "expires_after": exp, "expires_at": expires_at, "last_active_at": last,
+            "metadata": info.get("metadata") or {}}
+
+
+def _link(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or no hard links: copy
+        shutil.copyfile(src, dst)
+
+
+def ingest(kbs: KnowledgeBases, rec: KbRecord, items: list[tuple[str, dict]]) -> None:
+    """Add stored files ``(file_id, attributes)``; a file that cannot be read is recorded as
+    ``failed`` with its ``last_error``. Unknown file ids fail the request before any ingestion.
+
+    The loaders pick a parser by extension and blobs have none, so each blob is linked as
+    ``<file_id><original suffix>`` in a temporary folder; its source stays the file id."""
+    files = Files(kbs.settings)
+    names = {fid: files.get(fid).filename for fid, _ in items}
+    groups: dict[str, list[str]] = {}
+    for fid, attrs in items:
+        groups.setdefault(json.dumps(attrs or {}, sort_keys=True), []).append(fid)
+    errors: dict[str, str] = {}
+    kbs.settings.home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=kbs.settings.home, prefix="vs-ingest-") as tmp:
+        for key, fids in groups.items():
+            paths: dict[Path, str] = {}
+            for fid in dict.fromkeys(fids):
+                p = Path(tmp) / f"{fid}{Path(names[fid]).suffix.lower()}"
+                _link(files.path(fid), p)
+                paths[p.resolve()] = fid
+            report = kbs.add(rec.id, list(paths), attributes=json.loads(key), sources=paths)
+            errors.update(report.failed)
+    attrs_of = dict(items)
+    now = int(time.time())
+
+    def record(info: dict) -> None:
+        known = info.setdefault("files", {})
+        for fid, name in names.items():
+            entry = {"filename": name, "created_at": known.get(fid, {}).get("created_at", now)}
+            if fid in errors:
+                code = "unsupported_file" if "unsupported format" in errors[fid] else \
+                    "invalid_file"
+                entry.update(status="failed", attributes=attrs_of[fid] or {},
+                             last_error={"code": code, "message": errors[fid]})
+            known[fid] = entry
+
+    update_info(kbs, rec.id, record)
+
+
+@dataclass
+class Found:
+    hit: Hit
+    file_id: str
+    filename: str
+
+    def result(self) -> dict[str, Any]:
+        """A ``vector_store.search_results`` item."""
+        return {"file_id": self.file_id, "filename": self.filename, "score": self.hit.score,
+                "attributes": self.hit.attributes or {},
+                "content": [{"type": "text", "text": self.hit.text}]}
+
+
+def search(kbs: KnowledgeBases, store_ids: list[str], queries: list[str], *,
+           filters: dict | None = None, k: int = 10,
+           ranking_options: dict | None = None) -> list[Found]:
+    """The best ``k`` chunks over stores and queries (a chunk found twice keeps its best score).
+    ``ranking_options.hybrid_search`` weights ask for a weighted sum of the two scores."""
+    ro = ranking_options or {}
+    hybrid = ro.get("hybrid_search") or {}
+    mode, weight = None, None  # None: the store's fusion (``afinar kb tune-fusion``)
+    if hybrid:
+        ew, tw = float(hybrid.get("embedding_weight", 1)), float(hybrid.get("text_weight", 1))
+        mode, weight = "weighted", ew / (ew + tw) if ew + tw > 0 else 0.5
+    best: dict[tuple[str, int], Found] = {}
+    for sid in store_ids:
+        rec = store(kbs, sid)
+        named = (rec.info or {}).get("files", {})
+        for q in queries:
+            for h in kbs.search(rec.id, q, groups=[], filters=filters, k=k, mode=mode,
+                                weight=weight,
+                                score_threshold=float(ro.get("score_threshold") or 0.0)):
+                key = (rec.id, h.chunk_id)
+                if key not in best or best[key].hit.score < h.score:
+                    fid = file_id_of(h.source, h.doc_id)
+                    name = named.get(fid, {}).get("filename") or h.source.rsplit("/", 1)[-1]
+                    best[key] = Found(h, fid, name)
+        touch(kbs, rec)
+    return sorted(best.values(), key=lambda f: -f.hit.score)[:k]
+
+
+def touch(kbs: KnowledgeBases, rec: KbRecord) -> None:
+    now = int(time.time())
+    if now - int((rec.info or {}).get("last_active_at") or 0) >= TOUCH_EVERY_S:
+        update_info(kbs, rec.id, lambda info: info.update(last_active_at=now))
