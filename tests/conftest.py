@@ -52,3 +52,19 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared/ is absent (a user's clone has none)")
     return SHARED
+
+
+@pytest.fixture
+def tiny_long(home, tiny_model_template, tmp_path):
+    """The tiny model with a 2,048-token window (rotary positions extend safely), for prompts
+    that carry tool definitions or retrieved sources."""
+    import json
+
+    from afinar.models import Catalog, load_causal_lm
+
+    folder = Path(shutil.copytree(tiny_model_template, tmp_path / "tiny-long"))
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["max_position_embeddings"] = 2048
+    (folder / "config.json").write_text(json.dumps(cfg))
+    Catalog().add("tiny-long", folder)
+    return load_causal_lm(Catalog().get("tiny-long"))

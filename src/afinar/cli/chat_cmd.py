@@ -49,6 +49,10 @@ def chat(
     max_tokens: int = typer.Option(512, "--max-tokens"),
     stop: list[str] = typer.Option(None, "--stop", help="Stop string (repeatable, up to 4)."),
     seed: int = typer.Option(None, help="Same seed, same answer."),
+    tools: Path = typer.Option(None, "--tools", help="YAML file of HTTP tools the model may "
+                               "call (one question only)."),
+    tool_choice: str = typer.Option("auto", "--tool-choice", help="auto or required."),
+    max_calls: int = typer.Option(3, "--max-calls", help="Tool calls allowed per answer."),
 ) -> None:
     """Chat with a model: streams the answer token by token."""
     model = model or get_settings().default_model
@@ -56,6 +60,18 @@ def chat(
                             stop=stop or [], seed=seed)
     gen = Generator(_load(model))
     base: list[dict] = [{"role": "system", "content": system}] if system else []
+    if tools is not None:
+        from afinar.rag.tools import ToolRegistry, answer_with_tools, model_generate
+
+        if question is None:
+            raise typer.BadParameter("--tools needs a question")
+        a = answer_with_tools(model_generate(gen), base + [{"role": "user", "content": question}],
+                              ToolRegistry.from_yaml(tools), max_calls, tool_choice)
+        for c in a.calls:
+            err_console.print(f"[dim]tool {c.name}({c.arguments}) -> "
+                              f"{'ok' if c.ok else 'error'} in {c.seconds:.2f}s: {c.result[:200]}[/]")
+        print(a.text)
+        return
     if question is not None:
         _answer(gen, base + [{"role": "user", "content": question}], params)
         return

@@ -154,24 +154,73 @@ def call_tool(registry: ToolRegistry, call: dict[str, Any]) -> ToolCallLog:
 FORCED_CALL = '<tool_call>\n{"name": "'
 
 
-def answer_with_tools(generate: Callable[[list[dict], list[dict] | None, str], str],
-                      messages: list[dict[str, Any]], registry: ToolRegistry,
-                      max_calls: int = 3, tool_choice: str = "auto") -> ToolAnswer:
+def constrained_call(generate: Callable[..., str], messages: list[dict], registry: ToolRegistry
+                     ) -> dict[str, Any] | None:
+    """A tool call whose JSON shape is fixed by afinar and whose values the model writes: the
+    tool's name is chosen among the registered ones, then each required parameter of a
+    primitive type is generated alone, up to its closing quote or separator. Small models that
+    copy the schema or break JSON when left free still produce a valid, schema-shaped call."""
+    import difflib
+
+    specs = registry.specs()
+    names = list(registry.tools)
+    if len(names) == 1:
+        name = names[0]
+    else:
+        said = generate(messages, specs, FORCED_CALL, stop=['"'], max_tokens=16).strip()
+        close = difflib.get_close_matches(said, names, n=1, cutoff=0.0)
+        name = close[0] if close else names[0]
+    schema = registry.tools[name].parameters or {}
+    props = schema.get("properties") or {}
+    prefix = FORCED_CALL + name + '", "arguments": {'
+    args: dict[str, Any] = {}
+    for key in schema.get("required", list(props)):
+        kind = (props.get(key) or {}).get("type", "string")
+        if args:
+            prefix += ", "
+        if kind == "string":
+            prefix += f'"{key}": "'
+            value = generate(messages, specs, prefix, stop=['"'], max_tokens=32)
+            args[key] = value
+            prefix += json.dumps(value)[1:]
+        elif kind in ("number", "integer", "boolean"):
+            prefix += f'"{key}": '
+            raw = generate(messages, specs, prefix, stop=[",", "}"], max_tokens=12).strip()
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                return None
+            args[key] = value
+            prefix += json.dumps(value)
+        else:
+            return None  # objects and arrays: leave them to the model's own format
+    from afinar.ids import new_id
+
+    return {"id": new_id("call_"), "type": "function",
+            "function": {"name": name, "arguments": json.dumps(args, ensure_ascii=False)}}
+
+
+def answer_with_tools(generate: Callable[..., str], messages: list[dict[str, Any]],
+                      registry: ToolRegistry, max_calls: int = 3,
+                      tool_choice: str = "auto") -> ToolAnswer:
     """Let the model call tools until it answers.
 
-    ``generate(messages, tools, prefix)`` returns the model's continuation of ``prefix``.
-    ``tool_choice="required"`` makes the first turn a tool call by starting the reply with the
-    opening of one (a constrained format for small models that rarely decide to call on their
-    own); ``"auto"`` leaves the choice to the model.
+    ``generate(messages, tools, prefix, stop=None, max_tokens=None)`` returns the model's
+    continuation of ``prefix``. ``tool_choice="required"`` makes the first turn a tool call in a
+    constrained format (``constrained_call``), for small models that rarely decide to call on
+    their own; ``"auto"`` leaves the choice to the model.
     """
     msgs = [dict(m) for m in messages]
     out = ToolAnswer("", [], msgs)
     while True:
         allow = len(out.calls) < max_calls
-        prefix = FORCED_CALL if allow and tool_choice == "required" and not out.calls else ""
-        text = prefix + generate(msgs, registry.specs() if allow else None, prefix)
-        content, calls = (parse_tool_calls(text, set(registry.tools)) if allow
-                          else (text, []))
+        if allow and tool_choice == "required" and not out.calls:
+            call = constrained_call(generate, msgs, registry)
+            content, calls = None, [call] if call else []
+        else:
+            text = generate(msgs, registry.specs() if allow else None, "")
+            content, calls = (parse_tool_calls(text, set(registry.tools)) if allow
+                              else (text, []))
         if not calls:
             out.text = content or ""
             return out
@@ -181,3 +230,15 @@ def answer_with_tools(generate: Callable[[list[dict], list[dict] | None, str], s
             entry = call_tool(registry, c)
             out.calls.append(entry)
             msgs.append({"role": "tool", "tool_call_id": c["id"], "content": entry.result})
+
+
+def model_generate(generator) -> Callable[..., str]:
+    """``generate`` for ``answer_with_tools`` backed by an ``afinar.models.Generator``."""
+    from afinar.models.generation import SamplingParams
+
+    def generate(messages, tools, prefix, stop=None, max_tokens=None):
+        params = SamplingParams(temperature=0, max_tokens=max_tokens or 256, stop=stop or [],
+                                frequency_penalty=0.3)
+        return generator.chat(messages, params, tools=tools, prefix=prefix).text
+
+    return generate
