@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +10,7 @@ from afinar.data.formats import evals_row_to_chat
 from afinar.data.issues import Issue
 from afinar.data.reader import iter_rows
 from afinar.errors import InvalidRequest
+from afinar.store.atomic import atomic_open
 
 
 @dataclass
@@ -51,29 +50,19 @@ def convert_to_chat(src: str | Path, dst: str | Path, *, system: str | None = No
     if dst.exists() and dst.resolve() == src.resolve():
         raise InvalidRequest("the output must not be the input file", param="out")
     summary = ConvertSummary(out=str(dst))
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for item in iter_rows(src):
-                if isinstance(item, Issue):
-                    summary.skipped.append(item)
-                    continue
-                if not isinstance(item.data, dict):
-                    summary.skipped.append(Issue("data_type", "not an object", item.line))
-                    continue
-                try:
-                    chat = _row_to_chat(item.data, item.line, system, user_col, assistant_col)
-                except ValueError as e:
-                    summary.skipped.append(Issue("invalid_field", str(e), item.line))
-                    continue
-                f.write(json.dumps(chat, ensure_ascii=False) + "\n")
-                summary.written += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(dst, "w") as f:
+        for item in iter_rows(src):
+            if isinstance(item, Issue):
+                summary.skipped.append(item)
+                continue
+            if not isinstance(item.data, dict):
+                summary.skipped.append(Issue("data_type", "not an object", item.line))
+                continue
+            try:
+                chat = _row_to_chat(item.data, item.line, system, user_col, assistant_col)
+            except ValueError as e:
+                summary.skipped.append(Issue("invalid_field", str(e), item.line))
+                continue
+            f.write(json.dumps(chat, ensure_ascii=False) + "\n")
+            summary.written += 1
     return summary

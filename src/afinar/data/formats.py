@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from afinar.data.issues import Issue
+from afinar.models.templates import content_text  # noqa: F401  (re-exported)
 
 ROLES = ("system", "user", "assistant", "tool")
 MESSAGE_KEYS = {"role", "content", "name", "weight", "tool_calls", "tool_call_id",
@@ -56,15 +57,6 @@ def detect(obj: Any) -> str | None:
     if "text" in obj:
         return "text"
     return None
-
-
-def content_text(content: Any) -> str:
-    """Text of a message content: a string, or the text parts of a list."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") for p in content if isinstance(p, dict))
 
 
 class _Checker:

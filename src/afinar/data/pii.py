@@ -16,14 +16,12 @@ specific kinds come first).
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import itertools
 import json
 import math
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from afinar.data.issues import Issue
+from afinar.store.atomic import atomic_open
 from afinar.data.reader import TEXT_SUFFIXES, Row, iter_rows
 from afinar.errors import InvalidRequest, NotFound
 
@@ -397,24 +396,14 @@ def redact_file(src: str | os.PathLike, dst: str | os.PathLike,
     red = redactor or Redactor()
     rows = _read(src)
     summary = RedactSummary(dst, 0, {}, {})
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            for row in rows:
-                if isinstance(row, Issue):
-                    summary.issues.append(row)
-                    if row.line is not None:
-                        summary.skipped_lines.append(row.line)
-                    continue
-                out.write(json.dumps(red.redact_value(row.data), ensure_ascii=False) + "\n")
-                summary.examples += 1
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(dst, "w") as out:
+        for row in rows:
+            if isinstance(row, Issue):
+                summary.issues.append(row)
+                if row.line is not None:
+                    summary.skipped_lines.append(row.line)
+                continue
+            out.write(json.dumps(red.redact_value(row.data), ensure_ascii=False) + "\n")
+            summary.examples += 1
     summary.counts, summary.distinct = dict(red.counts), dict(red.distinct)
     return summary

@@ -55,7 +55,8 @@ def _marker_ids(tokenizer) -> list[int]:
     return found
 
 
-def _text(content: Any) -> str:
+def content_text(content: Any) -> str:
+    """Text of a message content: a string, or the text parts of a list."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -78,7 +79,7 @@ def prepare_messages(tokenizer, messages: list[dict[str, Any]],
     out: list[dict] = []
     for m in messages:
         role = m.get("role")
-        text = _text(m.get("content"))
+        text = content_text(m.get("content"))
         msg: dict[str, Any] = {"role": role, "content": text}
         if m.get("tool_calls"):
             if native:

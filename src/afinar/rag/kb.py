@@ -29,6 +29,7 @@ from afinar.rag.embeddings import get_embedder
 from afinar.rag.index import CACHE, KbIndex
 from afinar.rag.loaders import load_document, supported_extensions
 from afinar.settings import Settings, get_settings
+from afinar.store.blobs import sha256_file
 from afinar.store.db import get_database
 from afinar.store.tables import KbChunk, KbDocument, KbRecord
 
@@ -61,14 +62,6 @@ class IngestReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     chunks: int = 0
     seconds: float = 0.0
-
-
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while b := f.read(1 << 20):
-            h.update(b)
-    return h.hexdigest()
 
 
 EMBED_BATCH = 64  # chunks embedded together across documents
@@ -206,7 +199,7 @@ class KnowledgeBases:
 
         for i, item in enumerate(items):
             try:
-                item.digest = item.digest or (_sha256(item.path) if item.path else
+                item.digest = item.digest or (sha256_file(item.path) if item.path else
                                               hashlib.sha256(item.text.encode()).hexdigest())
                 if not self._unchanged(rec, item, groups, attributes, report):
                     doc = load_document(item.path) if item.path else _text_document(item)

@@ -21,6 +21,14 @@ _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 @dataclass(frozen=True)
 class Blob:
     digest: str

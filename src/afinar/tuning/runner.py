@@ -9,7 +9,6 @@ running with no worker holding the lock, which the next worker resumes from the 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import random
@@ -29,6 +28,7 @@ from afinar.models.loader import _dtype_for, _quiet_transformers, _torch_setup, 
 from afinar.models.templates import template_fingerprint
 from afinar.settings import Settings
 from afinar.store.atomic import atomic_dir, atomic_write_text
+from afinar.store.blobs import sha256_file
 from afinar.store.files import Files
 from afinar.store.tables import CheckpointRecord, JobRecord, ModelRecord
 from afinar.tuning.hparams import Hyperparameters, resolve
@@ -225,7 +225,7 @@ class JobRunner:
         base = Catalog(self.settings).get(job.model)
         data = {
             "job": job.id, "base_model": job.model, "base_model_source": str(base.path),
-            "base_model_sha256": _sha256_file(base.path) if base.path.is_file() else None,
+            "base_model_sha256": sha256_file(base.path) if base.path.is_file() else None,
             "datasets": {k: files.get(v).sha256 for k, v in (
                 ("training_file", job.training_file), ("validation_file", job.validation_file))
                 if v},
@@ -293,14 +293,6 @@ def _ckpt_metrics(row: dict) -> dict[str, Any]:
     keys = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss",
             "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy")
     return {k: row.get(k) for k in keys}
-
-
-def _sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def new_worker_name() -> str:

@@ -92,7 +92,7 @@ def read_text(path: Path, options: LoadOptions) -> str:
         return data.decode("cp1252", errors="replace")
 
 
-def normalize_spaces(text: str) -> str:
+def normalize_spaces(text: str) -> str:  # noqa: F811 (a parameter, not the module)
     """Collapse runs of whitespace (including no-break spaces) into single spaces."""
     return " ".join(text.split())
 
@@ -154,4 +154,4 @@ def load_many(paths: Iterable[str | os.PathLike], *, text_field: str = "text",
 
 
 # Importing the backends registers them (they import the names above from this package).
-from afinar.rag.loaders import csv, docx, html, jsonl, markdown, pdf, text  # noqa: E402,F401
+from afinar.rag.loaders import csv, docx, html, jsonl, markdown, pdf, text  # noqa: E402,F401,F811
