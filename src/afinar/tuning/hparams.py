@@ -38,6 +38,8 @@ class Hyperparameters(BaseModel):
     checkpoint_every_steps: int | None = Field(None, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
     beta: float | Auto = Field("auto", description="DPO only, (0, 2]")
+    max_tokens_per_forward: int = Field(1024, ge=64, description="padded tokens per forward "
+                                        "pass; longer batches run as several (same update)")
 
     def check_ranges(self) -> None:
         from afinar.errors import InvalidRequest
@@ -70,6 +72,7 @@ class Resolved(BaseModel):
     early_stopping_patience: int | None
     checkpoint_every_steps: int | None
     keep_checkpoints: int
+    max_tokens_per_forward: int = 1024
     beta: float | None = None
     steps_per_epoch: int = 0
     total_steps: int = 0
@@ -102,6 +105,7 @@ def resolve(hp: Hyperparameters, n_examples: int, base_lr: float, context_length
         weight_decay=hp.weight_decay, eval_every_steps=hp.eval_every_steps,
         eval_sample_size=hp.eval_sample_size, early_stopping_patience=hp.early_stopping_patience,
         checkpoint_every_steps=hp.checkpoint_every_steps, keep_checkpoints=hp.keep_checkpoints,
+        max_tokens_per_forward=hp.max_tokens_per_forward,
         beta=(0.1 if hp.beta == "auto" else hp.beta) if is_dpo else None,
         steps_per_epoch=steps, total_steps=steps * epochs,
     )

@@ -258,7 +258,11 @@ class Trainer:
             n_tok = sum(s.seq.n_tokens + s.rejected.n_tokens for ss in samples for s in ss)
             self._optimizer_step()
             return loss_sum, right, n_pairs, n_tok
-        batches = [_batch(ss, self.pad_id, self.device) for ss in samples]
+        # Bound the padded tokens of one forward pass: activations dominate memory, and a CPU
+        # loses nothing by running a long batch as a few smaller passes. The loss is normalised
+        # over the whole step's trained tokens, so the update is the same.
+        batches = [_batch(part, self.pad_id, self.device) for ss in samples
+                   for part in _split_by_tokens(ss, self.hp.max_tokens_per_forward)]
         n_t = sum(b.n_targets for b in batches)  # normalise over the whole accumulated batch
         loss_sum, right = 0.0, 0
         for b in batches:
@@ -275,6 +279,19 @@ class Trainer:
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
+
+
+def _split_by_tokens(samples: list[Sample], budget: int) -> list[list[Sample]]:
+    """Consecutive parts whose padded size (count x longest) stays within ``budget``."""
+    parts: list[list[Sample]] = [[]]
+    for smp in samples:
+        part = parts[-1]
+        width = max([x.seq.n_tokens for x in part] + [smp.seq.n_tokens])
+        if part and width * (len(part) + 1) > budget:
+            parts.append([smp])
+        else:
+            part.append(smp)
+    return parts
 
 
 def _lr_factor(step: int, warmup: int, total: int, kind: str) -> float:
