@@ -206,3 +206,35 @@ def test_tune_fusion_and_rerankers(kb, tmp_path):
     assert hits[0].source.endswith("wifi.md") and hits[0].score >= hits[-1].score
     with pytest.raises(InvalidRequest):
         get_reranker("nope")
+
+
+def test_ann_recall_against_exact_and_acl_inside_the_graph():
+    import bm25s
+    import numpy as np
+
+    from afinar.rag.index import DocMeta, KbIndex
+
+    rnd = np.random.default_rng(0)
+    n, dim = 6000, 64
+    vecs = rnd.standard_normal((n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    docs = [DocMeta("public", "p", frozenset(), {}), DocMeta("secret", "s", frozenset({"hr"}), {})]
+    doc_of = (np.arange(n) % 10 == 0).astype(np.int32)  # every 10th chunk is HR-only
+    exact = KbIndex(1, np.arange(n), doc_of, docs, vecs, bm25s.BM25(), ann_threshold=10**9)
+    ann = KbIndex(1, np.arange(n), doc_of, docs, vecs, bm25s.BM25(), ann_threshold=1000)
+    assert exact.ann is None and ann.ann is not None
+    queries = rnd.standard_normal((100, dim)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    everyone = np.ones(n, dtype=bool)
+    public = ann.mask(frozenset(), None)
+    hits = total = 0
+    for q in queries:
+        want = set(exact.dense(q, everyone, 10)[0].tolist())
+        got = set(ann.dense(q, everyone, 10)[0].tolist())
+        hits += len(want & got)
+        total += 10
+        filtered = ann.dense(q, public, 10)[0]
+        assert len(filtered) == 10 and not (doc_of[filtered] == 1).any()  # never an HR chunk
+    recall = hits / total
+    print(f"HNSW recall@10 against exact: {recall:.3f}")
+    assert recall >= 0.95

@@ -25,6 +25,18 @@ from afinar.store.atomic import atomic_dir
 from afinar.store.tables import KbChunk, KbDocument
 
 STOPWORDS = "en"
+ANN_THRESHOLD = 20_000  # chunks; below it exact search (one BLAS product) is fast and exact
+ANN_MIN_ALLOWED = 0.05  # below this share of readable chunks, exact search over them is cheaper
+
+
+def build_ann(vectors: np.ndarray):
+    """An HNSW graph (hnswlib) over unit vectors, inner-product space."""
+    import hnswlib
+
+    ann = hnswlib.Index(space="ip", dim=vectors.shape[1])
+    ann.init_index(max_elements=len(vectors), ef_construction=200, M=32, random_seed=0)
+    ann.add_items(vectors, np.arange(len(vectors)))
+    return ann
 
 
 def _tokenize(texts: list[str]):
@@ -43,9 +55,11 @@ class DocMeta:
 
 class KbIndex:
     def __init__(self, version: int, rowids: np.ndarray, doc_of: np.ndarray, docs: list[DocMeta],
-                 vectors: np.ndarray, bm25):
+                 vectors: np.ndarray, bm25, ann=None, ann_threshold: int = ANN_THRESHOLD):
         self.version, self.rowids, self.doc_of = version, rowids, doc_of
         self.docs, self.vectors, self.bm25 = docs, vectors, bm25
+        self.ann_threshold = ann_threshold
+        self.ann = ann if ann is not None or len(vectors) < ann_threshold else build_ann(vectors)
 
     @property
     def size(self) -> int:
@@ -81,6 +95,8 @@ class KbIndex:
             np.save(tmp / "doc_of.npy", self.doc_of)
             if self.size:
                 self.bm25.save(str(tmp / "bm25"))
+            if self.ann is not None:
+                self.ann.save_index(str(tmp / "hnsw.bin"))
             (tmp / "meta.json").write_text(json.dumps({
                 "version": self.version, "size": self.size, "docs": [d.id for d in self.docs],
                 "fingerprint": self.fingerprint()}))
@@ -103,7 +119,13 @@ class KbIndex:
             return None
         docs = [DocMeta(i, by_id[i].source, frozenset(by_id[i].groups or []),
                         dict(by_id[i].attributes or {})) for i in meta["docs"]]
-        idx = cls(meta["version"], rowids, doc_of, docs, vectors, bm25)
+        ann = None
+        if (folder / "hnsw.bin").is_file():
+            import hnswlib
+
+            ann = hnswlib.Index(space="ip", dim=vectors.shape[1])
+            ann.load_index(str(folder / "hnsw.bin"), max_elements=len(vectors))
+        idx = cls(meta["version"], rowids, doc_of, docs, vectors, bm25, ann)
         return idx if idx.fingerprint() == meta["fingerprint"] else None
 
     def fingerprint(self) -> str:
@@ -123,9 +145,21 @@ class KbIndex:
     def dense(self, qvec: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if not self.size or not allowed.any():
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        n_allowed = int(allowed.sum())
+        if self.ann is not None and n_allowed >= ANN_MIN_ALLOWED * self.size:
+            return self._ann(qvec, allowed, min(k, n_allowed), n_allowed == self.size)
         scores = self.vectors @ qvec.astype(np.float32)
         scores[~allowed] = -np.inf
         return _top(scores, min(k, int(allowed.sum())))
+
+    def _ann(self, qvec: np.ndarray, allowed: np.ndarray, k: int, everything: bool):
+        """HNSW search; the ACL/filter mask is applied inside the graph walk (hnswlib's filter),
+        so unreadable chunks never take a result slot."""
+        self.ann.set_ef(max(200, 10 * k))
+        flt = None if everything else (lambda label: bool(allowed[label]))
+        labels, dist = self.ann.knn_query(qvec.astype(np.float32)[None, :], k=k, filter=flt)
+        order = labels[0].astype(np.int64)
+        return order, (1.0 - dist[0]).astype(np.float32)  # ip distance = 1 - inner product
 
     def lexical(self, query: str, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if not self.size or not allowed.any():
