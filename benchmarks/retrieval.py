@@ -5,7 +5,8 @@ weighted fusion; query latency p50/p95 (including the query embedding where used
 ingestion rate against the raw sentence-transformers encode rate on the same chunk texts,
 measured in the same run. ``--scale N`` also measures query latency at N chunks, built from
 synthetic texts and random unit vectors written straight to the store (embedding N real chunks
-takes hours on this machine), with real query embedding; above 20,000 chunks dense search uses
+takes hours on this machine; the vectors are noisy copies of the corpus's real chunk
+embeddings), with real query embedding; above 20,000 chunks dense search uses
 an HNSW graph, and its recall@10 against exact search is printed.
 
     .venv/bin/python benchmarks/retrieval.py [--beir ../shared/datasets/squad] [--scale 100000]
@@ -113,12 +114,20 @@ def main() -> int:
 
 
 def scale(kbs, n: int, queries: list[str]) -> None:
-    """Query latency at ``n`` chunks: synthetic texts, random unit vectors, real query embedding."""
+    """Query latency at ``n`` chunks: synthetic texts and vectors, real query embedding.
+
+    The vectors are noisy copies of the benchmark corpus's real chunk embeddings (so they have
+    the neighbourhood structure of real text; uniformly random vectors in 384 dimensions are all
+    about equally far from any query, which makes recall meaningless)."""
     import numpy as np
+    from sqlalchemy import select
 
     from afinar.ids import new_id
     from afinar.store.tables import KbChunk, KbDocument
 
+    with kbs.db.session() as s:
+        real = np.stack([np.frombuffer(v, dtype=np.float32) for v in s.scalars(
+            select(KbChunk.vector).where(KbChunk.kb_id == kbs.get("bench").id))])
     kbs.create("scale")
     rec = kbs.get("scale")
     rnd = np.random.default_rng(0)
@@ -131,8 +140,10 @@ def scale(kbs, n: int, queries: list[str]) -> None:
             s.add(KbDocument(id=doc_id, kb_id=rec.id, source=f"synthetic/{d}", sha256="0" * 64,
                              groups=[], attributes={}, status="ready", n_chunks=per_doc,
                              created_at=0, updated_at=0))
-            vecs = rnd.standard_normal((per_doc, rec.dimensions)).astype(np.float32)
-            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+            centres = real[rnd.integers(0, len(real), per_doc)]
+            noise = rnd.standard_normal((per_doc, rec.dimensions)).astype(np.float32)
+            vecs = centres + noise * np.float32(0.6 / np.sqrt(rec.dimensions))
+            vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
             s.add_all(KbChunk(kb_id=rec.id, doc_id=doc_id, idx=i, text=" ".join(
                 random.Random(d + i).choices(vocab, k=120)), heading_path=[], pages=[], start=0,
                 end=0, n_tokens=120, vector=v.tobytes(), norm=1.0) for i, v in enumerate(vecs))
