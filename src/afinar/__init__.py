@@ -13,4 +13,9 @@ _os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 _os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 _os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import warnings as _warnings  # noqa: E402
+
+# peft calls a transformers API that warns about its own rename; nothing for users to act on.
+_warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
 __version__ = "0.1.0"
