@@ -186,7 +186,6 @@ def test_pause_and_resume_give_the_same_result(tiny_home, tmp_path):
 def test_cancel(tiny_home, tmp_path):
     train = upload(tmp_path, chat_rows(80), "t.jsonl")
     job = Jobs().create(model="tiny", training_file=train, hyperparameters=HP)
-    threading.Timer(0.0, lambda: None).start()
 
     def cancel_when_running():
         while not any(e.type == "metrics" for e in Jobs().events(job.id)):
