@@ -89,3 +89,28 @@ def test_memories_are_per_user_and_forgetting_is_real(home):
     assert [m.text for m in alice.list()] == ["Alice prefers answers in French."]
     assert alice.forget(everything=True) == 1 and alice.list() == []
     assert KnowledgeBases().list() == []  # memory stores stay out of the user's kb list
+
+
+def test_a_users_memories_join_the_prompt(faq, tiny_long, monkeypatch):
+    import afinar.rag.answer as answer_mod
+    from afinar.models import GenerationResult
+
+    seen = []
+
+    class Capture:
+        def __init__(self, lm):
+            pass
+
+        def chat(self, messages, params=None):
+            seen.append(messages)
+            return GenerationResult("ok", "stop", 10, 1, 0)
+
+    monkeypatch.setattr(answer_mod, "Generator", Capture)
+    alice = Memories("alice")
+    alice.add("Alice's router is the Acme X200.")
+    mems = [m.text for m in alice.search("reset my router wifi", threshold=0.0)]
+    ask("How do I reset the Wi-Fi?", tiny_long, "faq", memories=mems)
+    assert "Acme X200" in seen[0][0]["content"]  # in this user's prompt
+    ask("How do I reset the Wi-Fi?", tiny_long, "faq",
+        memories=[m.text for m in Memories("bob").search("router")])
+    assert "Acme X200" not in seen[1][0]["content"]  # never in another user's
