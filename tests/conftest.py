@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import json
 import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,12 @@ import pytest
 from tests.tiny_model import build_tiny_chat_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def needs_shared(relpath: str):
+    """Skip (with the reason) where ``../shared/<relpath>`` is absent: a user's clone has none."""
+    return pytest.mark.skipif(not (SHARED / relpath).exists(),
+                              reason=f"{SHARED / relpath} not found (a clone without ../shared)")
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +67,6 @@ def shared_dir() -> Path:
 def tiny_long(home, tiny_model_template, tmp_path):
     """The tiny model with a 2,048-token window (rotary positions extend safely), for prompts
     that carry tool definitions or retrieved sources."""
-    import json
 
     from afinar.models import Catalog, load_causal_lm
 
@@ -68,3 +76,43 @@ def tiny_long(home, tiny_model_template, tmp_path):
     (folder / "config.json").write_text(json.dumps(cfg))
     Catalog().add("tiny-long", folder)
     return load_causal_lm(Catalog().get("tiny-long"))
+
+
+SEEN: list[dict] = []  # requests the local weather endpoint received
+
+
+class Weather(BaseHTTPRequestHandler):
+    def do_GET(self):
+        SEEN.append({"path": self.path, "auth": self.headers.get("Authorization")})
+        body = json.dumps({"city": self.path.split("/")[-1].split("?")[0], "temperature_c": 17.3,
+                           "sky": "violet"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def weather_yaml(tmp_path, monkeypatch):
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Weather)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    monkeypatch.setenv("WEATHER_TOKEN", "s3cret")
+    p = tmp_path / "tools.yaml"
+    p.write_text(f"""tools:
+  - name: get_weather
+    description: Current weather for a city
+    url: http://127.0.0.1:{srv.server_port}/weather/{{city}}
+    method: GET
+    headers: {{Authorization: "Bearer ${{WEATHER_TOKEN}}"}}
+    timeout: 5
+    parameters:
+      type: object
+      properties: {{city: {{type: string}}}}
+      required: [city]
+""")
+    SEEN.clear()
+    yield p
+    srv.shutdown()

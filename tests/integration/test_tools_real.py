@@ -4,12 +4,12 @@ import pytest
 
 from afinar.models import Catalog, Generator, load_causal_lm
 from afinar.rag.tools import ToolRegistry, answer_with_tools, model_generate
-from tests.unit.test_rag_tools import SEEN, weather_yaml  # noqa: F401  (fixture)
+from tests.conftest import SEEN
 
 pytestmark = pytest.mark.integration
 
 
-def test_weather_answer_comes_from_the_tool(home, weather_yaml):  # noqa: F811
+def test_weather_answer_comes_from_the_tool(home, weather_yaml):
     gen = Generator(load_causal_lm(Catalog().get("smollm2-135m-instruct")))
     a = answer_with_tools(model_generate(gen), [{"role": "user", "content":
                                                  "What is the weather in Paris right now?"}],

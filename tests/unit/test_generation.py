@@ -7,13 +7,13 @@ from afinar.models import Generator, SamplingParams, end_of_turn_ids, render_ids
 MSGS = [{"role": "user", "content": "hello world"}]
 
 
-def _bias_to(lm, token_id: int) -> None:
+def _bias_to(lm, token_id: int, bias: float = 10.0) -> None:
     """Make greedy decoding always pick ``token_id`` (a fresh, untied lm_head with a bias)."""
     cfg = lm.model.config
     head = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=True)
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
-    head.bias.data[token_id] = 10.0
+    head.bias.data[token_id] = bias
     lm.model.lm_head = head
 
 
@@ -158,3 +158,19 @@ def test_model_without_chat_template(tiny):
     r = Generator(tiny).stream_text("hello", SamplingParams(max_tokens=3, seed=0))
     list(r)
     assert r.result.completion_tokens <= 3
+
+
+@pytest.mark.parametrize("kind", ["frequency_penalty", "presence_penalty"])
+def test_openai_penalties_lower_repeated_tokens(tiny, kind):
+    i, word = _word_token(tiny.tokenizer)
+    bias = 10.0 if kind == "frequency_penalty" else 1.5
+    _bias_to(tiny, i, bias)  # greedy alone repeats one token forever (the other logits: 0)
+    gen = Generator(tiny)
+    plain = gen.chat(MSGS, SamplingParams(temperature=0, max_tokens=20))
+    assert plain.text == word * 20
+    pen = gen.chat(MSGS, SamplingParams(temperature=0, max_tokens=20, **{kind: 2.0}))
+    n = pen.text.count(word)
+    if kind == "frequency_penalty":
+        assert 5 <= n <= 6  # 10 - 2 * count falls to the others' 0 after five repeats
+    else:
+        assert n == 1  # after its first use 1.5 - 2 < 0: any unused token beats it

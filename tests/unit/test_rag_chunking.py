@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
@@ -19,14 +18,13 @@ from afinar.rag.chunking import (
     embedding_token_counter,
     resolve_sizes,
 )
+from tests.conftest import SHARED, needs_shared
 from afinar.rag.document import Document, DocumentBuilder
 from afinar.rag.loaders import load_document, load_many
 from afinar.rag.loaders.markdown import parse_markdown
 
-CORPORA = Path(__file__).resolve().parents[2].parent / "shared" / "corpora"
-needs_corpora = pytest.mark.skipif(
-    not (CORPORA / "debian-faq.txt").is_file(),
-    reason=f"shared corpora not found at {CORPORA} (a clone without ../shared)")
+CORPORA = SHARED / "corpora"
+needs_corpora = needs_shared("corpora/debian-faq.txt")
 
 
 def words(text: str) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from afinar.errors import InvalidRequest
+from tests.conftest import SHARED, needs_shared
 from afinar.rag.document import Document
 from afinar.rag.loaders import (
     LOADERS,
@@ -20,10 +21,8 @@ from afinar.rag.loaders import (
     load_many,
 )
 
-CORPORA = Path(__file__).resolve().parents[2].parent / "shared" / "corpora"
-needs_corpora = pytest.mark.skipif(
-    not (CORPORA / "debian-faq.txt").is_file(),
-    reason=f"shared corpora not found at {CORPORA} (a clone without ../shared)")
+CORPORA = SHARED / "corpora"
+needs_corpora = needs_shared("corpora/debian-faq.txt")
 
 MARKDOWN = """---
 title: Front Title

@@ -2,53 +2,13 @@
 constrained call, the call limit and the log, against a local HTTP endpoint."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
 
 from afinar.models import Generator
 from afinar.rag.tools import ToolRegistry, answer_with_tools, constrained_call, model_generate, \
     python_tool
 
-SEEN: list[dict] = []
-
-
-class Weather(BaseHTTPRequestHandler):
-    def do_GET(self):
-        SEEN.append({"path": self.path, "auth": self.headers.get("Authorization")})
-        body = json.dumps({"city": self.path.split("/")[-1].split("?")[0], "temperature_c": 17.3,
-                           "sky": "violet"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *a):
-        pass
-
-
-@pytest.fixture
-def weather_yaml(tmp_path, monkeypatch):
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Weather)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    monkeypatch.setenv("WEATHER_TOKEN", "s3cret")
-    p = tmp_path / "tools.yaml"
-    p.write_text(f"""tools:
-  - name: get_weather
-    description: Current weather for a city
-    url: http://127.0.0.1:{srv.server_port}/weather/{{city}}
-    method: GET
-    headers: {{Authorization: "Bearer ${{WEATHER_TOKEN}}"}}
-    timeout: 5
-    parameters:
-      type: object
-      properties: {{city: {{type: string}}}}
-      required: [city]
-""")
-    SEEN.clear()
-    yield p
-    srv.shutdown()
+from tests.conftest import SEEN
 
 
 def scripted(*replies):

@@ -19,8 +19,9 @@ from afinar.data.split import (
     split_file,
 )
 from afinar.errors import InvalidRequest
+from tests.conftest import SHARED, needs_shared
 
-SHARED_SARCASM = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "sarcasm"
+SHARED_SARCASM = SHARED / "datasets" / "sarcasm"
 SYSTEM = "You label customer messages: answer with one word saying whether the message is urgent."
 WORDS = ("apple river stone cloud window garden pencil market engine silver ladder candle forest "
          "bridge harbor violin tunnel meadow rocket blanket castle desert island jacket kettle "
@@ -245,8 +246,7 @@ def test_check_leak_on_small_files_and_bad_threshold(tmp_path):
     assert e.value.param == "threshold"
 
 
-@pytest.mark.skipif(not (SHARED_SARCASM / "train.jsonl").exists(),
-                    reason=f"shared sarcasm dataset not found at {SHARED_SARCASM}")
+@needs_shared("datasets/sarcasm/train.jsonl")
 def test_sarcasm_train_and_test_do_not_share_exact_examples(tmp_path):
     with open(SHARED_SARCASM / "train.jsonl", "rb") as f:
         head = b"".join(next(f) for _ in range(3000))

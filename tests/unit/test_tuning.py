@@ -144,6 +144,20 @@ def test_auto_hyperparameters():
     assert (r.n_epochs, r.batch_size, r.learning_rate, r.steps_per_epoch) == (2, 4, 1e-4, 3)
 
 
+def when_step(job_id: str, step: int, action) -> threading.Thread:
+    """Run ``action(job_id)`` in a thread as soon as the job reports ``step``."""
+
+    def wait() -> None:
+        while not any(e.type == "metrics" and e.data["step"] >= step
+                      for e in Jobs().events(job_id)):
+            time.sleep(0.01)
+        action(job_id)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    return t
+
+
 def _weights(model_id):
     from safetensors.torch import load_file
 
@@ -166,14 +180,7 @@ def test_pause_and_resume_give_the_same_result(tiny_home, tmp_path):
     ref = Jobs().create(model="tiny", training_file=train, hyperparameters=HP, seed=5)
     assert run_job(ref) == "succeeded"
     job = Jobs().create(model="tiny", training_file=train, hyperparameters=HP, seed=5)
-
-    def pause_when_running():
-        while not any(e.type == "metrics" and e.data["step"] >= 9 for e in Jobs().events(job.id)):
-            time.sleep(0.01)
-        Jobs().pause(job.id)
-
-    t = threading.Thread(target=pause_when_running)
-    t.start()
+    t = when_step(job.id, 9, Jobs().pause)
     assert run_job(job) == "paused"
     t.join()
     assert Jobs().get(job.id).status == "paused"
@@ -186,14 +193,7 @@ def test_pause_and_resume_give_the_same_result(tiny_home, tmp_path):
 def test_cancel(tiny_home, tmp_path):
     train = upload(tmp_path, chat_rows(80), "t.jsonl")
     job = Jobs().create(model="tiny", training_file=train, hyperparameters=HP)
-
-    def cancel_when_running():
-        while not any(e.type == "metrics" for e in Jobs().events(job.id)):
-            time.sleep(0.01)
-        Jobs().cancel(job.id)
-
-    t = threading.Thread(target=cancel_when_running)
-    t.start()
+    t = when_step(job.id, 1, Jobs().cancel)
     assert run_job(job) == "cancelled"
     t.join()
     j = Jobs().get(job.id)
@@ -255,7 +255,7 @@ def test_early_stopping_promotes_the_best_checkpoint(tiny_home, tmp_path):
 
 def test_orphan_recovery_requeues_running_jobs(tiny_home, tmp_path):
     job = Jobs().create(model="tiny", training_file=upload(tmp_path, chat_rows(12), "t.jsonl"))
-    Jobs()._set(job.id, status="running", worker="dead:1")
+    Jobs().update(job.id, status="running", worker="dead:1")
     assert recover_orphans(Jobs()) == [job.id]
     assert Jobs().get(job.id).status == "queued"
 

@@ -17,22 +17,14 @@ app = typer.Typer(help="Fine-tuning jobs (OpenAI's fine_tuning.jobs, locally).",
                   no_args_is_help=True)
 
 
-def _auto_int(v: str | None, name: str) -> int | str | None:
+def _auto(v: str | None, cast: type, name: str) -> int | float | str | None:
+    """A hyperparameter flag: ``auto`` (or absent) as is, else a number of type ``cast``."""
     if v is None or v == "auto":
         return v
     try:
-        return int(v)
+        return cast(v)
     except ValueError:
-        raise typer.BadParameter(f"{name} must be an integer or 'auto'") from None
-
-
-def _auto_float(v: str | None, name: str) -> float | str | None:
-    if v is None or v == "auto":
-        return v
-    try:
-        return float(v)
-    except ValueError:
-        raise typer.BadParameter(f"{name} must be a number or 'auto'") from None
+        raise typer.BadParameter(f"{name} must be {cast.__name__} or 'auto'") from None
 
 
 def _parse_option(o: str) -> tuple[str, Any]:
@@ -99,10 +91,10 @@ def create(
 
     model_id = opts.get("model") or get_settings().default_model
     mtype = opts.get("method") or "lora"
-    hp = {"n_epochs": _auto_int(str(opts.get("epochs", "auto")), "epochs"),
-          "batch_size": _auto_int(str(opts.get("batch_size", "auto")), "batch size"),
-          "learning_rate_multiplier": _auto_float(str(opts.get("lr_multiplier", "auto")), "lr"),
-          "beta": _auto_float(str(opts.get("beta", "auto")), "beta")}
+    hp = {"n_epochs": _auto(str(opts.get("epochs", "auto")), int, "epochs"),
+          "batch_size": _auto(str(opts.get("batch_size", "auto")), int, "batch size"),
+          "learning_rate_multiplier": _auto(str(opts.get("lr_multiplier", "auto")), float, "lr"),
+          "beta": _auto(str(opts.get("beta", "auto")), float, "beta")}
     for k_cli, k_hp in (("max_seq_len", "max_seq_len"), ("eval_every", "eval_every_steps"),
                         ("patience", "early_stopping_patience"),
                         ("checkpoint_every", "checkpoint_every_steps")):

@@ -47,21 +47,21 @@ class LoadedModel:
         return int(n or 2048)
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
 
-def _torch_setup(settings: Settings) -> str:
+def torch_setup(settings: Settings) -> str:
     import torch
 
     torch.set_num_threads(settings.effective_threads)
     return settings.effective_device()
 
 
-def _dtype_for(device: str):
+def dtype_for(device: str):
     import torch
 
     # fp32 on CPU: bf16 matmuls are ~8x slower on this class of CPU (FIELD-NOTES, measured).
@@ -149,12 +149,12 @@ def load_causal_lm(
         return load_finetuned(info, settings, progress)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _quiet_transformers()
-    device = _torch_setup(settings)
+    quiet_transformers()
+    device = torch_setup(settings)
     t0 = time.perf_counter()
     folder, loaded_from = hf_folder(info, settings, progress)
     tok = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=_dtype_for(device))
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype_for(device))
     model.to(device)
     model.eval()
     return LoadedModel(info, model, tok, device, time.perf_counter() - t0, loaded_from)
@@ -165,7 +165,7 @@ def load_tokenizer(info: ModelInfo, settings: Settings | None = None):
     settings = settings or get_settings()
     from transformers import AutoTokenizer
 
-    _quiet_transformers()
+    quiet_transformers()
     if info.base_model and info.format == "peft":
         return load_tokenizer(Catalog(settings).get(info.base_model), settings)
     if info.format == "gguf":
@@ -185,8 +185,8 @@ def load_embedding_model(info: ModelInfo, settings: Settings | None = None):
                              param="model")
     from sentence_transformers import SentenceTransformer
 
-    _quiet_transformers()
-    device = _torch_setup(settings)
+    quiet_transformers()
+    device = torch_setup(settings)
     return SentenceTransformer(str(info.path), device=device, local_files_only=True)
 
 

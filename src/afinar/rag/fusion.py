@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-
-
 RRF_K = 60
 
 

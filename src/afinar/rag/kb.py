@@ -9,8 +9,10 @@ without duplicates.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
+import threading
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -33,6 +35,7 @@ from afinar.store.blobs import sha256_file
 from afinar.store.db import get_database
 from afinar.store.tables import KbChunk, KbDocument, KbRecord
 
+_INFO_LOCK = threading.Lock()  # info is read-modify-written; SQLite serialises processes
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 Progress = Callable[[dict], None]
 
@@ -104,8 +107,13 @@ class KnowledgeBases:
         self.db = get_database(self.settings.db_url)
 
     # -- records ---------------------------------------------------------------------------
-    def create(self, name: str, embedding_model: str | None = None,
-               chunking: dict | None = None, internal: bool = False) -> KbRecord:
+    def create(self, name: str | None, embedding_model: str | None = None,
+               chunking: dict | None = None, internal: bool = False,
+               info: dict[str, Any] | None = None) -> KbRecord:
+        """A new knowledge base; without a name its id is its name (the server's vector stores
+        keep their display name in ``info``)."""
+        kb_id = new_id("vs_")
+        name = name or kb_id
         if not _NAME.match(name.removeprefix("_") if internal else name):
             raise InvalidRequest(f"invalid knowledge base name {name!r}", param="name")
         strategy = ChunkingStrategy.parse(chunking)
@@ -113,9 +121,9 @@ class KnowledgeBases:
         with self.db.session() as s:
             if s.scalar(select(KbRecord.id).where(KbRecord.name == name)):
                 raise Conflict(f"a knowledge base named {name!r} exists", param="name")
-            rec = KbRecord(id=new_id("vs_"), name=name, embedding_model=emb.model_id,
+            rec = KbRecord(id=kb_id, name=name, embedding_model=emb.model_id,
                            dimensions=emb.dimensions, chunking=strategy.model_dump(), version=0,
-                           created_at=int(time.time()), info={})
+                           created_at=int(time.time()), info=dict(info or {}))
             s.add(rec)
         return rec
 
@@ -131,6 +139,28 @@ class KnowledgeBases:
         with self.db.session() as s:
             recs = list(s.scalars(select(KbRecord).order_by(KbRecord.created_at)))
         return [r for r in recs if internal or not r.name.startswith("_")]
+
+    def update_info(self, kb: str, change: Callable[[dict], None]) -> dict[str, Any]:
+        """Change the base's ``info`` (settings and bookkeeping) in one transaction."""
+        rec = self.get(kb)
+        with _INFO_LOCK, self.db.session() as s:
+            r = s.get(KbRecord, rec.id)
+            info = copy.deepcopy(r.info or {})
+            change(info)
+            r.info = info
+        return info
+
+    def set_attributes(self, kb: str, source: str, attributes: dict[str, Any]) -> None:
+        """New attributes for one document (by source or id), without re-reading it."""
+        rec = self.get(kb)
+        with self.db.session() as s:
+            doc = s.scalar(select(KbDocument).where(
+                KbDocument.kb_id == rec.id,
+                (KbDocument.source == source) | (KbDocument.id == source)))
+            if doc is None:
+                raise NotFound(f"no document {source!r} in {rec.name}", param="file_id")
+            doc.attributes, doc.updated_at = dict(attributes), int(time.time())
+            self._bump(s, rec.id)  # filters read attributes from the index: rebuild it
 
     def documents(self, kb: str) -> list[KbDocument]:
         rec = self.get(kb)
@@ -380,14 +410,12 @@ class KnowledgeBases:
         for w in [i / 10 for i in range(11)]:
             table[f"weighted:{w:.1f}"] = score("weighted", w)
         best = max(table, key=lambda m: (table[m], m == "hybrid"))
-        rec = self.get(kb)
-        with self.db.session() as s:
-            r = s.get(KbRecord, rec.id)
-            info = dict(r.info or {})
+        def choose(info: dict) -> None:
             info["fusion_mode"] = best.split(":")[0]
             if best.startswith("weighted:"):
                 info["fusion_weight"] = float(best.split(":")[1])
-            r.info = info
+
+        self.update_info(kb, choose)
         return {"best": best, "ndcg": table}
 
     # -- consistency -----------------------------------------------------------------------

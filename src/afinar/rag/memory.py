@@ -60,12 +60,13 @@ class Memories:
 
         from afinar.store.tables import KbChunk
 
-        out = []
-        for d in self.kbs.documents(kb):
-            with self.kbs.db.session() as s:
-                parts = s.scalars(select(KbChunk.text).where(KbChunk.doc_id == d.id)
-                                  .order_by(KbChunk.idx)).all()
-            out.append(Memory(d.source, "\n".join(parts), d.created_at))
+        docs = self.kbs.documents(kb)
+        parts: dict[str, list[str]] = {d.id: [] for d in docs}
+        with self.kbs.db.session() as s:
+            for doc_id, text in s.execute(select(KbChunk.doc_id, KbChunk.text).where(
+                    KbChunk.kb_id == kb).order_by(KbChunk.doc_id, KbChunk.idx)):
+                parts.setdefault(doc_id, []).append(text)
+        out = [Memory(d.source, "\n".join(parts[d.id]), d.created_at) for d in docs]
         return sorted(out, key=lambda m: (m.created_at, m.id))
 
     def search(self, query: str, k: int = 5, threshold: float = 0.3) -> list[Memory]:

@@ -35,13 +35,7 @@ def create_app(settings: Settings | None = None, auth: bool | None = None,
     app.add_exception_handler(HTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     for name in ROUTERS:
-        try:
-            mod = importlib.import_module(f"afinar.server.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"afinar.server.{name}":
-                raise
-            continue  # an endpoint group not written yet
-        app.include_router(mod.router, prefix="/v1")
+        app.include_router(importlib.import_module(f"afinar.server.{name}").router, prefix="/v1")
 
     @app.get("/health")
     def health() -> dict:

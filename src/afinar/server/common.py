@@ -59,9 +59,11 @@ def require_key(request: Request) -> None:
 Auth = Depends(require_key)
 
 
-def page(items: list[dict[str, Any]], after: str | None, limit: int) -> dict[str, Any]:
-    """OpenAI's cursor page over items already in the listing order (each with an ``id``)."""
-    limit = max(1, min(limit, 100))
+def page(items: list[dict[str, Any]], after: str | None, limit: int,
+         max_limit: int = 100) -> dict[str, Any]:
+    """OpenAI's cursor page over items already in the listing order (each with an ``id``);
+    most lists allow pages of up to 100, the files list up to 10,000."""
+    limit = max(1, min(limit, max_limit))
     if after:
         ids = [x["id"] for x in items]
         items = items[ids.index(after) + 1:] if after in ids else []

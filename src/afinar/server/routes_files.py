@@ -73,16 +73,7 @@ async def list_files(request: Request, purpose: str | None = None, after: str | 
                      order: str = Query("desc", pattern="^(asc|desc)$")) -> dict[str, Any]:
     recs = await run_in_threadpool(_files(request).list, purpose)
     items = [file_object(r) for r in (recs if order == "desc" else reversed(recs))]
-    if limit <= 100:
-        return page(items, after, limit)
-    # OpenAI's files list allows pages of up to 10000 (page() caps at 100)
-    ids = [x["id"] for x in items]
-    if after:
-        items = items[ids.index(after) + 1:] if after in ids else []
-    data = items[:limit]
-    return {"object": "list", "data": data, "has_more": len(items) > limit,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None}
+    return page(items, after, limit, max_limit=10000)
 
 
 @router.get("/files/{file_id}")

@@ -103,15 +103,15 @@ def retrieve_file(vector_store_id: str, file_id: str, request: Request) -> dict:
 
 @router.post("/vector_stores/{vector_store_id}/files/{file_id}")
 def update_file(vector_store_id: str, file_id: str, body: UpdateFile, request: Request) -> dict:
-    """New attributes: the file is added again (unchanged content is not re-embedded)."""
+    """New attributes for a file of the store."""
     kbs = _kbs(request)
     rec = vs.store(kbs, vector_store_id)
     _one(kbs, rec.id, file_id)  # 404 when unknown
     doc = vs.documents(kbs, rec).get(file_id)
-    if doc is None or doc[0].source != file_id:
-        raise InvalidRequest(f"{file_id} is not a parsed file added through the API (failed, or "
-                             f"added with the CLI); add it again", param="file_id")
-    vs.ingest(kbs, rec, [(file_id, body.attributes or {})])
+    if doc is None:
+        raise InvalidRequest(f"{file_id} failed to parse: there is nothing to update; add it "
+                             "again", param="file_id")
+    kbs.set_attributes(rec.id, doc[0].id, body.attributes or {})
     return _one(kbs, rec.id, file_id)
 
 

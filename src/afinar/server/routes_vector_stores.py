@@ -14,7 +14,6 @@ Access control: documents added over HTTP are public (no groups) and every searc
 
 from __future__ import annotations
 
-import secrets
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -72,18 +71,13 @@ def kbs_of(request: Request) -> KnowledgeBases:
 @router.post("/vector_stores")
 def create_store(body: CreateStore, request: Request) -> dict:
     kbs = kbs_of(request)
-    rec = kbs.create(f"vs-new-{secrets.token_hex(8)}", chunking=body.chunking_strategy)
+    rec = kbs.create(None, chunking=body.chunking_strategy, info={
+        "name": body.name or "", "description": body.description,
+        "metadata": body.metadata or {},
+        "expires_after": body.expires_after.model_dump() if body.expires_after else None})
     strategy = vs.chunking_strategy(kbs, rec)
-
-    def describe(info: dict) -> None:
-        info.update(name=body.name or "", description=body.description,
-                    metadata=body.metadata or {}, last_active_at=rec.created_at,
-                    expires_after=body.expires_after.model_dump() if body.expires_after
-                    else None, chunking_strategy=strategy)
-
-    vs.update_info(kbs, rec.id, describe)
-    with kbs.db.session() as s:  # the internal unique name is the id itself
-        s.get(type(rec), rec.id).name = rec.id
+    vs.update_info(kbs, rec.id, lambda info: info.update(last_active_at=rec.created_at,
+                                                         chunking_strategy=strategy))
     rec = vs.store(kbs, rec.id)
     if body.file_ids:
         try:

@@ -16,12 +16,10 @@ never returned over HTTP. An unrestricted search (``groups=None``) is not reacha
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +36,6 @@ from afinar.server.common import page
 from afinar.store.files import Files
 from afinar.store.tables import KbChunk, KbDocument, KbRecord
 
-_INFO_LOCK = threading.Lock()  # read-modify-write of KbRecord.info within this process
 TOUCH_EVERY_S = 60  # last_active_at is refreshed by searches at most this often
 
 
@@ -86,12 +83,7 @@ def file_id_of(source: str, doc_id: str) -> str:
 
 
 def update_info(kbs: KnowledgeBases, kb_id: str, change: Callable[[dict], None]) -> dict:
-    with _INFO_LOCK, kbs.db.session() as s:
-        rec = s.get(KbRecord, kb_id)
-        info = copy.deepcopy(rec.info or {})
-        change(info)
-        rec.info = info
-    return info
+    return kbs.update_info(kb_id, change)
 
 
 def chunking_strategy(kbs: KnowledgeBases, rec: KbRecord) -> dict[str, Any]:

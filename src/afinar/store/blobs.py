@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +109,3 @@ class BlobStore:
             p.unlink()
             return True
         return False
-
-    def clear_tmp(self) -> None:
-        """Remove partial uploads left by a crash."""
-        shutil.rmtree(self.root / "tmp", ignore_errors=True)

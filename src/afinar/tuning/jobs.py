@@ -113,10 +113,10 @@ class Jobs:
         if job.status in TERMINAL:
             raise Conflict(f"job {job_id} already {job.status}", param="fine_tuning_job_id")
         if job.status == "running":
-            self._set(job_id, requested="cancel")
+            self.update(job_id, requested="cancel")
             self.event(job_id, "info", "message", "Cancellation requested")
         else:
-            self._set(job_id, status="cancelled", finished_at=int(time.time()))
+            self.update(job_id, status="cancelled", finished_at=int(time.time()))
             self.event(job_id, "info", "message", "Job cancelled")
         return self.get(job_id)
 
@@ -126,10 +126,10 @@ class Jobs:
             raise Conflict(f"job {job_id} is {job.status}; only an active job can be paused",
                            param="fine_tuning_job_id")
         if job.status == "running":
-            self._set(job_id, requested="pause")
+            self.update(job_id, requested="pause")
             self.event(job_id, "info", "message", "Pause requested")
         else:
-            self._set(job_id, status="paused", requested=None)
+            self.update(job_id, status="paused", requested=None)
             self.event(job_id, "info", "message", "Job paused")
         return self.get(job_id)
 
@@ -137,7 +137,7 @@ class Jobs:
         job = self.get(job_id)
         if job.status != "paused":
             raise Conflict(f"job {job_id} is {job.status}, not paused", param="fine_tuning_job_id")
-        self._set(job_id, status="queued", requested=None)
+        self.update(job_id, status="queued", requested=None)
         self.event(job_id, "info", "message", "Job resumed; queued")
         return self.get(job_id)
 
@@ -148,7 +148,7 @@ class Jobs:
             s.add(EventRecord(id=new_id("ftevent-"), job_id=job_id, created_at=int(time.time()),
                               level=level, type=type_, message=message[:4096], data=data))
 
-    def _set(self, job_id: str, **values: Any) -> None:
+    def update(self, job_id: str, **values: Any) -> None:
         with self.db.session() as s:
             s.execute(update(JobRecord).where(JobRecord.id == job_id).values(**values))
 

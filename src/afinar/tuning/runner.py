@@ -24,7 +24,7 @@ from afinar.errors import AfinarError
 from afinar.ids import new_id
 from afinar.models.catalog import Catalog
 from afinar.models.finetuned import MANIFEST
-from afinar.models.loader import _dtype_for, _quiet_transformers, _torch_setup, hf_folder
+from afinar.models.loader import dtype_for, hf_folder, quiet_transformers, torch_setup
 from afinar.models.templates import template_fingerprint
 from afinar.settings import Settings
 from afinar.store.atomic import atomic_dir, atomic_write_text
@@ -46,18 +46,19 @@ class JobRunner:
         self.jobs = Jobs(settings)
         self.dir = settings.home / "jobs" / job.id
         self._beat = 0.0
+        self._pace: tuple[float, int] | None = None  # (time, step) of the first reported step
 
     def event(self, level: str, type_: str, message: str, data: dict | None = None) -> None:
         self.jobs.event(self.job.id, level, type_, message, data)
         if type_ == "metrics" and data and data.get("total_steps"):
             # estimated_finish from this run's pace (steps since start or resume)
             now = time.time()
-            self._first = getattr(self, "_first", (now, data["step"]))
-            t0, s0 = self._first
+            self._pace = self._pace or (now, data["step"])
+            t0, s0 = self._pace
             done = data["step"] - s0
             if done > 0:
                 left = (data["total_steps"] - data["step"]) * (now - t0) / done
-                self.jobs._set(self.job.id, estimated_finish=int(now + left))
+                self.jobs.update(self.job.id, estimated_finish=int(now + left))
 
     def run(self) -> str:
         try:
@@ -69,7 +70,7 @@ class JobRunner:
         return "failed"
 
     def _fail(self, code: str, message: str, param: str | None) -> None:
-        self.jobs._set(self.job.id, status="failed", finished_at=int(time.time()), worker=None,
+        self.jobs.update(self.job.id, status="failed", finished_at=int(time.time()), worker=None,
                        error={"code": code, "message": message, "param": param})
         self.event("error", "message", f"Job failed: {message}")
 
@@ -79,14 +80,14 @@ class JobRunner:
         info = Catalog(s).get(job.model)
         mtype = job.method["type"]
         method = get_method(mtype, job.method.get(mtype))
-        device = _torch_setup(s)
+        device = torch_setup(s)
         method.check_device(device)
         if job.status == "validating_files":
             self.event("info", "message", "Validating training file: " + job.training_file)
         folder, _ = hf_folder(info, s)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        _quiet_transformers()
+        quiet_transformers()
         tok = AutoTokenizer.from_pretrained(str(folder))
         hp_in = Hyperparameters(**job.hyperparameters)
         max_len = hp_in.max_seq_len or min(info.context_length or 2048, 2048)
@@ -107,20 +108,20 @@ class JobRunner:
         hp = resolve(hp_in, len(train), method.base_lr, info.context_length or 2048,
                      is_dpo=method.data_kind == "preference")
         if job.status == "validating_files":
-            self.jobs._set(job.id, status="queued")
+            self.jobs.update(job.id, status="queued")
             self.event("info", "message", f"Files validated: {len(train)} training examples"
                        + (f", {len(val)} validation examples" if val else ""))
         if not val:
             self.event("warn", "message", "No validation data: overfitting will be invisible "
                        "(pass a validation file or --val-split 0.1)")
-        self.jobs._set(job.id, status="running", started_at=job.started_at or int(time.time()),
+        self.jobs.update(job.id, status="running", started_at=job.started_at or int(time.time()),
                        hyperparameters={**hp_in.model_dump(), "resolved": hp.model_dump()})
         self.event("info", "message", "Hyperparameters: " + ", ".join(
             f"{k}={v}" for k, v in hp.model_dump().items() if v is not None))
 
         torch.manual_seed(job.seed)
         model = AutoModelForCausalLM.from_pretrained(
-            str(folder), dtype=_dtype_for(device), **method.load_kwargs(device))
+            str(folder), dtype=dtype_for(device), **method.load_kwargs(device))
         if not method.load_kwargs(device):
             model.to(device)
         model = method.build(model, BuildContext(folder, tok, device))
@@ -136,13 +137,13 @@ class JobRunner:
         t0 = time.time()
         st = trainer.run(st)
         if st.stop_reason == "cancel":
-            self.jobs._set(job.id, status="cancelled", finished_at=int(time.time()),
+            self.jobs.update(job.id, status="cancelled", finished_at=int(time.time()),
                            worker=None, requested=None)
             self.event("info", "message", "Job cancelled")
             return "cancelled"
         if st.stop_reason == "pause":
             self._save_state(trainer, st, self.dir / "resume")
-            self.jobs._set(job.id, status="paused", worker=None, requested=None)
+            self.jobs.update(job.id, status="paused", worker=None, requested=None)
             self.event("info", "message", f"Job paused at step {st.step}")
             return "paused"
         self._finish(trainer, st, method, info, tok, hp, time.time() - t0)
@@ -153,32 +154,35 @@ class JobRunner:
         now = time.time()
         job = self.jobs.get(self.job.id)
         if now - self._beat > HEARTBEAT_S:
-            self.jobs._set(self.job.id, heartbeat_at=int(now))
+            self.jobs.update(self.job.id, heartbeat_at=int(now))
             self._beat = now
         return job.requested
 
+    @staticmethod
+    def _write_state(folder: Path, trainer: Trainer, st: TrainState) -> None:
+        """The full training state, and its step in a small file so that choosing where to
+        resume never loads a state (gigabytes for a full fine-tune) just to read its step."""
+        torch.save(trainer.state_dict(st), folder / "state.pt")
+        (folder / "step.json").write_text(json.dumps({"step": st.step}))
+
     def _save_state(self, trainer: Trainer, st: TrainState, where: Path) -> None:
         with atomic_dir(where) as tmp:
-            torch.save(trainer.state_dict(st), tmp / "state.pt")
+            self._write_state(tmp, trainer, st)
 
     def _latest_state(self) -> Path | None:
-        found = [p for p in (self.dir / "checkpoints").glob("step-*/state.pt")]
-        if (self.dir / "resume" / "state.pt").is_file():
-            found.append(self.dir / "resume" / "state.pt")
+        found = [*(self.dir / "checkpoints").glob("step-*/step.json"),
+                 *(self.dir / "resume").glob("step.json")]
         if not found:
             return None
-
-        def step(p: Path) -> int:
-            return torch.load(p, weights_only=False, map_location="cpu")["train"]["step"]
-
-        return max(found, key=step)
+        latest = max(found, key=lambda p: json.loads(p.read_text())["step"])
+        return latest.with_name("state.pt")
 
     def _checkpoint(self, trainer: Trainer, st: TrainState, row: dict) -> str:
         job = self.job
         where = self.dir / "checkpoints" / f"step-{st.step}"
         with atomic_dir(where) as tmp:
             trainer.method.save(trainer.model, tmp / "model", trainer.tok)
-            torch.save(trainer.state_dict(st), tmp / "state.pt")
+            self._write_state(tmp, trainer, st)
             self._write_manifest(tmp / "model", trainer, row, step=st.step)
         ckpt_model = f"{model_id_for(job)}:ckpt-step-{st.step}"
         with self.jobs.db.session() as s:
@@ -265,7 +269,7 @@ class JobRunner:
         with self.jobs.db.session() as s:
             s.merge(self._model_record(final_id, dest, method))
         result = self._results_csv(st.history)
-        self.jobs._set(job.id, status="succeeded", finished_at=int(time.time()), worker=None,
+        self.jobs.update(job.id, status="succeeded", finished_at=int(time.time()), worker=None,
                        fine_tuned_model=final_id, trained_tokens=st.trained_tokens,
                        result_files=[result])
         self.event("info", "message", f"New fine-tuned model created: {final_id} ({why})")

@@ -104,6 +104,7 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: _lr_factor(
             s, warm, hp.total_steps, hp.scheduler))
         self.ref: dict[int, tuple[float, float]] = {}
+        self._last_end: float | None = None  # when the previous optimizer step ended
         rnd = random.Random(f"afinar-eval:{seed}")
         self.eval_sample = sorted(rnd.sample(range(len(self.val)),
                                              min(hp.eval_sample_size, len(self.val))))
@@ -192,7 +193,7 @@ class Trainer:
                     st.stop_reason = signal
                     return st
                 t0 = time.perf_counter()
-                last = getattr(self, "_last_end", t0)
+                last = self._last_end or t0
                 loss_sum, right, n_t, n_tok = self._step(groups[st.group])
                 st.group += 1
                 st.step += 1

@@ -104,8 +104,8 @@ def spawn_worker(settings: Settings | None = None) -> subprocess.Popen | None:
     settings = settings or get_settings()
     if WorkerLock(settings.home).held_elsewhere():
         return None
-    log = open(settings.home / "worker.log", "ab")
     env = {**os.environ, "AFINAR_HOME": str(settings.home)}
-    return subprocess.Popen([sys.executable, "-m", "afinar", "worker", "--exit-when-idle"],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=env, start_new_session=True)
+    with open(settings.home / "worker.log", "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen([sys.executable, "-m", "afinar", "worker", "--exit-when-idle"],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
