@@ -67,7 +67,9 @@ class KbIndex:
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
-    def build(cls, session, kb_id: str, version: int) -> KbIndex:
+    def build(cls, session, kb_id: str, version: int, searchable: bool = True) -> KbIndex:
+        """From the database rows. ``searchable=False`` skips the BM25 and HNSW structures (what
+        ``kb check`` compares needs only the chunk ids and vectors)."""
         import bm25s
 
         docs = [DocMeta(d.id, d.source, frozenset(d.groups or []), dict(d.attributes or {}))
@@ -84,9 +86,10 @@ class KbIndex:
         vectors = (np.frombuffer(b"".join(r.vector for r in rows), dtype=np.float32)
                    .reshape(len(rows), dim) if rows else np.zeros((0, 0), np.float32))
         bm25 = bm25s.BM25()
-        if rows:
+        if rows and searchable:
             bm25.index(_tokenize([r.text for r in rows]), show_progress=False)
-        return cls(version, rowids, doc_of, docs, vectors, bm25)
+        return cls(version, rowids, doc_of, docs, vectors, bm25,
+                   ann_threshold=ANN_THRESHOLD if searchable else len(rows) + 1)
 
     def save(self, folder: Path) -> None:
         with atomic_dir(folder) as tmp:

@@ -437,7 +437,7 @@ class KnowledgeBases:
                 if counts.get(d.id, 0) != d.n_chunks or d.status != "ready":
                     problems.append(f"{d.source}: record says {d.n_chunks} chunks "
                                     f"({d.status}), {counts.get(d.id, 0)} stored")
-            truth = KbIndex.build(s, rec.id, rec.version)
+            truth = KbIndex.build(s, rec.id, rec.version, searchable=False)
             disk = KbIndex.load(folder, s, rec.id)
         if disk is None and folder.exists():
             problems.append("the index files are damaged")
