@@ -157,13 +157,14 @@ def test_vector_stores_through_the_sdk(server, tmp_path):
     with pytest.raises(openai.BadRequestError):
         client.vector_stores.search(store.id, query="wifi", filters={"type": "like"})
 
-    # documents restricted to groups (CLI) never come back over HTTP
+    # local development mode (no keys) acts as an admin: documents restricted to groups with
+    # the CLI are found and listed too (keys and groups: tests/unit/test_server_auth.py)
     secret = tmp_path / "secret.md"
     secret.write_text("# Router\n\nThe router admin password is hunter2 for the wifi reset.\n")
     KnowledgeBases().add(store.id, [secret], groups=["staff"])
     hits = client.vector_stores.search(store.id, query="router admin password wifi").data
-    assert "hunter2" not in " ".join(h.content[0].text for h in hits)
-    assert client.vector_stores.retrieve(store.id).file_counts.total == 3  # nor are listed
+    assert "hunter2" in " ".join(h.content[0].text for h in hits)
+    assert client.vector_stores.retrieve(store.id).file_counts.total == 4
 
     f = client.vector_stores.files.update(ids["wifi.md"], vector_store_id=store.id,
                                           attributes={"topic": "net2"})
@@ -227,7 +228,7 @@ def test_responses_with_file_search(server, tmp_path, monkeypatch):
     from afinar.server.routes_responses import grounded_chat
 
     text, annotations, usage = grounded_chat(app, "tiny", [{"role": "user", "content": "wifi?"}],
-                                             tool, SamplingParams(max_tokens=8))
+                                             tool, SamplingParams(max_tokens=8), groups=[])
     assert text == answer and annotations[0]["file_id"] == wifi and usage["total_tokens"] == 109
     # the same grounding on chat completions (afinar's extension): citations as annotations
     chat = client.chat.completions.create(

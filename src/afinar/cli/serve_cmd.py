@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
+
 import typer
 from rich.table import Table
 
@@ -10,15 +13,45 @@ from afinar.cli.common import console, err_console
 keys_app = typer.Typer(help="API keys for the server (stored hashed; shown once).",
                        no_args_is_help=True)
 
+DEV_MODE = ("local development mode: no API keys exist, so requests need no key; serving on "
+            "{host} (loopback) only. Create a key with `afinar keys create --name NAME` to "
+            "require keys.")
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and ``localhost``; anything else (0.0.0.0, a LAN address, a name) is
+    reachable from other machines."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_mode(host: str, has_keys: bool) -> bool:
+    """True: keys required. False: local development mode (no keys, loopback host). Raises
+    ``typer.BadParameter`` on a non-loopback host without keys."""
+    if has_keys:
+        return True
+    if not is_loopback(host):
+        raise typer.BadParameter(
+            f"no API key exists, and serving on {host} without keys would let anyone on the "
+            "network in: create a key first (`afinar keys create --name NAME [--admin]`), or "
+            "serve on 127.0.0.1 for local development without keys", param_hint="--host")
+    return False
+
 
 def serve(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
     no_worker: bool = typer.Option(False, "--no-worker", help="Do not start a job worker."),
-    no_auth: bool = typer.Option(False, "--no-auth", help="Accept requests without a key."),
     max_models: int = typer.Option(2, "--max-models", help="Models kept in memory."),
 ) -> None:
-    """Serve OpenAI's API (files, fine_tuning.jobs, models, chat, embeddings, vector stores)."""
+    """Serve OpenAI's API (files, fine_tuning.jobs, models, chat, embeddings, vector stores).
+
+    Every request except /health needs `Authorization: Bearer KEY`. With no key created yet the
+    server runs in local development mode (no keys needed), allowed on a loopback host only."""
     import subprocess
     import sys
 
@@ -29,13 +62,9 @@ def serve(
     from afinar.store.keys import ApiKeys
 
     settings = get_settings()
-    has_keys = ApiKeys(settings).any()
-    auth = not no_auth
-    if auth and not has_keys:
-        raise typer.BadParameter("no API key exists: create one with `afinar keys create NAME` "
-                                 "or start with --no-auth (local use only)")
-    if not auth and host not in ("127.0.0.1", "localhost", "::1"):
-        err_console.print("[yellow]warning[/]: serving without authentication on " + host)
+    auth = auth_mode(host, ApiKeys(settings).any())
+    if not auth:
+        err_console.print("[yellow]" + DEV_MODE.format(host=host) + "[/]", highlight=False)
     worker = None
     if not no_worker:
         worker = subprocess.Popen([sys.executable, "-m", "afinar", "worker"])
@@ -48,26 +77,50 @@ def serve(
 
 
 @keys_app.command("create")
-def create(name: str) -> None:
+def create(
+    name_arg: str = typer.Argument(None, metavar="[NAME]", help="The key's name (or --name)."),
+    name: str = typer.Option(None, "--name", help="A name to recognise the key by."),
+    groups: str = typer.Option("", "--groups",
+                               help="Comma-separated access groups (retrieval ACL)."),
+    admin: bool = typer.Option(False, "--admin",
+                               help="Reads everything, manages keys, deletes models."),
+) -> None:
+    """Create a key. Its secret is printed once, alone on the last line of stdout."""
     from afinar.store.keys import ApiKeys
 
-    rec, secret = ApiKeys().create(name)
-    console.print(f"{rec.id} ({name}): {secret}")
+    if name and name_arg and name != name_arg:
+        raise typer.BadParameter("give the name once (NAME or --name)")
+    if not (name or name_arg):
+        raise typer.BadParameter("a key needs a name: --name NAME")
+    rec, secret = ApiKeys().create(name or name_arg, groups, admin)
+    typer.echo(f"created {rec.id} ({rec.name}) groups: {','.join(rec.groups) or '-'}"
+               f"{' admin' if rec.admin else ''}")
     err_console.print("[dim]shown once: store it now; only its hash is kept[/]")
+    typer.echo(secret)
 
 
 @keys_app.command("list")
-def list_keys() -> None:
+def list_keys(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Keys (never their secrets): id, name, groups, admin, prefix, created, last used."""
     from afinar.store.keys import ApiKeys
 
-    t = Table("id", "name", "prefix", "created", "last used")
-    for k in ApiKeys().list():
-        t.add_row(k.id, k.name, k.prefix + "…", str(k.created_at), str(k.last_used_at or ""))
+    keys = ApiKeys().list()
+    if as_json:
+        typer.echo(json.dumps([{"id": k.id, "name": k.name, "groups": k.groups or [],
+                                "admin": bool(k.admin), "prefix": k.prefix,
+                                "created_at": k.created_at, "last_used_at": k.last_used_at}
+                               for k in keys], indent=2))
+        return
+    t = Table("id", "name", "groups", "admin", "prefix", "created", "last used")
+    for k in keys:
+        t.add_row(k.id, k.name, ",".join(k.groups or []), "yes" if k.admin else "",
+                  k.prefix + "…", str(k.created_at), str(k.last_used_at or ""))
     console.print(t)
 
 
 @keys_app.command("revoke")
 def revoke(key_id: str) -> None:
+    """Delete a key: requests with it get 401 from then on."""
     from afinar.store.keys import ApiKeys
 
     ApiKeys().revoke(key_id)

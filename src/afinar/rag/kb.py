@@ -150,8 +150,10 @@ class KnowledgeBases:
             r.info = info
         return info
 
-    def set_attributes(self, kb: str, source: str, attributes: dict[str, Any]) -> None:
-        """New attributes for one document (by source or id), without re-reading it."""
+    def set_attributes(self, kb: str, source: str, attributes: dict[str, Any],
+                       groups: list[str] | None = None) -> None:
+        """New attributes (and, when given, access groups) for one document (by source or id),
+        without re-reading it."""
         rec = self.get(kb)
         with self.db.session() as s:
             doc = s.scalar(select(KbDocument).where(
@@ -160,7 +162,9 @@ class KnowledgeBases:
             if doc is None:
                 raise NotFound(f"no document {source!r} in {rec.name}", param="file_id")
             doc.attributes, doc.updated_at = dict(attributes), int(time.time())
-            self._bump(s, rec.id)  # filters read attributes from the index: rebuild it
+            if groups is not None:
+                doc.groups = sorted(set(groups))
+            self._bump(s, rec.id)  # filters and the ACL mask read the index: rebuild it
 
     def documents(self, kb: str) -> list[KbDocument]:
         rec = self.get(kb)

@@ -17,11 +17,14 @@ from afinar.server.common import afinar_error_handler, http_error_handler, \
 from afinar.settings import Settings, get_settings
 
 ROUTERS = ("routes_models", "routes_chat", "routes_files", "routes_embeddings",
-           "routes_fine_tuning", "routes_vector_stores", "routes_responses")
+           "routes_fine_tuning", "routes_vector_stores", "routes_responses", "routes_keys")
 
 
 def create_app(settings: Settings | None = None, auth: bool | None = None,
                max_models: int = 2) -> FastAPI:
+    """``auth``: require keys (default: when any exists). Without keys the app runs in local
+    development mode (every request acts as an admin) until a key is created; ``afinar serve``
+    allows that only on a loopback address."""
     settings = settings or get_settings()
     app = FastAPI(title="afinar", version=__version__,
                   description="OpenAI-compatible fine-tuning, files, models, chat, embeddings "

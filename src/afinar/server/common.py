@@ -1,13 +1,18 @@
-"""What every route shares: OpenAI's error object, authentication, pagination, the model cache."""
+"""What every route shares: OpenAI's error object, authentication and the caller's access rules,
+pagination."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from afinar.errors import AfinarError
+from afinar.errors import AfinarError, NotFound
+from afinar.store.files import Files
+from afinar.store.tables import FileRecord
 
 # HTTP status -> OpenAI error type
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -43,20 +48,99 @@ async def validation_error_handler(_request: Request, exc) -> JSONResponse:
                           400, "invalid_value", param)
 
 
-def require_key(request: Request) -> None:
-    """Bearer authentication against hashed keys (when the app was started with auth on)."""
-    if not request.app.state.auth:
-        return
-    header = request.headers.get("authorization", "")
-    secret = header[7:].strip() if header.lower().startswith("bearer ") else ""
+class Forbidden(AfinarError):
+    code = "permission_denied"
+    http_status = 403
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sends a request: an API key (its id, name, groups, admin flag), or the local
+    development mode (no keys exist; the server is bound to loopback), which acts as an admin.
+
+    Reading rules: an admin reads everything. Otherwise a file (``/v1/files``) is visible to the
+    key that uploaded it and to keys sharing one of the uploader's groups (files made without a
+    key, by the CLI or a job, only to admins); a document of a vector store is visible when it
+    has no groups (public) or shares one with the key."""
+
+    key_id: str | None
+    name: str
+    groups: frozenset[str] = frozenset()
+    admin: bool = False
+
+    @property
+    def search_groups(self) -> list[str] | None:
+        """``KnowledgeBases.search``'s ``groups``: ``None`` (unrestricted) for admins."""
+        return None if self.admin else sorted(self.groups)
+
+    def may_read(self, groups: list[str] | None) -> bool:
+        """A document restricted to ``groups`` (empty: public)."""
+        return self.admin or not groups or bool(self.groups.intersection(groups))
+
+    def may_read_file(self, rec: FileRecord) -> bool:
+        if self.admin:
+            return True
+        if rec.owner_key_id is None:
+            return False
+        return rec.owner_key_id == self.key_id or bool(
+            self.groups.intersection(rec.owner_groups or []))
+
+    def require_admin(self, what: str) -> None:
+        if not self.admin:
+            raise Forbidden(f"only an admin key may {what}; this key ({self.name}) is not an "
+                            "admin (create one with `afinar keys create --name NAME --admin`)")
+
+
+LOCAL = Caller(None, "local development mode", admin=True)
+_BEARER = Depends(HTTPBearer(auto_error=False,
+                             description="an afinar API key (`afinar keys create`)"))
+
+
+def require_key(request: Request,
+                credentials: HTTPAuthorizationCredentials | None = _BEARER) -> Caller:
+    """Bearer authentication against hashed keys; the caller is kept on ``request.state``.
+
+    Without keys (``app.state.auth`` false: local development mode) every request is the
+    ``LOCAL`` admin, until a key is created: from then on keys are required."""
     from afinar.store.keys import ApiKeys
 
-    if not secret or ApiKeys(request.app.state.settings).verify(secret) is None:
-        raise HTTPException(401, "Incorrect API key provided. Create one with "
-                                 "`afinar keys create NAME`.")
+    keys = ApiKeys(request.app.state.settings)
+    if not request.app.state.auth:
+        if not keys.any():
+            request.state.caller = LOCAL
+            return LOCAL
+        request.app.state.auth = True  # a key exists now: the development mode is over
+    if credentials is None:
+        raise AuthError("You didn't provide an API key: send it as `Authorization: Bearer "
+                        "KEY` (create one with `afinar keys create --name NAME`).")
+    rec = keys.verify(credentials.credentials.strip())
+    if rec is None:
+        raise AuthError("Incorrect API key provided. Create one with "
+                        "`afinar keys create --name NAME`.", code="invalid_api_key")
+    caller = Caller(rec.id, rec.name, frozenset(rec.groups or []), bool(rec.admin))
+    request.state.caller = caller
+    return caller
 
 
-Auth = Depends(require_key)
+class AuthError(AfinarError):
+    code = "missing_api_key"
+    http_status = 401
+
+
+Auth = Depends(require_key)  # a router's dependency, or a route's ``who: Caller = Auth``
+
+
+def readable_file(caller: Caller, files: Files, file_id: str, param: str = "file_id"
+                  ) -> FileRecord:
+    """The file record if the caller may see it; otherwise the same 404 as an unknown id (so
+    existence does not leak)."""
+    try:
+        rec = files.get(file_id)
+    except NotFound:
+        rec = None
+    if rec is None or not caller.may_read_file(rec):
+        raise NotFound(f"no file {file_id!r}", param=param)
+    return rec
 
 
 def page(items: list[dict[str, Any]], after: str | None, limit: int,

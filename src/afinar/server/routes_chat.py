@@ -229,8 +229,9 @@ async def _file_search_chat(req: ChatRequest, request: Request, tool: dict[str, 
     from afinar.server.routes_responses import grounded_chat
 
     p = req.per_choice(req.max_completion_tokens or req.max_tokens)[0]
-    text, annotations, usage = await run_in_threadpool(grounded_chat, request.app, req.model,
-                                                       req.messages, tool, p)
+    text, annotations, usage = await run_in_threadpool(  # the caller's groups (auth set them)
+        grounded_chat, request.app, req.model, req.messages, tool, p,
+        groups=request.state.caller.search_groups)
     choice = {"index": 0, "finish_reason": "stop", "logprobs": None,
               "message": {"role": "assistant", "content": text, "refusal": None,
                           "annotations": annotations}}

@@ -3,6 +3,10 @@
 Uploads are streamed into the blob store under a size limit (``app.state.max_upload_bytes``,
 512 MB by default); the client's filename is only ever shown. A ``fine-tune`` upload is checked
 by the dataset validator (structure only, no tokenizer) and refused whole when it has errors.
+
+Access: a file is recorded with the key that uploaded it and that key's groups; other keys see
+it (list, retrieve, content, delete, use in jobs and vector stores) only when they share one of
+those groups, or are admins. To anyone else it does not exist (404, as an unknown id).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from afinar.errors import InvalidRequest
-from afinar.server.common import Auth, page
+from afinar.server.common import Auth, Caller, page, readable_file
 from afinar.store.files import MAX_BYTES, Files
 from afinar.store.tables import FileRecord
 
@@ -49,8 +53,10 @@ def _check_fine_tune(files: Files, rec: FileRecord) -> None:
         code="invalid_file", param="file")
 
 
-def _create(files: Files, upload: UploadFile, purpose: str, max_bytes: int) -> FileRecord:
-    rec = files.create(upload.file, upload.filename or "file", purpose, max_bytes)
+def _create(files: Files, upload: UploadFile, purpose: str, max_bytes: int,
+            who: Caller) -> FileRecord:
+    rec = files.create(upload.file, upload.filename or "file", purpose, max_bytes,
+                       owner_key_id=who.key_id, owner_groups=sorted(who.groups))
     if purpose == "fine-tune":
         _check_fine_tune(files, rec)
     return rec
@@ -58,10 +64,10 @@ def _create(files: Files, upload: UploadFile, purpose: str, max_bytes: int) -> F
 
 @router.post("/files")
 async def create_file(request: Request, file: UploadFile = File(...),
-                      purpose: str = Form(...)) -> dict[str, Any]:
+                      purpose: str = Form(...), who: Caller = Auth) -> dict[str, Any]:
     max_bytes = int(getattr(request.app.state, "max_upload_bytes", None) or MAX_BYTES)
     try:
-        rec = await run_in_threadpool(_create, _files(request), file, purpose, max_bytes)
+        rec = await run_in_threadpool(_create, _files(request), file, purpose, max_bytes, who)
     finally:
         await file.close()
     return file_object(rec)
@@ -70,26 +76,30 @@ async def create_file(request: Request, file: UploadFile = File(...),
 @router.get("/files")
 async def list_files(request: Request, purpose: str | None = None, after: str | None = None,
                      limit: int = Query(10000, ge=1, le=10000),
-                     order: str = Query("desc", pattern="^(asc|desc)$")) -> dict[str, Any]:
-    recs = await run_in_threadpool(_files(request).list, purpose)
+                     order: str = Query("desc", pattern="^(asc|desc)$"),
+                     who: Caller = Auth) -> dict[str, Any]:
+    recs = [r for r in await run_in_threadpool(_files(request).list, purpose)
+            if who.may_read_file(r)]
     items = [file_object(r) for r in (recs if order == "desc" else reversed(recs))]
     return page(items, after, limit, max_limit=10000)
 
 
 @router.get("/files/{file_id}")
-async def retrieve_file(file_id: str, request: Request) -> dict[str, Any]:
-    return file_object(await run_in_threadpool(_files(request).get, file_id))
+async def retrieve_file(file_id: str, request: Request, who: Caller = Auth) -> dict[str, Any]:
+    return file_object(await run_in_threadpool(readable_file, who, _files(request), file_id))
 
 
 @router.delete("/files/{file_id}")
-async def delete_file(file_id: str, request: Request) -> dict[str, Any]:
-    await run_in_threadpool(_files(request).delete, file_id)
+async def delete_file(file_id: str, request: Request, who: Caller = Auth) -> dict[str, Any]:
+    files = _files(request)
+    await run_in_threadpool(readable_file, who, files, file_id)
+    await run_in_threadpool(files.delete, file_id)
     return {"id": file_id, "object": "file", "deleted": True}
 
 
 @router.get("/files/{file_id}/content")
-async def file_content(file_id: str, request: Request) -> FileResponse:
+async def file_content(file_id: str, request: Request, who: Caller = Auth) -> FileResponse:
     files = _files(request)
-    rec = await run_in_threadpool(files.get, file_id)
+    rec = await run_in_threadpool(readable_file, who, files, file_id)
     path = await run_in_threadpool(files.path, file_id)
     return FileResponse(path, media_type="application/octet-stream", filename=rec.filename)

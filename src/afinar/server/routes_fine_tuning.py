@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 
 from afinar.errors import InvalidRequest, NotFound
-from afinar.server.common import Auth, page
+from afinar.server.common import Auth, Caller, page, readable_file
 from afinar.store.files import Files
 from afinar.tuning import Hyperparameters, Jobs, spawn_worker
 from afinar.tuning.serialize import checkpoint_object, event_object, job_object
@@ -70,9 +70,9 @@ def _method(body: CreateJob) -> tuple[dict[str, Any], dict[str, Any]]:
     return {"type": name, name: options}, hp
 
 
-def _file(files: Files, file_id: str, param: str) -> None:
+def _file(files: Files, file_id: str, param: str, who: Caller) -> None:
     try:
-        rec = files.get(file_id)
+        rec = readable_file(who, files, file_id, param)  # another key's file does not exist
     except NotFound:
         raise NotFound(f"no file {file_id!r}: upload it with POST /v1/files "
                        f"(purpose fine-tune)", param=param) from None
@@ -92,15 +92,15 @@ def _jobs(request: Request) -> Jobs:
 
 
 @router.post("/fine_tuning/jobs")
-def create_job(body: CreateJob, request: Request) -> dict:
+def create_job(body: CreateJob, request: Request, who: Caller = Auth) -> dict:
     if body.integrations:
         raise InvalidRequest("integrations (wandb) are not supported by afinar; follow a job "
                              "with its events and metrics file instead", param="integrations")
     method, hp = _method(body)
     files = Files(request.app.state.settings)
-    _file(files, body.training_file, "training_file")
+    _file(files, body.training_file, "training_file", who)
     if body.validation_file:
-        _file(files, body.validation_file, "validation_file")
+        _file(files, body.validation_file, "validation_file", who)
     job = _jobs(request).create(model=body.model, training_file=body.training_file,
                                 validation_file=body.validation_file, method=method,
                                 hyperparameters=hp, suffix=body.suffix, seed=body.seed,

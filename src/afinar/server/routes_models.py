@@ -1,5 +1,5 @@
 """``/v1/models``: the catalog (built-ins, registered, fine-tuned ``ft:`` models and their
-checkpoints) as OpenAI ``model`` objects; only fine-tuned models can be deleted."""
+checkpoints) as OpenAI ``model`` objects; only fine-tuned models can be deleted, by admin keys."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from afinar.errors import AfinarError
 from afinar.models.catalog import Catalog, ModelInfo
-from afinar.server.common import Auth
+from afinar.server.common import Auth, Caller
 
 router = APIRouter(dependencies=[Auth])
 
@@ -46,7 +46,9 @@ async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.delete("/models/{model_id:path}")
-async def delete_model(model_id: str, request: Request) -> dict[str, Any]:
+async def delete_model(model_id: str, request: Request,
+                       who: Caller = Auth) -> dict[str, Any]:
+    who.require_admin("delete models")
     catalog = _catalog(request)
     await run_in_threadpool(catalog.get, model_id)  # unknown -> 404
     if not model_id.startswith("ft:"):

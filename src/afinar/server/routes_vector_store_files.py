@@ -5,8 +5,9 @@ extension, chunked with the store's strategy, embedded, and committed before the
 files and batches are ``completed`` (or ``failed`` with ``last_error``) when returned. A batch's
 ``cancel`` therefore has nothing left to stop and returns the batch as it is. A per-file
 ``chunking_strategy`` is accepted but a store chunks all its files one way (set it when creating
-the store); each file object reports the strategy really used. Documents added here are public
-(no groups), see ``afinar.server.vector_stores``.
+the store); each file object reports the strategy really used. A file's ``groups`` attribute
+(comma-separated) names who may read its document, else the uploading key's groups; a caller
+sees, changes and deletes only the files it may read (see ``afinar.server.vector_stores``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from afinar.ids import new_id
 from afinar.rag.chunking import ChunkingStrategy
 from afinar.rag.kb import KnowledgeBases
 from afinar.server import vector_stores as vs
-from afinar.server.common import Auth
+from afinar.server.common import LOCAL, Auth, Caller
 from afinar.server.vector_stores import Attributes, listing
 from afinar.store.tables import KbChunk
 
@@ -63,79 +64,97 @@ def _check(attributes: dict | None, chunking: dict | None) -> dict:
     return attributes or {}
 
 
-def _one(kbs: KnowledgeBases, store_id: str, file_id: str) -> dict:
+def _one(kbs: KnowledgeBases, store_id: str, file_id: str, who: Caller) -> dict:
     rec = vs.store(kbs, store_id)
-    docs = vs.documents(kbs, rec)
+    docs = vs.documents(kbs, rec, who)
     if file_id in docs:
         return vs.file_object(kbs, rec, file_id, *docs[file_id])
-    if (rec.info or {}).get("files", {}).get(file_id, {}).get("status") == "failed":
+    if vs.failed_entry(rec, file_id, who) is not None:
         return vs.file_object(kbs, rec, file_id, None)
     raise NotFound(f"no file {file_id!r} in vector store {rec.id}", param="file_id")
 
 
 def _files_page(request: Request, store_id: str, only: set[str] | None, after: str | None,
-                before: str | None, limit: int, order: str, status: str | None) -> dict:
+                before: str | None, limit: int, order: str, status: str | None,
+                who: Caller) -> dict:
     kbs = _kbs(request)
-    items = [f for f in vs.file_objects(kbs, vs.store(kbs, store_id))
+    items = [f for f in vs.file_objects(kbs, vs.store(kbs, store_id), who)
              if (only is None or f["id"] in only) and (status is None or f["status"] == status)]
     return listing(items, after, before, limit, order)
 
 
 @router.post("/vector_stores/{vector_store_id}/files")
-def add_file(vector_store_id: str, body: AddFile, request: Request) -> dict:
+def add_file(vector_store_id: str, body: AddFile, request: Request, who: Caller = Auth) -> dict:
     kbs = _kbs(request)
     rec = vs.store(kbs, vector_store_id)
-    vs.ingest(kbs, rec, [(body.file_id, _check(body.attributes, body.chunking_strategy))])
-    return _one(kbs, rec.id, body.file_id)
+    vs.ingest(kbs, rec, [(body.file_id, _check(body.attributes, body.chunking_strategy))], who)
+    return _one(kbs, rec.id, body.file_id, who)
 
 
 @router.get("/vector_stores/{vector_store_id}/files")
 def list_files(vector_store_id: str, request: Request, after: str | None = None,
                before: str | None = None, limit: int = 20,
-               order: Literal["asc", "desc"] = "desc", filter: Status | None = None) -> dict:
-    return _files_page(request, vector_store_id, None, after, before, limit, order, filter)
+               order: Literal["asc", "desc"] = "desc", filter: Status | None = None,
+               who: Caller = Auth) -> dict:
+    return _files_page(request, vector_store_id, None, after, before, limit, order, filter,
+                       who)
 
 
 @router.get("/vector_stores/{vector_store_id}/files/{file_id}")
-def retrieve_file(vector_store_id: str, file_id: str, request: Request) -> dict:
-    return _one(_kbs(request), vector_store_id, file_id)
+def retrieve_file(vector_store_id: str, file_id: str, request: Request,
+                  who: Caller = Auth) -> dict:
+    return _one(_kbs(request), vector_store_id, file_id, who)
 
 
 @router.post("/vector_stores/{vector_store_id}/files/{file_id}")
-def update_file(vector_store_id: str, file_id: str, body: UpdateFile, request: Request) -> dict:
-    """New attributes for a file of the store."""
+def update_file(vector_store_id: str, file_id: str, body: UpdateFile, request: Request,
+                who: Caller = Auth) -> dict:
+    """New attributes for a file of the store; a ``groups`` attribute changes who may read it
+    (removing it restores the uploading key's groups)."""
     kbs = _kbs(request)
     rec = vs.store(kbs, vector_store_id)
-    _one(kbs, rec.id, file_id)  # 404 when unknown
-    doc = vs.documents(kbs, rec).get(file_id)
+    _one(kbs, rec.id, file_id, who)  # 404 when unknown or not readable
+    doc = vs.documents(kbs, rec, who).get(file_id)
     if doc is None:
         raise InvalidRequest(f"{file_id} failed to parse: there is nothing to update; add it "
                              "again", param="file_id")
-    kbs.set_attributes(rec.id, doc[0].id, body.attributes or {})
-    return _one(kbs, rec.id, file_id)
+    attributes = body.attributes or {}
+    groups = vs.groups_attribute(attributes, who)
+    if groups is None:  # back to the uploader's groups (a CLI document keeps its own)
+        groups = (rec.info or {}).get("files", {}).get(file_id, {}).get(
+            "uploader_groups", doc[0].groups)
+    kbs.set_attributes(rec.id, doc[0].id, attributes, groups=groups)
+
+    def note(info: dict) -> None:
+        if file_id in info.get("files", {}):
+            info["files"][file_id]["groups"] = groups
+
+    vs.update_info(kbs, rec.id, note)
+    return _one(kbs, rec.id, file_id, LOCAL)  # shown even if the caller just gave it away
 
 
 @router.delete("/vector_stores/{vector_store_id}/files/{file_id}")
-def delete_file(vector_store_id: str, file_id: str, request: Request) -> dict:
+def delete_file(vector_store_id: str, file_id: str, request: Request,
+                who: Caller = Auth) -> dict:
     kbs = _kbs(request)
     rec = vs.store(kbs, vector_store_id)
-    doc = vs.documents(kbs, rec).get(file_id)
-    entry = (rec.info or {}).get("files", {}).get(file_id)
-    if doc is None and (entry or {}).get("status") != "failed":
+    doc = vs.documents(kbs, rec, who).get(file_id)
+    if doc is None and vs.failed_entry(rec, file_id, who) is None:
         raise NotFound(f"no file {file_id!r} in vector store {rec.id}", param="file_id")
     if doc is not None:
         kbs.remove(rec.id, doc[0].id)
-    if entry is not None:
+    if file_id in (rec.info or {}).get("files", {}):
         vs.update_info(kbs, rec.id, lambda info: info.get("files", {}).pop(file_id, None))
     return {"id": file_id, "object": "vector_store.file.deleted", "deleted": True}
 
 
 @router.get("/vector_stores/{vector_store_id}/files/{file_id}/content")
-def file_content(vector_store_id: str, file_id: str, request: Request) -> dict:
+def file_content(vector_store_id: str, file_id: str, request: Request,
+                 who: Caller = Auth) -> dict:
     """The parsed text, as the store's chunks (heading path line, then the body)."""
     kbs = _kbs(request)
     rec = vs.store(kbs, vector_store_id)
-    docs = vs.documents(kbs, rec)
+    docs = vs.documents(kbs, rec, who)
     if file_id not in docs:
         raise NotFound(f"no parsed file {file_id!r} in vector store {rec.id}", param="file_id")
     doc = docs[file_id][0]
@@ -147,19 +166,20 @@ def file_content(vector_store_id: str, file_id: str, request: Request) -> dict:
             "next_page": None}
 
 
-def _batch(kbs: KnowledgeBases, store_id: str, batch_id: str) -> dict:
+def _batch(kbs: KnowledgeBases, store_id: str, batch_id: str, who: Caller) -> dict:
     rec = vs.store(kbs, store_id)
     b = (rec.info or {}).get("batches", {}).get(batch_id)
     if b is None:
         raise NotFound(f"no file batch {batch_id!r} in vector store {rec.id}", param="batch_id")
     mine = set(b["file_ids"])
-    files = [f for f in vs.file_objects(kbs, rec) if f["id"] in mine]
+    files = [f for f in vs.file_objects(kbs, rec, who) if f["id"] in mine]
     return {"id": batch_id, "object": "vector_store.files_batch", "created_at": b["created_at"],
             "vector_store_id": rec.id, "status": "completed", "file_counts": vs.counts(files)}
 
 
 @router.post("/vector_stores/{vector_store_id}/file_batches")
-def create_batch(vector_store_id: str, body: CreateBatch, request: Request) -> dict:
+def create_batch(vector_store_id: str, body: CreateBatch, request: Request,
+                 who: Caller = Auth) -> dict:
     kbs = _kbs(request)
     rec = vs.store(kbs, vector_store_id)
     common = _check(body.attributes, body.chunking_strategy)
@@ -169,31 +189,35 @@ def create_batch(vector_store_id: str, body: CreateBatch, request: Request) -> d
         items.append((f.file_id, own if f.attributes is not None else common))
     if not items:
         raise InvalidRequest("the batch has no files", param="file_ids")
-    vs.ingest(kbs, rec, items)
+    vs.ingest(kbs, rec, items, who)
     batch_id = new_id("vsfb_")
     vs.update_info(kbs, rec.id, lambda info: info.setdefault("batches", {}).update(
         {batch_id: {"created_at": int(time.time()), "file_ids": [f for f, _ in items]}}))
-    return _batch(kbs, rec.id, batch_id)
+    return _batch(kbs, rec.id, batch_id, who)
 
 
 @router.get("/vector_stores/{vector_store_id}/file_batches/{batch_id}")
-def retrieve_batch(vector_store_id: str, batch_id: str, request: Request) -> dict:
-    return _batch(_kbs(request), vector_store_id, batch_id)
+def retrieve_batch(vector_store_id: str, batch_id: str, request: Request,
+                   who: Caller = Auth) -> dict:
+    return _batch(_kbs(request), vector_store_id, batch_id, who)
 
 
 @router.post("/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel")
-def cancel_batch(vector_store_id: str, batch_id: str, request: Request) -> dict:
+def cancel_batch(vector_store_id: str, batch_id: str, request: Request,
+                 who: Caller = Auth) -> dict:
     """Ingestion finished before the batch was returned: nothing is left to cancel."""
-    return _batch(_kbs(request), vector_store_id, batch_id)
+    return _batch(_kbs(request), vector_store_id, batch_id, who)
 
 
 @router.get("/vector_stores/{vector_store_id}/file_batches/{batch_id}/files")
 def batch_files(vector_store_id: str, batch_id: str, request: Request, after: str | None = None,
                 before: str | None = None, limit: int = 20,
-                order: Literal["asc", "desc"] = "desc", filter: Status | None = None) -> dict:
+                order: Literal["asc", "desc"] = "desc", filter: Status | None = None,
+                who: Caller = Auth) -> dict:
     kbs = _kbs(request)
     rec = vs.store(kbs, vector_store_id)
     b = (rec.info or {}).get("batches", {}).get(batch_id)
     if b is None:
         raise NotFound(f"no file batch {batch_id!r} in vector store {rec.id}", param="batch_id")
-    return _files_page(request, rec.id, set(b["file_ids"]), after, before, limit, order, filter)
+    return _files_page(request, rec.id, set(b["file_ids"]), after, before, limit, order, filter,
+                       who)

@@ -7,9 +7,9 @@ once. ``expires_after`` is stored and reported (``expires_at``, and ``status: "e
 it), but nothing is deleted automatically. ``rewrite_query`` is accepted and ignored (the
 query is used as given).
 
-Access control: documents added over HTTP are public (no groups) and every search here runs with
-``groups=[]``, so documents restricted to groups with the CLI are never returned; see
-``afinar.server.vector_stores``.
+Access control: a search runs with the caller's groups inside retrieval (documents restricted to
+other groups are masked before ranking); admin keys search everything. The ``groups`` attribute
+of a vector-store file names who may read it; see ``afinar.server.vector_stores``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from afinar.errors import InvalidRequest
 from afinar.rag.kb import KnowledgeBases
 from afinar.server import vector_stores as vs
-from afinar.server.common import Auth
+from afinar.server.common import Auth, Caller
 from afinar.server.routes_vector_store_files import router as files_router
 from afinar.server.vector_stores import Metadata, listing
 
@@ -69,7 +69,7 @@ def kbs_of(request: Request) -> KnowledgeBases:
 
 
 @router.post("/vector_stores")
-def create_store(body: CreateStore, request: Request) -> dict:
+def create_store(body: CreateStore, request: Request, who: Caller = Auth) -> dict:
     kbs = kbs_of(request)
     rec = kbs.create(None, chunking=body.chunking_strategy, info={
         "name": body.name or "", "description": body.description,
@@ -81,28 +81,31 @@ def create_store(body: CreateStore, request: Request) -> dict:
     rec = vs.store(kbs, rec.id)
     if body.file_ids:
         try:
-            vs.ingest(kbs, rec, [(f, {}) for f in body.file_ids])
+            vs.ingest(kbs, rec, [(f, {}) for f in body.file_ids], who)
         except Exception:
             kbs.delete(rec.id)  # no half-made store when a file id is wrong
             raise
-    return vs.store_object(kbs, vs.store(kbs, rec.id))
+    return vs.store_object(kbs, vs.store(kbs, rec.id), who)
 
 
 @router.get("/vector_stores")
 def list_stores(request: Request, after: str | None = None, before: str | None = None,
-                limit: int = 20, order: Literal["asc", "desc"] = "desc") -> dict:
+                limit: int = 20, order: Literal["asc", "desc"] = "desc",
+                who: Caller = Auth) -> dict:
     kbs = kbs_of(request)
-    return listing([vs.store_object(kbs, r) for r in kbs.list()], after, before, limit, order)
+    return listing([vs.store_object(kbs, r, who) for r in kbs.list()], after, before, limit,
+                   order)
 
 
 @router.get("/vector_stores/{vector_store_id}")
-def retrieve_store(vector_store_id: str, request: Request) -> dict:
+def retrieve_store(vector_store_id: str, request: Request, who: Caller = Auth) -> dict:
     kbs = kbs_of(request)
-    return vs.store_object(kbs, vs.store(kbs, vector_store_id))
+    return vs.store_object(kbs, vs.store(kbs, vector_store_id), who)
 
 
 @router.post("/vector_stores/{vector_store_id}")
-def modify_store(vector_store_id: str, body: ModifyStore, request: Request) -> dict:
+def modify_store(vector_store_id: str, body: ModifyStore, request: Request,
+                 who: Caller = Auth) -> dict:
     kbs = kbs_of(request)
     rec = vs.store(kbs, vector_store_id)
     given = body.model_dump(include=body.model_fields_set)
@@ -113,7 +116,7 @@ def modify_store(vector_store_id: str, body: ModifyStore, request: Request) -> d
                 info[key] = given[key] if key != "metadata" else given[key] or {}
 
     vs.update_info(kbs, rec.id, modify)
-    return vs.store_object(kbs, vs.store(kbs, rec.id))
+    return vs.store_object(kbs, vs.store(kbs, rec.id), who)
 
 
 @router.delete("/vector_stores/{vector_store_id}")
@@ -125,13 +128,15 @@ def delete_store(vector_store_id: str, request: Request) -> dict:
 
 
 @router.post("/vector_stores/{vector_store_id}/search")
-def search_store(vector_store_id: str, body: SearchRequest, request: Request) -> dict:
+def search_store(vector_store_id: str, body: SearchRequest, request: Request,
+                 who: Caller = Auth) -> dict:
     kbs = kbs_of(request)
     queries = [body.query] if isinstance(body.query, str) else list(body.query)
     if not queries or not all(q.strip() for q in queries):
         raise InvalidRequest("query must be a non-empty string or list of strings",
                              param="query")
-    found = vs.search(kbs, [vector_store_id], queries, filters=body.filters,
+    found = vs.search(kbs, [vector_store_id], queries, groups=who.search_groups,
+                      filters=body.filters,
                       k=body.max_num_results,
                       ranking_options=body.ranking_options.model_dump(exclude_none=True)
                       if body.ranking_options else None)

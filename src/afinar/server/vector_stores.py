@@ -9,9 +9,14 @@ afinar's records lack: the display ``name``, ``description``, ``metadata``, ``ex
 and the ``batches``. A document added through the API has its file id as ``source``; one added
 with the CLI is listed under its document id (``file-…`` as well).
 
-Access control: the HTTP API has no per-user groups yet, so documents added here have no groups
-(public) and every search runs with ``groups=[]``: documents a CLI user restricted to groups are
-never returned over HTTP. An unrestricted search (``groups=None``) is not reachable here.
+Access control (``afinar.server.common.Caller``): who may read a document is the ``groups``
+attribute of its vector-store file (comma-separated group names); without it, the groups of the
+key that uploaded the file (``FileRecord.owner_groups``; for a file made without a key, the
+adding key's groups). A document with no groups is public. Searches run with the caller's groups
+inside retrieval (``KnowledgeBases.search`` masks chunks before ranking); admin keys read
+everything. A non-admin key may only name groups it belongs to, and may only add files it can
+read. Listings, counts and file objects show only what the caller may read; the rest is 404.
+Vector stores themselves are shared by all keys.
 """
 
 from __future__ import annotations
@@ -21,19 +26,20 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 from pydantic import AfterValidator
-
 from sqlalchemy import func, select
 
-from afinar.errors import NotFound
+from afinar.errors import InvalidRequest, NotFound
 from afinar.rag.chunking import resolve_sizes
 from afinar.rag.kb import Hit, KnowledgeBases
-from afinar.server.common import page
+from afinar.server.common import Caller, Forbidden, page, readable_file
 from afinar.store.files import Files
+from afinar.store.keys import parse_groups
 from afinar.store.tables import KbChunk, KbDocument, KbRecord
 
 TOUCH_EVERY_S = 60  # last_active_at is refreshed by searches at most this often
@@ -98,16 +104,17 @@ def chunking_strategy(kbs: KnowledgeBases, rec: KbRecord) -> dict[str, Any]:
                                          "chunk_overlap_tokens": overlap}}
 
 
-def documents(kbs: KnowledgeBases, rec: KbRecord) -> dict[str, tuple[KbDocument, int]]:
+def documents(kbs: KnowledgeBases, rec: KbRecord, who: Caller
+              ) -> dict[str, tuple[KbDocument, int]]:
     """file id -> (document, usage bytes: chunk text plus float32 vectors) for the documents
-    the API may show: public ones (a document restricted to groups does not exist here)."""
+    the caller may read (to the caller, the others do not exist)."""
     with kbs.db.session() as s:
         docs = list(s.scalars(select(KbDocument).where(KbDocument.kb_id == rec.id)))
         sizes = dict(s.execute(select(KbChunk.doc_id, func.sum(func.length(KbChunk.text)))
                                .where(KbChunk.kb_id == rec.id).group_by(KbChunk.doc_id)).all())
     return {file_id_of(d.source, d.id): (d, int(sizes.get(d.id) or 0)
                                         + d.n_chunks * rec.dimensions * 4)
-            for d in docs if not d.groups}
+            for d in docs if who.may_read(d.groups)}
 
 
 def file_object(kbs: KnowledgeBases, rec: KbRecord, fid: str, doc: KbDocument | None,
@@ -126,10 +133,19 @@ def file_object(kbs: KnowledgeBases, rec: KbRecord, fid: str, doc: KbDocument | 
             "chunking_strategy": chunking_strategy(kbs, rec)}
 
 
-def file_objects(kbs: KnowledgeBases, rec: KbRecord) -> list[dict[str, Any]]:
-    docs = documents(kbs, rec)
-    failed = [f for f, e in (rec.info or {}).get("files", {}).items()
-              if e.get("status") == "failed" and f not in docs]
+def failed_entry(rec: KbRecord, fid: str, who: Caller) -> dict | None:
+    """The bookkeeping of a file that could not be ingested (no document), if the caller may
+    read it."""
+    e = (rec.info or {}).get("files", {}).get(fid)
+    if e is None or e.get("status") != "failed" or not who.may_read(e.get("groups")):
+        return None
+    return e
+
+
+def file_objects(kbs: KnowledgeBases, rec: KbRecord, who: Caller) -> list[dict[str, Any]]:
+    docs = documents(kbs, rec, who)
+    failed = [f for f in (rec.info or {}).get("files", {})
+              if f not in docs and failed_entry(rec, f, who) is not None]
     return ([file_object(kbs, rec, f, d, n) for f, (d, n) in docs.items()]
             + [file_object(kbs, rec, f, None) for f in failed])
 
@@ -140,9 +156,10 @@ def counts(files: list[dict[str, Any]]) -> dict[str, int]:
     return {**out, "total": len(files)}
 
 
-def store_object(kbs: KnowledgeBases, rec: KbRecord) -> dict[str, Any]:
+def store_object(kbs: KnowledgeBases, rec: KbRecord, who: Caller) -> dict[str, Any]:
+    """OpenAI's vector store; sizes and counts cover the files the caller may read."""
     info = rec.info or {}
-    files = file_objects(kbs, rec)
+    files = file_objects(kbs, rec, who)
     last = info.get("last_active_at") or rec.created_at
     exp = info.get("expires_after")
     expires_at = last + exp["days"] * 86400 if exp else None
@@ -161,35 +178,64 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def ingest(kbs: KnowledgeBases, rec: KbRecord, items: list[tuple[str, dict]]) -> None:
-    """Add stored files ``(file_id, attributes)``; a file that cannot be read is recorded as
-    ``failed`` with its ``last_error``. Unknown file ids fail the request before any ingestion.
+def groups_attribute(attributes: dict | None, who: Caller, param: str = "attributes.groups"
+                     ) -> list[str] | None:
+    """The ``groups`` attribute as group names (``None`` when absent); a non-admin key may
+    only name groups it belongs to."""
+    if not attributes or "groups" not in attributes:
+        return None
+    value = attributes["groups"]
+    if not isinstance(value, str):
+        raise InvalidRequest("the groups attribute is a string of comma-separated group names",
+                             param=param)
+    groups = parse_groups(value, param)
+    if not who.admin and (outside := sorted(set(groups) - who.groups)):
+        raise Forbidden(f"this key is not in group {outside[0]!r}: a key may only restrict "
+                        "documents to its own groups (or an admin key to any)")
+    return groups
+
+
+def ingest(kbs: KnowledgeBases, rec: KbRecord, items: list[tuple[str, dict]],
+           who: Caller) -> None:
+    """Add stored files ``(file_id, attributes)`` for the caller; a file that cannot be parsed
+    is recorded as ``failed`` with its ``last_error``. Unknown (or unreadable) file ids and bad
+    ``groups`` fail the request before any ingestion.
 
     The loaders pick a parser by extension and blobs have none, so each blob is linked as
     ``<file_id><original suffix>`` in a temporary folder; its source stays the file id."""
     files = Files(kbs.settings)
-    names = {fid: files.get(fid).filename for fid, _ in items}
-    groups: dict[str, list[str]] = {}
+    recs = {fid: readable_file(who, files, fid) for fid, _ in items}
+    # the uploader's groups: the default when the file has no groups attribute
+    uploader = {fid: sorted(r.owner_groups or []) if r.owner_key_id else sorted(who.groups)
+                for fid, r in recs.items()}
+    acl = {fid: uploader[fid] if (g := groups_attribute(attrs, who)) is None else g
+           for fid, attrs in items}
+    batches: dict[str, list[str]] = {}
     for fid, attrs in items:
-        groups.setdefault(json.dumps(attrs or {}, sort_keys=True), []).append(fid)
+        key = json.dumps([attrs or {}, acl[fid]], sort_keys=True)
+        batches.setdefault(key, []).append(fid)
     errors: dict[str, str] = {}
     kbs.settings.home.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=kbs.settings.home, prefix="vs-ingest-") as tmp:
-        for key, fids in groups.items():
+        for key, fids in batches.items():
+            attrs, groups = json.loads(key)
             paths: dict[Path, str] = {}
             for fid in dict.fromkeys(fids):
-                p = Path(tmp) / f"{fid}{Path(names[fid]).suffix.lower()}"
+                p = Path(tmp) / f"{fid}{Path(recs[fid].filename).suffix.lower()}"
                 _link(files.path(fid), p)
                 paths[p.resolve()] = fid
-            report = kbs.add(rec.id, list(paths), attributes=json.loads(key), sources=paths)
+            report = kbs.add(rec.id, list(paths), groups=groups, attributes=attrs,
+                             sources=paths)
             errors.update(report.failed)
     attrs_of = dict(items)
     now = int(time.time())
 
     def record(info: dict) -> None:
         known = info.setdefault("files", {})
-        for fid, name in names.items():
-            entry = {"filename": name, "created_at": known.get(fid, {}).get("created_at", now)}
+        for fid, frec in recs.items():
+            entry = {"filename": frec.filename,
+                     "created_at": known.get(fid, {}).get("created_at", now),
+                     "uploader_groups": uploader[fid], "groups": acl[fid]}
             if fid in errors:
                 code = "unsupported_file" if "unsupported format" in errors[fid] else \
                     "invalid_file"
@@ -214,9 +260,10 @@ class Found:
 
 
 def search(kbs: KnowledgeBases, store_ids: list[str], queries: list[str], *,
-           filters: dict | None = None, k: int = 10,
+           groups: list[str] | None, filters: dict | None = None, k: int = 10,
            ranking_options: dict | None = None) -> list[Found]:
-    """The best ``k`` chunks over stores and queries (a chunk found twice keeps its best score).
+    """The best ``k`` chunks over stores and queries (a chunk found twice keeps its best score)
+    among the documents ``groups`` may read (``Caller.search_groups``: ``None`` unrestricted).
     ``ranking_options.hybrid_search`` weights ask for a weighted sum of the two scores."""
     ro = ranking_options or {}
     hybrid = ro.get("hybrid_search") or {}
@@ -229,7 +276,7 @@ def search(kbs: KnowledgeBases, store_ids: list[str], queries: list[str], *,
         rec = store(kbs, sid)
         named = (rec.info or {}).get("files", {})
         for q in queries:
-            for h in kbs.search(rec.id, q, groups=[], filters=filters, k=k, mode=mode,
+            for h in kbs.search(rec.id, q, groups=groups, filters=filters, k=k, mode=mode,
                                 weight=weight,
                                 score_threshold=float(ro.get("score_threshold") or 0.0)):
                 key = (rec.id, h.chunk_id)

@@ -1,41 +1,82 @@
-"""API keys: random secrets shown once, stored as SHA-256 hashes, compared in constant time."""
+"""API keys: random secrets shown once, stored as SHA-256 hashes, compared in constant time.
+
+A key carries ``groups`` (the access-control groups of retrieval: a document restricted to
+groups is returned only to keys sharing one of them) and an ``admin`` flag (reads everything,
+manages keys, deletes models)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
+from collections.abc import Iterable
 
 from sqlalchemy import select, update
 
-from afinar.errors import NotFound
+from afinar.errors import InvalidRequest, NotFound
 from afinar.ids import new_id
 from afinar.settings import Settings, get_settings
 from afinar.store.db import get_database
 from afinar.store.tables import ApiKey
+
+GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")
+PREFIX = "sk-afinar-"
 
 
 def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def parse_groups(value: str | Iterable[str] | None, param: str = "groups") -> list[str]:
+    """Group names from ``"a,b"`` or a list: stripped, empty items dropped, sorted, unique;
+    each is 1-64 letters, digits or ``_ . : @ -`` (no commas or spaces)."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out = set()
+    for g in items:
+        if not isinstance(g, str):
+            raise InvalidRequest(f"{param}: group names are strings, not {g!r}", param=param)
+        g = g.strip()
+        if not g:
+            continue
+        if not GROUP.match(g):
+            raise InvalidRequest(f"{param}: invalid group name {g!r} (1-64 letters, digits or "
+                                 "_ . : @ -, starting with a letter or digit)", param=param)
+        out.add(g)
+    return sorted(out)
+
+
 class ApiKeys:
     def __init__(self, settings: Settings | None = None):
         self.db = get_database((settings or get_settings()).db_url)
 
-    def create(self, name: str) -> tuple[ApiKey, str]:
+    def create(self, name: str, groups: str | Iterable[str] | None = None,
+               admin: bool = False) -> tuple[ApiKey, str]:
         """A new key; the secret is returned here and never again."""
-        secret = "sk-afinar-" + secrets.token_urlsafe(32)
+        name = (name or "").strip()
+        if not name or len(name) > 128 or not name.isprintable():
+            raise InvalidRequest("a key's name is 1-128 printable characters", param="name")
+        secret = PREFIX + secrets.token_urlsafe(32)
         rec = ApiKey(id=new_id("key_", 16), name=name, prefix=secret[:14], sha256=_hash(secret),
-                     created_at=int(time.time()))
+                     created_at=int(time.time()), groups=parse_groups(groups),
+                     admin=bool(admin))
         with self.db.session() as s:
             s.add(rec)
         return rec, secret
 
     def list(self) -> list[ApiKey]:
         with self.db.session() as s:
-            return list(s.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+            return list(s.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)))
+
+    def get(self, key_id: str) -> ApiKey:
+        with self.db.session() as s:
+            rec = s.get(ApiKey, key_id)
+        if rec is None:
+            raise NotFound(f"no API key {key_id!r}", param="key_id")
+        return rec
 
     def any(self) -> bool:
         with self.db.session() as s:
@@ -45,7 +86,7 @@ class ApiKeys:
         with self.db.session() as s:
             rec = s.get(ApiKey, key_id)
             if rec is None:
-                raise NotFound(f"no API key {key_id!r}")
+                raise NotFound(f"no API key {key_id!r}", param="key_id")
             s.delete(rec)
 
     def verify(self, secret: str) -> ApiKey | None:
@@ -54,6 +95,7 @@ class ApiKeys:
             rec = s.scalar(select(ApiKey).where(ApiKey.sha256 == digest))
             if rec is None or not hmac.compare_digest(rec.sha256, digest):
                 return None
-            s.execute(update(ApiKey).where(ApiKey.id == rec.id).values(
-                last_used_at=int(time.time())))
+            now = int(time.time())
+            if (rec.last_used_at or 0) < now:  # one write per key per second at most
+                s.execute(update(ApiKey).where(ApiKey.id == rec.id).values(last_used_at=now))
             return rec

@@ -156,12 +156,38 @@ def _v4(conn: Connection) -> None:
     md.create_all(conn, checkfirst=True)
 
 
+def _add_columns(conn: Connection, table: str, columns: list[Column]) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` for the columns the table lacks (idempotent)."""
+    from sqlalchemy import inspect
+
+    have = {c["name"] for c in inspect(conn).get_columns(table)}
+    prep = conn.dialect.identifier_preparer
+    for col in columns:
+        if col.name in have:
+            continue
+        ddl = f"ALTER TABLE {prep.quote(table)} ADD COLUMN {prep.quote(col.name)} " \
+              f"{col.type.compile(dialect=conn.dialect)}"
+        if col.server_default is not None:
+            ddl += f" NOT NULL DEFAULT {col.server_default.arg.compile(dialect=conn.dialect)}"
+        conn.exec_driver_sql(ddl)
+
+
+def _v5(conn: Connection) -> None:
+    from sqlalchemy import Boolean, false
+
+    _add_columns(conn, "api_keys", [Column("groups", JSON),
+                                    Column("admin", Boolean, server_default=false())])
+    _add_columns(conn, "files", [Column("owner_key_id", String(64)),
+                                 Column("owner_groups", JSON)])
+
+
 # (version, description, step). Append only; never edit a step that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "models catalog", _v1),
     (2, "files, fine-tuning jobs, events, checkpoints", _v2),
     (3, "knowledge bases, documents, chunks with vectors", _v3),
     (4, "hashed API keys", _v4),
+    (5, "API key groups and admin flag; the uploading key of files", _v5),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

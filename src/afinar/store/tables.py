@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, Integer, LargeBinary, String
+from sqlalchemy import JSON, BigInteger, Boolean, Float, Integer, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -39,7 +39,11 @@ class ModelRecord(Base):
 
 
 class FileRecord(Base):
-    """An uploaded file (OpenAI Files API); its bytes live in the blob store under ``sha256``."""
+    """An uploaded file (OpenAI Files API); its bytes live in the blob store under ``sha256``.
+
+    ``owner_key_id`` and ``owner_groups`` record the API key that uploaded it and that key's
+    groups at the time (both empty for files made by the CLI, a job or local development mode):
+    they decide which keys may see the file (``afinar.server.common.Caller``)."""
 
     __tablename__ = "files"
 
@@ -51,6 +55,8 @@ class FileRecord(Base):
     status: Mapped[str] = mapped_column(String(32), default="processed")
     created_at: Mapped[int] = mapped_column(BigInteger, default=lambda: int(time.time()))
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    owner_key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    owner_groups: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class JobRecord(Base):
@@ -163,7 +169,9 @@ class KbChunk(Base):
 
 
 class ApiKey(Base):
-    """An API key for the server; only its SHA-256 is stored (the key is shown once)."""
+    """An API key for the server; only its SHA-256 is stored (the key is shown once).
+    ``groups`` become the caller's access-control groups in retrieval; an ``admin`` key reads
+    everything, manages keys and deletes models."""
 
     __tablename__ = "api_keys"
 
@@ -173,3 +181,5 @@ class ApiKey(Base):
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=lambda: int(time.time()))
     last_used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    groups: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from sqlalchemy import delete, select
 
-from afinar.errors import AfinarError
+from afinar.errors import AfinarError, NotFound
 from afinar.ids import new_id
 from afinar.models.catalog import Catalog
 from afinar.models.finetuned import MANIFEST
@@ -285,8 +285,15 @@ class JobRunner:
             r = {**r, "train_accuracy": r.get("train_mean_token_accuracy")}
             w.writerow(["" if r.get(c) is None else r[c] for c in cols])
         atomic_write_text(self.dir / "metrics.csv", buf.getvalue())
-        rec = Files(self.settings).create(io.BytesIO(buf.getvalue().encode()),
-                                          f"{self.job.id}-results.csv", "fine-tune-results")
+        files = Files(self.settings)
+        # the training file's uploader may read the results too (none if it was deleted since)
+        try:
+            train = files.get(self.job.training_file)
+        except NotFound:
+            train = None
+        rec = files.create(io.BytesIO(buf.getvalue().encode()), f"{self.job.id}-results.csv",
+                           "fine-tune-results", owner_key_id=train and train.owner_key_id,
+                           owner_groups=train and train.owner_groups)
         return rec.id
 
 

@@ -1,0 +1,62 @@
+"""``/v1/keys``: API keys managed over HTTP by admin keys (afinar's own endpoints; the CLI's
+``afinar keys create|list|revoke`` does the same locally).
+
+``POST /v1/keys`` returns the new secret once, in ``key``; listings show its ``prefix`` only.
+``GET /v1/keys/me`` tells any key its own name, groups and admin flag.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from afinar.server.common import Auth, Caller
+from afinar.store.keys import ApiKeys
+from afinar.store.tables import ApiKey
+
+router = APIRouter(dependencies=[Auth])
+
+
+class CreateKey(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    groups: list[str] | str = Field(default_factory=list,
+                                    description="group names, as a list or comma-separated")
+    admin: bool = False
+
+
+def key_object(rec: ApiKey) -> dict[str, Any]:
+    return {"id": rec.id, "object": "api_key", "name": rec.name, "groups": rec.groups or [],
+            "admin": bool(rec.admin), "prefix": rec.prefix, "created_at": rec.created_at,
+            "last_used_at": rec.last_used_at}
+
+
+def _keys(request: Request) -> ApiKeys:
+    return ApiKeys(request.app.state.settings)
+
+
+@router.get("/keys")
+def list_keys(request: Request, who: Caller = Auth) -> dict[str, Any]:
+    who.require_admin("list API keys")
+    return {"object": "list", "data": [key_object(k) for k in _keys(request).list()]}
+
+
+@router.post("/keys")
+def create_key(body: CreateKey, request: Request, who: Caller = Auth) -> dict[str, Any]:
+    who.require_admin("create API keys")
+    rec, secret = _keys(request).create(body.name, body.groups, body.admin)
+    return {**key_object(rec), "key": secret}
+
+
+@router.get("/keys/me")
+def whoami(who: Caller = Auth) -> dict[str, Any]:
+    return {"id": who.key_id, "object": "api_key", "name": who.name,
+            "groups": sorted(who.groups), "admin": who.admin}
+
+
+@router.delete("/keys/{key_id}")
+def revoke_key(key_id: str, request: Request, who: Caller = Auth) -> dict[str, Any]:
+    who.require_admin("revoke API keys")
+    _keys(request).revoke(key_id)
+    return {"id": key_id, "object": "api_key.deleted", "deleted": True}
