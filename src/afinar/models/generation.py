@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from afinar.errors import ContextLengthExceeded, InvalidRequest
+from afinar.models.constrained import JsonConstraint
 from afinar.models.loader import LoadedModel
 from afinar.models.templates import end_of_turn_ids, render_ids
 
@@ -35,6 +36,9 @@ class SamplingParams(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    json_schema: dict[str, Any] | None = Field(
+        None, description="constrain the reply to JSON for this schema ({'type': 'object'}: any "
+                          "JSON object; see afinar.models.constrained)")
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -114,8 +118,9 @@ def _held_back(text: str, stops: list[str]) -> int:
 
 class GenerationStream:
     def __init__(self, lm: LoadedModel, prompt_ids: list[int], params: SamplingParams,
-                 max_new: int, seed: int):
+                 max_new: int, seed: int, constraint: JsonConstraint | None = None):
         self.lm, self.prompt_ids, self.params = lm, prompt_ids, params
+        self.constraint = constraint
         self.max_new, self.seed = max_new, seed
         self.result: GenerationResult | None = None
         self._stop = threading.Event()
@@ -142,11 +147,16 @@ class GenerationStream:
                 if lm.tokenizer.pad_token_id is not None else sorted(self._eos)[0],
                 streamer=self._streamer, stopping_criteria=StoppingCriteriaList([_Cancel()]),
             )
+            processors = []
             if p.frequency_penalty or p.presence_penalty:
+                processors.append(_penalty_processor(
+                    len(self.prompt_ids), p.frequency_penalty, p.presence_penalty))
+            if self.constraint is not None:  # last: after penalties, before temperature/top_p
+                processors.append(self.constraint.processor(len(self.prompt_ids)))
+            if processors:
                 from transformers import LogitsProcessorList
 
-                kwargs["logits_processor"] = LogitsProcessorList([_penalty_processor(
-                    len(self.prompt_ids), p.frequency_penalty, p.presence_penalty)])
+                kwargs["logits_processor"] = LogitsProcessorList(processors)
             if p.temperature == 0:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             else:
@@ -237,7 +247,10 @@ class Generator:
             raise InvalidRequest("empty prompt", param="messages")
         max_new = self._budget(len(prompt_ids), params)
         seed = params.seed if params.seed is not None else random.SystemRandom().randrange(2**31)
-        return GenerationStream(self.lm, prompt_ids, params, max_new, seed)
+        constraint = None if params.json_schema is None else JsonConstraint(
+            self.lm.tokenizer, params.json_schema,
+            end_of_turn_ids(self.lm.tokenizer, self.lm.model.generation_config))
+        return GenerationStream(self.lm, prompt_ids, params, max_new, seed, constraint)
 
     def stream(self, messages: list[dict[str, Any]], params: SamplingParams | None = None,
                tools: list[dict] | None = None, prefix: str = "") -> GenerationStream:
