@@ -11,6 +11,7 @@ from afinar.cli import (
     chat_cmd,
     config_cmd,
     data_cmd,
+    eval_cmd,
     kb_cmd,
     models_cmd,
     serve_cmd,
@@ -31,6 +32,7 @@ app.add_typer(models_cmd.app, name="models")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(tune_cmd.app, name="tune")
 app.add_typer(kb_cmd.app, name="kb")
+app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(ask_cmd.memory_app, name="memory")
 app.command("ask")(ask_cmd.ask)
 app.add_typer(serve_cmd.keys_app, name="keys")

@@ -1,0 +1,236 @@
+"""Strategies: a registry of ways to answer a test case, laid out the same way (PEFT's pattern).
+
+    base            the test's own messages, zero-shot
+    few_shot        k (user, assistant) pairs from the training file, the most similar to the
+                    question by embedding, as earlier turns
+    rag             the test's messages with the top-k chunks of a knowledge base in the system
+                    message (``afinar.evals.prompts.with_sources``)
+    fine_tuned      a fine-tuned model (``ft:`` id or checkpoint id) on the test's messages
+    fine_tuned_rag  both
+
+Every strategy may set its own ``model``, ``system`` prompt (replacing the test's),
+``instructions`` for the sources, ``k`` and ``generation`` settings; unset ones come from the run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from afinar.errors import AfinarError, InvalidRequest
+from afinar.evals.cases import Case, read_shots
+from afinar.evals.metrics import Prediction
+from afinar.evals.prompts import RAG_INSTRUCTIONS, with_examples, with_sources
+from afinar.models.generation import Generator, SamplingParams
+from afinar.models.templates import render_ids
+
+REGISTRY: dict[str, type[Strategy]] = {}
+
+
+class StrategySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    name: str | None = None
+    model: str | None = None  # base model; for fine_tuned*: the ft: id or checkpoint id
+    models: list[str] = Field(default_factory=list)  # fine_tuned*: several, one column each
+    jobs: list[str] = Field(default_factory=list)  # fine_tuned*: the jobs' fine-tuned models
+    k: int | None = Field(None, ge=1, le=32)
+    system: str | None = None
+    instructions: str | None = None
+    knowledge_base: str | None = None
+    groups: list[str] | None = None  # retrieve as a reader of these groups (default: all)
+    train_file: str | None = None
+    generation: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """What strategies share within a run: loaded models, the few-shot pool, knowledge bases."""
+
+    load: Any  # model id -> LoadedModel
+    default_model: str
+    train_file: str | None = None
+    knowledge_base: str | None = None
+    generation: dict[str, Any] = field(default_factory=dict)
+    _pools: dict[str, tuple[list[tuple[str, str]], np.ndarray]] = field(default_factory=dict)
+
+    def pool(self, path: str) -> tuple[list[tuple[str, str]], np.ndarray]:
+        if path not in self._pools:
+            from afinar.rag.embeddings import get_embedder
+
+            shots = read_shots(path)
+            vecs = get_embedder().encode([u for u, _ in shots])
+            self._pools[path] = (shots, np.asarray(vecs, dtype=np.float32))
+        return self._pools[path]
+
+
+def register(cls):
+    REGISTRY[cls.type] = cls
+    return cls
+
+
+class Strategy:
+    type: ClassVar[str]
+    uses_kb: ClassVar[bool] = False
+    fine_tuned: ClassVar[bool] = False
+
+    def __init__(self, spec: StrategySpec, ctx: Context):
+        self.spec, self.ctx = spec, ctx
+        self.model = spec.model or ctx.default_model
+        self.name = spec.name or self.type
+        settings = {**ctx.generation, **spec.generation}
+        try:
+            self.params = SamplingParams(**{"temperature": 0, "max_tokens": 256, **settings})
+        except ValueError as e:
+            raise InvalidRequest(f"strategy {self.name}: generation: {e}",
+                                 param="generation") from None
+        self.kb = spec.knowledge_base or ctx.knowledge_base
+        if self.uses_kb and not self.kb:
+            raise InvalidRequest(f"strategy {self.name} needs a knowledge_base",
+                                 param="knowledge_base")
+
+    def base_messages(self, case: Case) -> list[dict[str, Any]]:
+        msgs = [dict(m) for m in case.messages]
+        if self.spec.system is not None:
+            if msgs and msgs[0].get("role") in ("system", "developer"):
+                msgs[0]["content"] = self.spec.system
+            else:
+                msgs.insert(0, {"role": "system", "content": self.spec.system})
+        return msgs
+
+    def retrieve(self, case: Case) -> list[dict[str, Any]]:
+        from afinar.rag.kb import KnowledgeBases
+
+        hits = KnowledgeBases().search(self.kb, case.question, k=self.spec.k or 3,
+                                       groups=self.spec.groups)
+        return [{"source": h.source, "text": h.text, "chunk_id": h.chunk_id} for h in hits]
+
+    def prompt(self, case: Case) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+        """The messages to send and the sources they hold (None: no retrieval)."""
+        msgs = self.base_messages(case)
+        if not self.uses_kb:
+            return msgs, None
+        sources = self.retrieve(case)
+        msgs = with_sources(msgs, [(s["source"], s["text"]) for s in sources],
+                            self.spec.instructions or RAG_INSTRUCTIONS)
+        return msgs, sources
+
+    def answer(self, case: Case) -> Prediction:
+        t0 = time.perf_counter()
+        try:
+            msgs, sources = self.prompt(case)
+            lm = self.ctx.load(self.model)
+            g0 = time.perf_counter()
+            r = Generator(lm).chat(msgs, self.params)
+        except AfinarError as e:  # e.g. a prompt over the context: recorded, scored as wrong
+            return Prediction("", error=f"{e.code}: {e}", latency_s=time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        own = len(render_ids(lm.tokenizer, self.base_messages(case)))
+        return Prediction(r.text, r.prompt_tokens, r.completion_tokens, t1 - t0, t1 - g0, sources,
+                          added_tokens=r.prompt_tokens - own)
+
+
+@register
+class Base(Strategy):
+    type = "base"
+
+
+@register
+class FewShot(Strategy):
+    type = "few_shot"
+
+    def __init__(self, spec, ctx):
+        super().__init__(spec, ctx)
+        self.train_file = spec.train_file or ctx.train_file
+        if not self.train_file:
+            raise InvalidRequest(f"strategy {self.name} needs a train_file to draw examples "
+                                 "from", param="train_file")
+        self.k = spec.k or 3
+
+    def prompt(self, case):
+        from afinar.rag.embeddings import get_embedder
+
+        shots, vecs = self.ctx.pool(self.train_file)
+        q = np.asarray(get_embedder().encode([case.question])[0], dtype=np.float32)
+        order = np.argsort(-(vecs @ q), kind="stable")
+        # never show the test question itself (a leaked duplicate would be a free answer)
+        chosen = [shots[i] for i in order if shots[i][0].strip() != case.question.strip()]
+        chosen = chosen[: self.k][::-1]  # the most similar example last, next to the question
+        return with_examples(self.base_messages(case), chosen), None
+
+
+@register
+class Rag(Strategy):
+    type = "rag"
+    uses_kb = True
+
+
+class _Tuned(Strategy):
+    fine_tuned = True
+
+    def __init__(self, spec, ctx):
+        if not spec.model:
+            raise InvalidRequest(f"strategy {spec.name or self.type} needs a fine-tuned model "
+                                 "(model, models or jobs)", param="model")
+        super().__init__(spec, ctx)
+        self.name = spec.name or f"{self.type}[{short_model(spec.model)}]"
+
+
+@register
+class FineTuned(_Tuned):
+    type = "fine_tuned"
+
+
+@register
+class FineTunedRag(_Tuned):
+    type = "fine_tuned_rag"
+    uses_kb = True
+
+
+def short_model(model_id: str) -> str:
+    """``ft:base:afinar:suffix:abcd1234`` -> ``suffix:abcd1234`` (checkpoints keep their step)."""
+    parts = model_id.split(":")
+    return ":".join(parts[3:]) if model_id.startswith("ft:") and len(parts) > 4 else model_id
+
+
+def expand(specs: list[StrategySpec]) -> list[StrategySpec]:
+    """One spec per model: ``models`` and ``jobs`` (their fine-tuned models) become columns."""
+    from afinar.tuning.jobs import Jobs
+
+    out: list[StrategySpec] = []
+    for s in specs:
+        if s.type not in REGISTRY:
+            raise InvalidRequest(f"unknown strategy {s.type!r}; known: "
+                                 f"{', '.join(sorted(REGISTRY))}", param="strategies")
+        models = list(s.models)
+        for job_id in s.jobs:
+            job = Jobs().get(job_id)
+            if not job.fine_tuned_model:
+                raise InvalidRequest(f"job {job_id} has no fine-tuned model (status "
+                                     f"{job.status})", param="jobs")
+            models.append(job.fine_tuned_model)
+        if not models:
+            out.append(s)
+            continue
+        if not REGISTRY[s.type].fine_tuned:
+            raise InvalidRequest(f"strategy {s.type} takes one model, not models/jobs",
+                                 param="strategies")
+        for m in models:
+            out.append(s.model_copy(update={"model": m, "models": [], "jobs": [],
+                                            "name": s.name if len(models) == 1 else None}))
+    names = [s.name or (f"{s.type}[{short_model(s.model)}]" if REGISTRY[s.type].fine_tuned
+                        and s.model else s.type) for s in out]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise InvalidRequest(f"two strategies are named {sorted(dup)[0]!r}: give them names",
+                             param="strategies")
+    return out
+
+
+def build(spec: StrategySpec, ctx: Context) -> Strategy:
+    return REGISTRY[spec.type](spec, ctx)
