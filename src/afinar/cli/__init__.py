@@ -11,6 +11,7 @@ from afinar.cli import (
     chat_cmd,
     config_cmd,
     data_cmd,
+    demo_cmd,
     eval_cmd,
     kb_cmd,
     models_cmd,
@@ -39,7 +40,7 @@ app.add_typer(serve_cmd.keys_app, name="keys")
 app.command("serve")(serve_cmd.serve)
 app.command("worker")(tune_cmd.worker)
 app.command("chat")(chat_cmd.chat)
-app.command("demo")(chat_cmd.demo)
+app.command("demo")(demo_cmd.demo)
 
 
 def _version(value: bool) -> None:

@@ -1,4 +1,4 @@
-"""``afinar chat`` (one question, or an interactive session) and ``afinar demo``."""
+"""``afinar chat``: one question, or an interactive session."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from afinar.cli.common import console, err_console, status
+from afinar.cli.common import err_console, status
 from afinar.models import Generator, LoadedModel, ModelCache, SamplingParams
 from afinar.settings import get_settings
 
@@ -94,67 +94,3 @@ def chat(
         history.append({"role": "user", "content": line})
         sys.stdout.write("assistant> ")
         history.append({"role": "assistant", "content": _answer(gen, history, params)})
-
-
-def demo(
-    model: str = typer.Option(None, "-m", "--model", help="Chat model (default: the embedded one)."),
-    examples: Path = typer.Option(Path("examples/tickets"), "--examples",
-                                  help="Folder with train.jsonl and test.jsonl."),
-    quick: bool = typer.Option(False, "--quick", help="Only the chat step."),
-) -> None:
-    """The main job on the embedded defaults: chat, validate data, fine-tune, compare.
-
-    It grows into the full story (RAG, the five-way evaluation and the advisor) as those land.
-    """
-    import json
-
-    from afinar.cli.tune_cmd import _follow
-    from afinar.data.validate import validate_file
-    from afinar.models import Catalog, load_tokenizer
-    from afinar.store.files import Files
-    from afinar.tuning import Jobs, spawn_worker
-
-    model = model or get_settings().default_model
-    question = "In two sentences, what is fine-tuning a language model?"
-    err_console.rule("1. chat with the embedded model")
-    err_console.print(f"[bold]model[/]: {model}\n[bold]question[/]: {question}")
-    gen = Generator(_load(model))
-    _answer(gen, [{"role": "user", "content": question}],
-            SamplingParams(temperature=0.0, max_tokens=160))
-    if quick:
-        return
-    train, test = examples / "train.jsonl", examples / "test.jsonl"
-    if not train.is_file() or not test.is_file():
-        raise typer.BadParameter(f"{examples} needs train.jsonl and test.jsonl (run make demo "
-                                 "from the repository root)")
-    err_console.rule("2. validate the training data")
-    tok = load_tokenizer(Catalog().get(model))
-    r = validate_file(train, tok, max_seq_len=2048)
-    st = r.stats
-    err_console.print(f"{train}: {r.n_examples} examples, {'valid' if r.ok else 'INVALID'}; "
-                      f"{st['total_tokens']} tokens, {st['total_trained_tokens']} trained; "
-                      f"{st['default_epochs']} epochs by OpenAI's rule")
-    if not r.ok:
-        raise typer.Exit(1)
-    err_console.rule("3. fine-tune (LoRA) in a worker process")
-    f = Files().create_from_path(train, "fine-tune")
-    job = Jobs().create(model=model, training_file=f.id, seed=0, suffix="demo-tickets")
-    spawn_worker()
-    _follow(job.id)
-    tuned = Jobs().get(job.id).fine_tuned_model
-    err_console.rule("4. held-out tickets: base vs fine-tuned (greedy)")
-    rows = [json.loads(x) for x in test.read_text().splitlines()]
-    base_gen, tuned_gen = gen, Generator(_load(tuned))
-    right = {"base": 0, "tuned": 0}
-    for i, ex in enumerate(rows):
-        gold = ex["messages"][-1]["content"]
-        outs = {}
-        for name, g in (("base", base_gen), ("tuned", tuned_gen)):
-            outs[name] = g.chat(ex["messages"][:-1], SamplingParams(
-                temperature=0, max_tokens=40)).text.strip()
-            right[name] += outs[name] == gold
-        if i < 4:
-            console.print(f"[bold]{ex['messages'][1]['content']}[/]\n  expected: {gold}\n"
-                          f"  base:     {outs['base'][:100]!r}\n  tuned:    {outs['tuned']!r}")
-    console.print(f"exact verdicts on {len(rows)} held-out tickets: base {right['base']}, "
-                  f"fine-tuned {right['tuned']} ({tuned})")

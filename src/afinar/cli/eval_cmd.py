@@ -76,7 +76,8 @@ def run_cmd(
                                         "fine_tuned_rag."),
     model: str = typer.Option(None, "-m", "--model", help="Base model of every strategy."),
     fine_tuned: list[str] = typer.Option(None, "--fine-tuned",
-                                         help="ft: model for fine_tuned strategies (repeat)."),
+                                         help="ft: model (or checkpoint) for the fine-tuned "
+                                              "strategies that name none (repeatable)."),
     kb: str = typer.Option(None, "--kb", help="Knowledge base for rag strategies."),
     metrics: str = typer.Option(None, "--metrics", help="Comma-separated metric names."),
     main_metric: str = typer.Option(None, "--main-metric"),
@@ -97,16 +98,14 @@ def run_cmd(
         if metrics:
             over["metrics"] = [m.strip() for m in metrics.split(",") if m.strip()]
         if strategies:
-            over["strategies"] = [
-                {"type": s.strip(), **({"models": list(fine_tuned)} if fine_tuned and
-                                       s.strip().startswith("fine_tuned") else {})}
-                for s in strategies.split(",") if s.strip()]
+            over["strategies"] = [s.strip() for s in strategies.split(",") if s.strip()]
         if config:
             cfg = load_config(config, **over)
         else:
             if not test_file:
                 raise typer.BadParameter("give an eval.yaml or --test")
             cfg = parse_config({k: v for k, v in over.items() if v is not None}, Path.cwd())
+        cfg = cfg.with_fine_tuned(list(fine_tuned or []))
     ev = run_with_bars(cfg, resume=resume)
     summary = ev.summary()
     if as_json:

@@ -69,6 +69,15 @@ class EvalConfig(BaseModel):
     def main(self) -> str:
         return self.main_metric or self.metric_names()[0]
 
+    def with_fine_tuned(self, models: list[str]) -> EvalConfig:
+        """Fine-tuned strategies that name no model get ``models`` (the CLI's --fine-tuned)."""
+        if not models:
+            return self
+        strategies = [s.model_copy(update={"models": list(models)})
+                      if s.type.startswith("fine_tuned") and not (s.model or s.models or s.jobs)
+                      else s for s in self.strategies]
+        return self.model_copy(update={"strategies": strategies})
+
     def forgetting_spec(self) -> ForgettingSpec | None:
         if self.forgetting is False:
             return None
