@@ -47,6 +47,9 @@ def serve(
     port: int = typer.Option(8000, "--port"),
     no_worker: bool = typer.Option(False, "--no-worker", help="Do not start a job worker."),
     max_models: int = typer.Option(2, "--max-models", help="Models kept in memory."),
+    max_adapters: int | None = typer.Option(
+        None, "--max-adapters", min=1,
+        help="LoRA/DoRA adapters kept loaded per base model (default: AFINAR_MAX_ADAPTERS, 8)."),
 ) -> None:
     """Serve OpenAI's API (files, fine_tuning.jobs, models, chat, embeddings, vector stores).
 
@@ -62,6 +65,8 @@ def serve(
     from afinar.store.keys import ApiKeys
 
     settings = get_settings()
+    if max_adapters is not None:
+        settings = settings.model_copy(update={"max_adapters": max_adapters})
     auth = auth_mode(host, ApiKeys(settings).any())
     if not auth:
         err_console.print("[yellow]" + DEV_MODE.format(host=host) + "[/]", highlight=False)

@@ -163,6 +163,7 @@ class GenerationStream:
                 kwargs.update(do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=0)
             # One generation at a time per model: the global torch RNG carries the seed.
             with lm.lock, torch.inference_mode():
+                lm.activate()  # its adapter on shared base weights (models/adapters.py)
                 torch.manual_seed(self.seed)
                 lm.model.generate(**kwargs)
         except BaseException as e:  # handed to the consuming thread

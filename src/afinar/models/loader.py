@@ -37,8 +37,26 @@ class LoadedModel:
     tokenizer: Any  # transformers tokenizer
     device: str
     load_seconds: float
-    loaded_from: str  # "gguf" (converted now), "gguf-cache", "hf"
+    loaded_from: str  # "gguf" (converted now), "gguf-cache", "hf", "adapter"
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Models that share weights (a base and the adapters hosted on it, models/adapters.py) share
+    # ``model`` and ``lock``; the hook puts the shared weights in this model's state.
+    activate_hook: Callable[[], None] | None = None
+    adapter: str | None = None  # its PEFT adapter name on the shared base
+
+    def activate(self) -> None:
+        """Select this model's adapter (or none, for a base) on the shared weights. Call it
+        holding ``lock`` and keep holding the lock while the model runs."""
+        if self.activate_hook is not None:
+            self.activate_hook()
+
+    @contextlib.contextmanager
+    def use(self):
+        """``with lm.use() as model:`` run ``model`` directly (forward passes, log-probs) with
+        this model's weights, exclusively."""
+        with self.lock:
+            self.activate()
+            yield self.model
 
     @property
     def context_length(self) -> int:
@@ -191,28 +209,55 @@ def load_embedding_model(info: ModelInfo, settings: Settings | None = None):
 
 
 class ModelCache:
-    """Keeps the most recently used models in memory (the CLI, server and eval runner share it)."""
+    """Keeps the most recently used models in memory (the CLI, server and eval runner share it).
 
-    def __init__(self, max_models: int = 2):
-        self.max_models = max_models
+    ``max_models`` bounds the separate models (bases, full fine-tunes, prompt-tuned models); a
+    LoRA/DoRA fine-tune is loaded as an adapter on its base's shared weights, at most
+    ``max_adapters`` per base (default: ``Settings.max_adapters``), least recently used evicted.
+    """
+
+    def __init__(self, max_models: int = 2, max_adapters: int | None = None):
+        self.max_models, self.max_adapters = max_models, max_adapters
         self._models: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._hosts: dict[tuple[str, str], Any] = {}  # base key -> adapters.AdapterHost
         self._lock = threading.Lock()
 
     def get(self, model_id: str, progress: Progress | None = None,
             settings: Settings | None = None) -> LoadedModel:
+        from afinar.models.adapters import AdapterHost, shares_base
+
         settings = settings or get_settings()
-        info = Catalog(settings).get(model_id)
-        key = (model_id, str(info.path))
+        catalog = Catalog(settings)
+        info = catalog.get(model_id)
         with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-            lm = load_causal_lm(info, settings, progress)
-            self._models[key] = lm
-            while len(self._models) > self.max_models:
-                self._models.popitem(last=False)
-            return lm
+            if not shares_base(info):
+                return self._get(info, settings, progress)
+            base_info = catalog.get(info.base_model)
+            base = self._get(base_info, settings, progress)
+            key = (base_info.id, str(base_info.path))
+            host = self._hosts.get(key)
+            if host is None or host.base is not base:
+                host = self._hosts[key] = AdapterHost(
+                    base, self.max_adapters or settings.max_adapters)
+        return host.get(info)  # under the base's lock, not the cache's
+
+    def adapters(self, base_id: str) -> Any:
+        """The ``AdapterHost`` of a loaded base (None when no adapter was asked for on it)."""
+        return next((h for (bid, _), h in self._hosts.items() if bid == base_id), None)
+
+    def _get(self, info: ModelInfo, settings: Settings, progress: Progress | None) -> LoadedModel:
+        key = (info.id, str(info.path))
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key]
+        lm = load_causal_lm(info, settings, progress)
+        self._models[key] = lm
+        while len(self._models) > self.max_models:
+            old, _ = self._models.popitem(last=False)
+            self._hosts.pop(old, None)
+        return lm
 
     def clear(self) -> None:
         with self._lock:
             self._models.clear()
+            self._hosts.clear()

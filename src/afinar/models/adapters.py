@@ -1,0 +1,122 @@
+"""Many fine-tuned models on one base: LoRA/DoRA adapters loaded by name into one PEFT model that
+wraps the shared base weights, at most ``max_adapters`` of them (least recently used evicted).
+
+Every generation on a base runs under that base's lock (``LoadedModel.lock``), and
+``LoadedModel.activate()`` is called inside the lock before the model runs: it selects the
+request's adapter (loading it again if it was evicted meanwhile) or, for the base id itself,
+disables the adapter layers. So no request ever runs with another request's adapter.
+
+Prompt-tuned models are not hosted here: their virtual tokens live on a ``PeftModel`` of their own
+(prepended by its forward, not injected into the base layers), and PEFT cannot mix prompt-learning
+and LoRA adapters in one model; they keep the path of ``finetuned.load_finetuned``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+
+from afinar.models.catalog import ModelInfo
+from afinar.models.loader import LoadedModel
+
+SHARED_PEFT_TYPES = ("LORA",)  # DoRA is LORA with use_dora
+_UNKNOWN = "\0unknown"  # the layers' state after PEFT changed it by itself
+
+
+def adapter_config(path: Path) -> dict:
+    f = path / "adapter_config.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def shares_base(info: ModelInfo) -> bool:
+    """Whether this fine-tuned model is an adapter that can be hosted on its shared base."""
+    return (info.format == "peft" and bool(info.base_model)
+            and adapter_config(info.path).get("peft_type") in SHARED_PEFT_TYPES)
+
+
+def adapter_name(info: ModelInfo) -> str:
+    # PEFT names become module-dict keys: no ':' or '.' allowed, so a digest of id and folder.
+    return "a" + hashlib.sha256(f"{info.id}\0{info.path}".encode()).hexdigest()[:16]
+
+
+class AdapterHost:
+    """The adapters loaded on one base model, LRU-ordered. All methods run under the base lock."""
+
+    def __init__(self, base: LoadedModel, max_adapters: int):
+        if max_adapters < 1:
+            raise ValueError("max_adapters must be at least 1")
+        self.base, self.max_adapters = base, max_adapters
+        self.peft = None  # the PeftModel wrapping base.model, made with the first adapter
+        self._loaded: OrderedDict[str, Path] = OrderedDict()  # adapter name -> folder
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._active: str | None = None  # the adapter the layers run now (None: base)
+        self.loads = 0  # adapters read from disk (first loads and reloads after eviction)
+        self.evictions = 0
+        base.activate_hook = self._activate_base
+
+    @property
+    def loaded(self) -> list[str]:
+        """Adapter names in memory, least recently used first."""
+        return list(self._loaded)
+
+    def get(self, info: ModelInfo) -> LoadedModel:
+        from afinar.models.finetuned import check_fingerprint, read_manifest
+
+        key = (info.id, str(info.path))
+        with self.base.lock:
+            if key in self._models:
+                lm = self._models[key]
+                self._ensure(lm.adapter, info.path)  # counts as a use (LRU)
+                return lm
+            t0 = time.perf_counter()
+            check_fingerprint(read_manifest(info.path), self.base.tokenizer,
+                              self.base.model.generation_config, info.id)
+            name = adapter_name(info)
+            self._ensure(name, info.path)
+            lm = LoadedModel(info, self.base.model, self.base.tokenizer, self.base.device,
+                             time.perf_counter() - t0, "adapter", lock=self.base.lock,
+                             activate_hook=lambda: self._activate(name, info.path), adapter=name)
+            self._models[key] = lm
+            return lm
+
+    def _ensure(self, name: str, path: Path) -> None:
+        if name in self._loaded:
+            self._loaded.move_to_end(name)
+            return
+        if self.peft is None:
+            from peft import PeftModel
+
+            self.peft = PeftModel.from_pretrained(self.base.model, str(path), adapter_name=name,
+                                                  is_trainable=False)
+            self._active = name  # PEFT activates (and enables) the first adapter
+        else:
+            self.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        self.peft.eval()
+        self._loaded[name] = path
+        self.loads += 1
+        while len(self._loaded) > self.max_adapters:
+            old, _ = self._loaded.popitem(last=False)
+            with warnings.catch_warnings():  # "adapter X was active ...": we set it anew
+                warnings.simplefilter("ignore", UserWarning)
+                self.peft.delete_adapter(old)
+            self._active = _UNKNOWN  # PEFT picks another active adapter: set it anew next time
+            self._models = {k: v for k, v in self._models.items() if v.adapter != old}
+            self.evictions += 1
+
+    def _activate(self, name: str, path: Path) -> None:
+        self._ensure(name, path)
+        if self._active == name:
+            return
+        tuner = self.peft.base_model
+        tuner.enable_adapter_layers()
+        tuner.set_adapter(name, inference_mode=True)
+        self._active = name
+
+    def _activate_base(self) -> None:
+        if self.peft is not None and self._active is not None:
+            self.peft.base_model.disable_adapter_layers()
+            self._active = None
