@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from afinar.cli.common import console, err_console
+from afinar.errors import InvalidRequest
 
 keys_app = typer.Typer(help="API keys for the server (stored hashed; shown once).",
                        no_args_is_help=True)
@@ -30,15 +31,15 @@ def is_loopback(host: str) -> bool:
 
 
 def auth_mode(host: str, has_keys: bool) -> bool:
-    """True: keys required. False: local development mode (no keys, loopback host). Raises
-    ``typer.BadParameter`` on a non-loopback host without keys."""
+    """True: keys required. False: local development mode (no keys, loopback host). Refuses a
+    non-loopback host without keys."""
     if has_keys:
         return True
     if not is_loopback(host):
-        raise typer.BadParameter(
+        raise InvalidRequest(
             f"no API key exists, and serving on {host} without keys would let anyone on the "
             "network in: create a key first (`afinar keys create --name NAME [--admin]`), or "
-            "serve on 127.0.0.1 for local development without keys", param_hint="--host")
+            "serve on 127.0.0.1 for local development without keys", param="host")
     return False
 
 
@@ -94,9 +95,9 @@ def create(
     from afinar.store.keys import ApiKeys
 
     if name and name_arg and name != name_arg:
-        raise typer.BadParameter("give the name once (NAME or --name)")
+        raise InvalidRequest("give the name once (NAME or --name)", param="name")
     if not (name or name_arg):
-        raise typer.BadParameter("a key needs a name: --name NAME")
+        raise InvalidRequest("a key needs a name: afinar keys create --name NAME", param="name")
     rec, secret = ApiKeys().create(name or name_arg, groups, admin)
     typer.echo(f"created {rec.id} ({rec.name}) groups: {','.join(rec.groups) or '-'}"
                f"{' admin' if rec.admin else ''}")
