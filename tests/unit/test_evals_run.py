@@ -180,6 +180,18 @@ def test_few_shot_picks_the_most_similar_training_examples(world):
     assert msgs[0]["role"] == "system" and msgs[-1] == case.messages[-1]
 
 
+def test_system_and_user_template_shape_the_prompt(world):
+    ctx = Context(load=None, default_model="tiny-long")
+    st = build(StrategySpec(type="base", system="Be terse.", user_template="Ticket: {question}"),
+               ctx)
+    case = read_cases(world["test"])[0]
+    msgs, _ = st.prompt(case)
+    assert msgs == [{"role": "system", "content": "Be terse."},
+                    {"role": "user", "content": f"Ticket: {case.question}"}]
+    with pytest.raises(InvalidRequest, match="user_template needs"):
+        build(StrategySpec(type="base", user_template="Ticket"), ctx)
+
+
 def test_resume_after_a_crash_answers_only_what_is_missing(world):
     cfg = config(world, strategies=["base", "rag"], metrics=["token_f1"], forgetting=False)
     ev = run(cfg)

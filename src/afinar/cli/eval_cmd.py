@@ -55,6 +55,11 @@ def print_summary(summary: dict) -> None:
                   f"{c['added_prompt_tokens'] or 0:.0f}", f"{c['latency_p50_s'] or 0:.2f}",
                   f"{c['tokens_per_s'] or 0:.1f}", train)
     console.print(t)
+    for m in metrics:
+        noted = [f"{r['name']} {n}" for r in summary["strategies"]
+                 if (n := r["metrics"][m]["notes"].get("unparsable"))]
+        if noted:
+            console.print(f"{m}: unparsable answers (counted wrong): {', '.join(noted)}")
     for f in summary.get("forgetting") or []:
         state = "[red]flagged[/]: " + "; ".join(f["reasons"]) if f["flagged"] else "ok"
         console.print(f"forgetting {f['model']}: perplexity {f['perplexity_base']:.1f} -> "

@@ -8,8 +8,9 @@
     fine_tuned      a fine-tuned model (``ft:`` id or checkpoint id) on the test's messages
     fine_tuned_rag  both
 
-Every strategy may set its own ``model``, ``system`` prompt (replacing the test's),
-``instructions`` for the sources, ``k`` and ``generation`` settings; unset ones come from the run.
+Every strategy may set its own ``model``, ``system`` prompt (replacing the test's), a
+``user_template`` for the question (``"Ticket: {question}"``), ``instructions`` for the sources,
+``k`` and ``generation`` settings; unset ones come from the run.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class StrategySpec(BaseModel):
     models: list[str] = Field(default_factory=list)  # fine_tuned*: several, one column each
     jobs: list[str] = Field(default_factory=list)  # fine_tuned*: the jobs' fine-tuned models
     k: int | None = Field(None, ge=1, le=32)
-    system: str | None = None
+    system: str | None = None  # replaces the test's system prompt
+    user_template: str | None = None  # the last user message as "...{question}..."
     instructions: str | None = None
     knowledge_base: str | None = None
     groups: list[str] | None = None  # retrieve as a reader of these groups (default: all)
@@ -89,6 +91,9 @@ class Strategy:
         except ValueError as e:
             raise InvalidRequest(f"strategy {self.name}: generation: {e}",
                                  param="generation") from None
+        if spec.user_template is not None and "{question}" not in spec.user_template:
+            raise InvalidRequest(f"strategy {self.name}: user_template needs {{question}}",
+                                 param="user_template")
         self.kb = spec.knowledge_base or ctx.knowledge_base
         if self.uses_kb and not self.kb:
             raise InvalidRequest(f"strategy {self.name} needs a knowledge_base",
@@ -96,6 +101,9 @@ class Strategy:
 
     def base_messages(self, case: Case) -> list[dict[str, Any]]:
         msgs = [dict(m) for m in case.messages]
+        if self.spec.user_template is not None:
+            last = max(i for i, m in enumerate(msgs) if m.get("role") == "user")
+            msgs[last]["content"] = self.spec.user_template.replace("{question}", case.question)
         if self.spec.system is not None:
             if msgs and msgs[0].get("role") in ("system", "developer"):
                 msgs[0]["content"] = self.spec.system
