@@ -11,7 +11,12 @@ import torch
 
 from afinar.errors import InvalidRequest
 from afinar.models import Generator, SamplingParams, end_of_turn_ids
-from afinar.models.constrained import ANY_OBJECT, JsonConstraint, JsonIncomplete, json_chat
+from afinar.models.constrained import (
+    ANY_OBJECT,
+    JsonConstraint,
+    JsonIncomplete,
+    json_chat,
+)
 
 MSGS = [{"role": "user", "content": "hello world"}]
 # Required properties, enums, an integer range, a boolean, an array and a nested object; strings

@@ -225,39 +225,67 @@ def test_tool_calls_end_to_end_with_the_sdk(srv, monkeypatch):
         "tool_calls"
 
 
-def test_json_mode_retries_then_fails_cleanly(srv, monkeypatch):
+def test_json_mode_sets_the_constraint_and_the_hint(srv, monkeypatch):
     monkeypatch.setattr(routes_chat, "Generator", _FakeGenerator)
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
-    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
-    _FakeGenerator.seen, _FakeGenerator.replies = [], ["no", '{"m": 1}', 'Sure: {"n": 2} ok']
-    r = srv.sdk.chat.completions.create(model="tiny", messages=MSGS, response_format=fmt,
-                                        seed=1, temperature=0)
-    assert json.loads(r.choices[0].message.content) == {"n": 2}
-    temps = [p.temperature for _, p, _ in _FakeGenerator.seen]
-    assert temps[0] == 0 and temps[1] < temps[2] and "JSON schema" in str(_FakeGenerator.seen)
-    _FakeGenerator.replies = ["a", "b", "c"]
-    with pytest.raises(openai.InternalServerError) as e:  # and not retried by the SDK
-        _sdk(srv.http, "x").with_options(max_retries=2).chat.completions.create(
-            model="tiny", messages=MSGS, response_format={"type": "json_object"})
-    assert e.value.code == "json_generation_failed" and _FakeGenerator.replies == []
+    cases = [({"type": "json_schema", "json_schema": {"name": "x", "schema": schema,
+                                                      "strict": True}}, schema),
+             ({"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+              {**schema, "x-guidance": {"lenient": True}}),
+             ({"type": "json_object"}, {"type": "object"}),
+             ({"type": "text"}, None)]
+    for fmt, constrained in cases:
+        _FakeGenerator.seen, _FakeGenerator.replies = [], ['{"n": 2}', '{"n": 3}']
+        r = srv.sdk.chat.completions.create(model="tiny", messages=MSGS, response_format=fmt,
+                                            n=2, seed=1)
+        assert [c.message.content for c in r.choices] == ['{"n": 2}', '{"n": 3}']
+        assert [p.json_schema for _, p, _ in _FakeGenerator.seen] == [constrained] * 2
+        system = _FakeGenerator.seen[0][0][0]
+        assert (system["role"] == "system" and "JSON object" in system["content"]) == (
+            constrained is not None)
+        assert ("JSON schema" in str(_FakeGenerator.seen)) == (fmt.get("type") == "json_schema")
+    with pytest.raises(openai.BadRequestError):
+        srv.sdk.chat.completions.create(model="tiny", messages=MSGS, response_format={
+            "type": "json_schema", "json_schema": {"name": "x"}})
 
 
-def test_json_helpers_and_real_model_json_mode(srv):
-    schema = {"type": "object", "properties": {"a": {"type": "array", "items": {
-        "type": "string"}}}, "required": ["a"], "additionalProperties": False}
-    assert routes_chat.extract_json('```json\n{"a": ["x"]}\n```', schema) == '{"a": ["x"]}'
-    assert routes_chat.extract_json('{"b": ["x"]}', schema) is None
-    assert routes_chat.extract_json("[1, 2]") is None  # json_object wants an object
-    assert routes_chat.matches_schema({"a": ["x"]}, schema)
-    assert not routes_chat.matches_schema({}, schema)
-    r = srv.http.post("/v1/chat/completions", json={
-        "model": "tiny", "messages": MSGS, "max_tokens": 8, "seed": 1,
-        "response_format": {"type": "json_object"}})
-    if r.status_code == 200:
-        json.loads(r.json()["choices"][0]["message"]["content"])
-    else:
-        assert r.status_code == 500 and r.json()["error"]["code"] == "json_generation_failed"
-        assert r.headers["x-should-retry"] == "false"
+JUDGE = {"type": "object", "properties": {
+    "verdict": {"enum": ["pass", "fail"]}, "score": {"type": "integer", "minimum": 1, "maximum": 5},
+    "reasons": {"type": "array", "items": {"enum": ["facts", "tone", "length"]}, "maxItems": 2},
+    "detail": {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+               "additionalProperties": False}},
+    "required": ["verdict", "score", "reasons", "detail"], "additionalProperties": False}
+
+
+def test_json_mode_is_constrained_on_the_real_model(srv, tiny_long):
+    """The tiny random model never writes JSON by itself; through JSON mode every reply that
+    ends parses and matches the schema, streamed or not."""
+    import jsonschema
+
+    fmt = {"type": "json_schema", "json_schema": {"name": "judge", "schema": JUDGE,
+                                                  "strict": True}}
+    kw = dict(model="tiny-long", messages=MSGS, max_tokens=150)
+    r = srv.sdk.chat.completions.create(response_format=fmt, n=2, seed=1, **kw)
+    for c in r.choices:
+        assert c.finish_reason == "stop"
+        jsonschema.validate(json.loads(c.message.content), JUDGE)
+    r = srv.sdk.chat.completions.create(response_format={"type": "json_object"}, seed=4, **kw)
+    assert isinstance(json.loads(r.choices[0].message.content), dict)
+    chunks = list(srv.sdk.chat.completions.create(response_format=fmt, seed=2, stream=True, **kw))
+    deltas = [ch.choices[0].delta.content for ch in chunks if ch.choices[0].delta.content]
+    assert len(deltas) > 10  # streamed token by token, not one buffered reply
+    jsonschema.validate(json.loads("".join(deltas)), JUDGE)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    cut = srv.sdk.chat.completions.create(response_format=fmt, seed=1,
+                                          **{**kw, "max_tokens": 5})
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 5
+    unsupported = {"type": "object", "properties": {"a": {"not": {"type": "string"}}}}
+    with pytest.raises(openai.BadRequestError, match="cannot be enforced"):
+        srv.sdk.chat.completions.create(response_format={"type": "json_schema", "json_schema": {
+            "name": "x", "schema": unsupported, "strict": True}}, seed=1, **kw)
+    loose = srv.sdk.chat.completions.create(response_format={"type": "json_schema", "json_schema": {
+        "name": "x", "schema": unsupported}}, seed=1, **{**kw, "max_tokens": 5})
+    assert loose.choices[0].message.content.startswith("{")
 
 
 # -- embeddings -------------------------------------------------------------------------------

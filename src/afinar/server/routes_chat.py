@@ -1,41 +1,36 @@
 """``/v1/chat/completions`` and the legacy ``/v1/completions`` over ``afinar.models.Generator``.
 
-JSON mode is checked, not constrained (no outlines/lm-format-enforcer installed): a system hint,
-then the reply's JSON is validated, with two retries at a higher temperature, else a 500
-``json_generation_failed``. Tool calls are parsed from the text (Hermes ``<tool_call>``), never
-forced. With tools or JSON mode a stream is one buffered reply.
+JSON mode is constrained decoding (``afinar.models.constrained``): a system hint says what to
+write, and the sampler can only emit tokens that keep the reply valid JSON (for ``json_schema``:
+valid for the schema), so a reply that ends (``stop``) parses; one cut by ``max_tokens`` ends with
+``length``, as OpenAI's does. ``strict: true`` enforces the schema exactly and rejects keywords
+that cannot be enforced (400); without it such keywords are ignored. Tool calls are parsed from
+the text (Hermes ``<tool_call>``), never forced. With tools a stream is one buffered reply.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
-import re
 import time
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from afinar import __version__
 from afinar.errors import AfinarError, InvalidRequest
 from afinar.ids import new_id
+from afinar.models.constrained import ANY_OBJECT, json_hint
 from afinar.models.toolcalls import parse_tool_calls  # noqa: F401  (re-exported)
 from afinar.models.generation import GenerationResult, GenerationStream, Generator, SamplingParams
 from afinar.server.common import Auth, error_body
 
 router = APIRouter(dependencies=[Auth])
 FINGERPRINT = f"fp_afinar_{__version__}"
-JSON_ATTEMPTS = 3
-
-
-class JsonGenerationFailed(AfinarError):
-    code = "json_generation_failed"
-    http_status = 500
 
 
 _Stops = Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)]
@@ -99,69 +94,28 @@ def _active_tools(req: ChatRequest) -> list[dict[str, Any]] | None:
     return req.tools
 
 
-def matches_schema(value: Any, schema: dict[str, Any]) -> bool:
-    try:
-        import jsonschema
-    except ImportError:  # not installed: the top level only (object type, required keys)
-        return not isinstance(schema.get("properties"), dict) or isinstance(value, dict) and all(
-            k in value for k in schema.get("required", []))
-    return jsonschema.validators.validator_for(schema)(schema).is_valid(value)
-
-
-def extract_json(text: str, schema: dict[str, Any] | None = None) -> str | None:
-    """The JSON in ``text`` (alone, fenced, or the outermost ``{...}``) when it parses and
-    matches ``schema`` (without one: any object); else ``None``."""
-    fence = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
-    start, end = text.find("{"), text.rfind("}")
-    candidates = [text, fence.group(1) if fence else "", text[start:end + 1] if start >= 0 else ""]
-    for c in (c.strip() for c in candidates if c.strip()):
-        try:
-            value = json.loads(c)
-        except ValueError:
-            continue
-        if isinstance(value, dict) if schema is None else matches_schema(value, schema):
-            return c
-    return None
-
-
-def json_hint(messages: list[dict[str, Any]], schema: dict[str, Any] | None) -> list[dict]:
-    hint = "Answer with one JSON object only, with no text before or after it." + (
-        f" It must match this JSON schema: {json.dumps(schema)}" if schema else "")
-    first = messages[0]
-    if first.get("role") in ("system", "developer") and isinstance(first.get("content"), str):
-        return [{**first, "content": f"{first['content']}\n\n{hint}"}, *messages[1:]]
-    return [{"role": "system", "content": hint}, *messages]
+def json_mode(fmt: ResponseFormat | None) -> tuple[dict[str, Any] | None, dict | None]:
+    """(the schema to constrain to, the schema to show in the hint); ``(None, None)`` for text."""
+    if fmt is None or fmt.type == "text":
+        return None, None
+    if fmt.type == "json_object":
+        return ANY_OBJECT, None
+    spec = fmt.json_schema or {}
+    schema = spec.get("schema")
+    if not isinstance(schema, dict):
+        raise InvalidRequest("response_format json_schema needs json_schema.schema",
+                             param="response_format.json_schema")
+    if spec.get("strict"):
+        return schema, schema
+    own = schema.get("x-guidance")  # llguidance's options inside a schema
+    lenient = {"lenient": True, **(own if isinstance(own, dict) else {})}  # unknown keys ignored
+    return {**schema, "x-guidance": lenient}, schema
 
 
 def _drain(streams: list[GenerationStream]) -> list[GenerationResult]:
     for s in streams:
         collections.deque(s, maxlen=0)  # run it to the end
     return [s.result for s in streams]
-
-
-def generate_json(gen: Generator, req: ChatRequest, per_choice: list[SamplingParams],
-                  tools: list[dict] | None) -> list[GenerationResult]:
-    """Each choice generated until its reply holds valid JSON; retries raise the temperature."""
-    fmt = req.response_format
-    schema = (fmt.json_schema or {}).get("schema") if fmt.type == "json_schema" else None
-    if fmt.type == "json_schema" and not isinstance(schema, dict):
-        raise InvalidRequest("response_format json_schema needs json_schema.schema",
-                             param="response_format.json_schema")
-    msgs, out = json_hint(req.messages, schema), []
-    for p in per_choice:
-        for k in range(JSON_ATTEMPTS):
-            r = gen.chat(msgs, p if k == 0 else p.model_copy(update={
-                "temperature": min(2.0, max(p.temperature, 0.3) + 0.4 * k),
-                "seed": None if p.seed is None else (p.seed + 7919 * k) % 2**63}), tools)
-            if (text := extract_json(r.text, schema)) is not None:
-                out.append(dataclasses.replace(r, text=text))
-                break
-        else:
-            want = "JSON matching the schema" if schema else "a JSON object"
-            raise JsonGenerationFailed(f"no reply held {want} in {JSON_ATTEMPTS} attempts; "
-                                       "simplify the schema or use a larger model",
-                                       param="response_format")
-    return out
 
 
 def _usage(results: list[GenerationResult], n: int) -> dict[str, int]:
@@ -253,19 +207,16 @@ async def chat_completions(req: ChatRequest, request: Request):
     tools, per_choice = _active_tools(req), req.per_choice(req.max_completion_tokens
                                                            or req.max_tokens)
     names = {t.get("function", t).get("name") for t in tools} if tools else None
-    if req.response_format is None or req.response_format.type == "text":
-        streams = await run_in_threadpool(
-            lambda: [Generator(lm).stream(req.messages, p, tools) for p in per_choice])
-        if req.stream and not tools:
-            return _sse("chat.completion.chunk", req.model,
-                        _live(streams, req.n, req.include_usage, chat=True))
-        results = await run_in_threadpool(_drain, streams)
-    else:
-        try:
-            results = await run_in_threadpool(generate_json, Generator(lm), req, per_choice, tools)
-        except JsonGenerationFailed as e:  # x-should-retry: the openai SDK would retry a 500
-            return JSONResponse(error_body(e.message, 500, e.code, e.param), 500,
-                                headers={"x-should-retry": "false"})
+    messages, (schema, shown) = req.messages, json_mode(req.response_format)
+    if schema is not None:
+        messages = json_hint(messages, shown)
+        per_choice = [p.model_copy(update={"json_schema": schema}) for p in per_choice]
+    streams = await run_in_threadpool(
+        lambda: [Generator(lm).stream(messages, p, tools) for p in per_choice])
+    if req.stream and not tools:
+        return _sse("chat.completion.chunk", req.model,
+                    _live(streams, req.n, req.include_usage, chat=True))
+    results = await run_in_threadpool(_drain, streams)
     choices, usage = [_message(i, r, names) for i, r in enumerate(results)], _usage(results, req.n)
     if req.stream:
         return _sse("chat.completion.chunk", req.model,
