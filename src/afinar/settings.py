@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     default_embedding_model: str = Field(
         default="all-minilm-l6-v2", description="Embedding model used when none is named."
     )
+    engine: Literal["transformers", "llama.cpp"] = Field(
+        default="transformers", description="Inference engine (llama.cpp: the llama extra)."
+    )
     max_adapters: int = Field(
         default=8, ge=1, description="LoRA/DoRA adapters kept loaded on each shared base model."
     )
@@ -74,6 +77,7 @@ class Settings(BaseSettings):
             "threads": str(self.effective_threads),
             "default_model": self.default_model,
             "default_embedding_model": self.default_embedding_model,
+            "engine": self.engine,
             "max_adapters": str(self.max_adapters),
         }
 

@@ -51,6 +51,9 @@ def serve(
     max_adapters: int | None = typer.Option(
         None, "--max-adapters", min=1,
         help="LoRA/DoRA adapters kept loaded per base model (default: AFINAR_MAX_ADAPTERS, 8)."),
+    engine: str | None = typer.Option(
+        None, "--engine", help="transformers (the reference) or llama.cpp (default: "
+                               "AFINAR_ENGINE, transformers)."),
 ) -> None:
     """Serve OpenAI's API (files, fine_tuning.jobs, models, chat, embeddings, vector stores).
 
@@ -68,6 +71,13 @@ def serve(
     settings = get_settings()
     if max_adapters is not None:
         settings = settings.model_copy(update={"max_adapters": max_adapters})
+    if engine is not None:
+        from afinar.models.engines import ENGINES, get_engine
+
+        if engine not in ENGINES:
+            raise typer.BadParameter(f"choose one of {', '.join(ENGINES)}", param_hint="--engine")
+        get_engine(engine)  # fails now, with what to install, rather than on the first request
+        settings = settings.model_copy(update={"engine": engine})
     auth = auth_mode(host, ApiKeys(settings).any())
     if not auth:
         err_console.print("[yellow]" + DEV_MODE.format(host=host) + "[/]", highlight=False)

@@ -218,39 +218,41 @@ class ModelCache:
 
     def __init__(self, max_models: int = 2, max_adapters: int | None = None):
         self.max_models, self.max_adapters = max_models, max_adapters
-        self._models: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
-        self._hosts: dict[tuple[str, str], Any] = {}  # base key -> adapters.AdapterHost
+        self._models: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()
+        self._hosts: dict[tuple[str, str, str], Any] = {}  # (engine, base id, path) -> host
         self._lock = threading.Lock()
 
     def get(self, model_id: str, progress: Progress | None = None,
             settings: Settings | None = None) -> LoadedModel:
-        from afinar.models.adapters import AdapterHost, shares_base
+        from afinar.models.engines import get_engine
 
         settings = settings or get_settings()
+        engine = get_engine(settings.engine)
         catalog = Catalog(settings)
         info = catalog.get(model_id)
         with self._lock:
-            if not shares_base(info):
-                return self._get(info, settings, progress)
+            if not engine.shares_base(info):
+                return self._get(engine, info, settings, progress)
             base_info = catalog.get(info.base_model)
-            base = self._get(base_info, settings, progress)
-            key = (base_info.id, str(base_info.path))
+            base = self._get(engine, base_info, settings, progress)
+            key = (engine.name, base_info.id, str(base_info.path))
             host = self._hosts.get(key)
             if host is None or host.base is not base:
-                host = self._hosts[key] = AdapterHost(
-                    base, self.max_adapters or settings.max_adapters)
+                host = self._hosts[key] = engine.adapter_host(
+                    base, self.max_adapters or settings.max_adapters, settings)
         return host.get(info)  # under the base's lock, not the cache's
 
     def adapters(self, base_id: str) -> Any:
-        """The ``AdapterHost`` of a loaded base (None when no adapter was asked for on it)."""
-        return next((h for (bid, _), h in self._hosts.items() if bid == base_id), None)
+        """The adapter host of a loaded base (None when no adapter was asked for on it)."""
+        return next((h for (_, bid, _), h in self._hosts.items() if bid == base_id), None)
 
-    def _get(self, info: ModelInfo, settings: Settings, progress: Progress | None) -> LoadedModel:
-        key = (info.id, str(info.path))
+    def _get(self, engine: Any, info: ModelInfo, settings: Settings,
+             progress: Progress | None) -> LoadedModel:
+        key = (engine.name, info.id, str(info.path))
         if key in self._models:
             self._models.move_to_end(key)
             return self._models[key]
-        lm = load_causal_lm(info, settings, progress)
+        lm = engine.load(info, settings, progress)
         self._models[key] = lm
         while len(self._models) > self.max_models:
             old, _ = self._models.popitem(last=False)

@@ -1,0 +1,77 @@
+"""The llama.cpp engine against the transformers reference: the same greedy text for the base and
+for LoRA fine-tunes served on the shared base, also under interleaved concurrent requests.
+
+Needs the ``llama`` extra (llama-cpp-python, compiled from its sdist) and llama.cpp's conversion
+scripts (``make`` installs both); without them these tests skip and say why."""
+
+import threading
+
+import pytest
+
+from afinar.models import Catalog, Generator, ModelCache, SamplingParams
+from tests.unit.test_adapters import ANSWERS, GREEDY, PROMPT, train_adapter
+
+
+def _missing() -> str | None:
+    from afinar.models.engines.llamacpp import EngineUnavailable, convert_dir, require_llama_cpp
+
+    try:
+        require_llama_cpp()
+        convert_dir()
+    except EngineUnavailable as e:
+        return e.message
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
+PROMPTS = ["hello", "question 3", "Debian is", "Red, blue and", "tool 7 8 9"]
+
+
+@pytest.fixture
+def llama_settings(home):
+    from afinar.settings import get_settings
+
+    return get_settings().model_copy(update={"engine": "llama.cpp"})
+
+
+def test_base_greedy_equals_the_transformers_reference(tiny_model_template, llama_settings):
+    Catalog().add("tiny", tiny_model_template)
+    ref, llama = ModelCache().get("tiny"), ModelCache().get("tiny", settings=llama_settings)
+    assert llama.loaded_from == "llama.cpp" and ref.loaded_from == "hf"
+    p = SamplingParams(temperature=0, max_tokens=16)
+    for text in PROMPTS:
+        msgs = [{"role": "user", "content": text}]
+        want, got = Generator(ref).chat(msgs, p), Generator(llama).chat(msgs, p)
+        assert (got.text, got.completion_tokens) == (want.text, want.completion_tokens), text
+    # stop strings and max_tokens behave as on the reference (same stream code)
+    p = SamplingParams(temperature=0, max_tokens=5, stop=["e"])
+    assert Generator(llama).chat([{"role": "user", "content": "hello"}], p).text == \
+        Generator(ref).chat([{"role": "user", "content": "hello"}], p).text
+
+
+def test_adapters_on_the_llama_base_equal_the_reference(tiny_model_template, tmp_path,
+                                                        llama_settings):
+    Catalog().add("tiny", tiny_model_template)
+    ids = [train_adapter(f"ft:tiny:afinar:{n}:{i:08d}", a, tmp_path / n, seed=i)
+           for i, (n, a) in enumerate(ANSWERS.items())]
+    ref = ModelCache(max_models=1)
+    want = {m: Generator(ref.get(m)).chat(PROMPT, GREEDY).text for m in [*ids, "tiny"]}
+    assert len(set(want.values())) == 3
+    cache = ModelCache(max_models=1, max_adapters=1)  # every switch evicts and reloads
+    got: list[tuple[str, str]] = []
+    order = [*ids, "tiny"] * 4
+    start = threading.Barrier(len(order))
+
+    def ask(m):
+        start.wait()
+        got.append((m, Generator(cache.get(m, settings=llama_settings)).chat(PROMPT, GREEDY).text))
+
+    threads = [threading.Thread(target=ask, args=(m,)) for m in order]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == len(order)
+    assert [(m, t) for m, t in got if t != want[m]] == []
+    host = cache.adapters("tiny")
+    assert host.evictions >= 1 and len(host.loaded) == 1
