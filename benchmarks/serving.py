@@ -1,0 +1,174 @@
+"""Serving throughput: tokens/s for 1 and 8 concurrent streams on the embedded model
+(smollm2-135m-instruct), for
+
+- a plain transformers ``generate`` loop (the baseline, measured in the same run; 8 streams are 8
+  threads calling ``generate`` at once),
+- afinar's engine (``--engine``, default llama.cpp when installed) on the base alone,
+- the same engine serving 4 LoRA fine-tunes of that base at once (requests cycle over them;
+  random but non-zero LoRA weights, r=16 on all linear layers, registered as ``ft:`` models).
+
+Prints tokens/s and the ratios against the targets (one stream >= 3x the plain loop; 4 mixed
+adapters >= 0.8x base-only). Tokens are the completion tokens actually produced (greedy, at most
+``--tokens`` per request).
+
+Usage: ``python benchmarks/serving.py [--engine llama.cpp|transformers] [--tokens 64]``
+
+Measured (2-core machine, other sessions' jobs running on it: see README "Measured"):
+see the README's measured section for the exact numbers and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.",
+           "List three primary colours.", "Explain what a GPU is in one sentence.",
+           "How do I install a package on Debian?", "Say hello in Spanish.",
+           "Give me a tip for writing clean code.", "What does a compiler do?"]
+
+
+def make_adapters(n: int, folder, tok) -> list[str]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from afinar.models import Catalog
+    from afinar.models.finetuned import MANIFEST
+    from afinar.models.templates import template_fingerprint
+    from afinar.store.db import get_database
+    from afinar.store.tables import ModelRecord
+
+    ids = []
+    settings = Catalog().settings
+    for i in range(n):
+        torch.manual_seed(100 + i)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(folder)), LoraConfig(
+            r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM",
+            init_lora_weights=False))  # random, non-zero B: the adapter changes the output
+        out = settings.models_dir / "ft" / f"bench-{i}"
+        model.save_pretrained(out)
+        (out / MANIFEST).write_text(json.dumps({
+            "base_model": "smollm2-135m-instruct", "method": "lora",
+            "template_fingerprint": template_fingerprint(tok, model.generation_config)}))
+        mid = f"ft:smollm2-135m-instruct:afinar:bench{i}:{i:08d}"
+        with get_database(settings.db_url).session() as s:
+            s.merge(ModelRecord(id=mid, kind="chat", format="peft", path=str(out),
+                                base_model="smollm2-135m-instruct", owned_by="user", info={}))
+        ids.append(mid)
+    return ids
+
+
+N_PROMPTS = [len(PROMPTS)]
+
+
+def run_streams(n_streams: int, one_request) -> float:
+    """Each of ``n_streams`` threads runs every prompt once; tokens/s over all of them."""
+    counts = [0] * n_streams
+    start = threading.Barrier(n_streams + 1)
+
+    def worker(k: int) -> None:
+        start.wait()
+        for j, p in enumerate(PROMPTS[:N_PROMPTS[0]]):
+            counts[k] += one_request(k, j, p)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(n_streams)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--engine", default=None)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--streams", default="1,8")
+    ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="requests per stream")
+    args = ap.parse_args()
+    N_PROMPTS[0] = args.prompts
+    os.environ.setdefault("AFINAR_HOME", tempfile.mkdtemp(prefix="afinar-bench-serving-"))
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from afinar.models import Catalog, Generator, ModelCache, SamplingParams
+    from afinar.models.loader import hf_folder
+    from afinar.models.templates import render_ids
+    from afinar.settings import get_settings
+
+    engine = args.engine
+    if engine is None:
+        try:
+            from afinar.models.engines.llamacpp import LlamaCppEngine
+
+            LlamaCppEngine()
+            engine = "llama.cpp"
+        except Exception:  # noqa: BLE001 - not installed: measure the reference engine
+            engine = "transformers"
+    settings = get_settings().model_copy(update={"engine": engine, "max_adapters": 4})
+    info = Catalog(settings).get("smollm2-135m-instruct")
+    folder, _ = hf_folder(info, settings)
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    torch.set_num_threads(settings.effective_threads)
+    streams = [int(s) for s in args.streams.split(",")]
+    msgs = {p: [{"role": "user", "content": p}] for p in PROMPTS}
+    results: dict[str, dict[int, float]] = {}
+
+    plain = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
+    plain_ids = {p: torch.tensor([render_ids(tok, m)]) for p, m in msgs.items()}
+
+    def plain_request(k, j, p):
+        with torch.inference_mode():
+            out = plain.generate(plain_ids[p], attention_mask=torch.ones_like(plain_ids[p]),
+                                 max_new_tokens=args.tokens, do_sample=False,
+                                 pad_token_id=tok.eos_token_id)
+        return out.shape[1] - plain_ids[p].shape[1]
+
+    plain_request(0, 0, PROMPTS[0])  # warm-up
+    results["plain transformers generate"] = {n: run_streams(n, plain_request) for n in streams}
+    del plain
+
+    adapters = make_adapters(4, folder, tok)
+    cache = ModelCache(max_models=1, max_adapters=4)
+    greedy = SamplingParams(temperature=0, max_tokens=args.tokens)
+
+    def base_request(k, j, p):
+        return Generator(cache.get("smollm2-135m-instruct", settings=settings)).chat(
+            msgs[p], greedy).completion_tokens
+
+    def mixed_request(k, j, p):
+        mid = adapters[(k + j) % len(adapters)]
+        return Generator(cache.get(mid, settings=settings)).chat(msgs[p], greedy).completion_tokens
+
+    base_request(0, 0, PROMPTS[0])
+    for mid in adapters:  # load (and convert, for llama.cpp) before timing
+        Generator(cache.get(mid, settings=settings)).chat(msgs[PROMPTS[0]], greedy)
+    results[f"afinar {engine}, base only"] = {n: run_streams(n, base_request) for n in streams}
+    results[f"afinar {engine}, 4 mixed adapters"] = {
+        n: run_streams(n, mixed_request) for n in streams}
+
+    print(f"serving throughput, smollm2-135m-instruct, greedy, <= {args.tokens} tokens/request, "
+          f"{args.prompts} requests per stream, {settings.effective_threads} threads")
+    for name, r in results.items():
+        print(f"  {name:45s} " + "  ".join(f"{n} stream(s): {v:6.1f} tok/s" for n, v in r.items()))
+    pl = results["plain transformers generate"]
+    base = results[f"afinar {engine}, base only"]
+    mixed = results[f"afinar {engine}, 4 mixed adapters"]
+    for n in streams:
+        print(f"  {n} stream(s): engine/plain = {base[n] / pl[n]:.2f}x (target >= 3x for 1 "
+              f"stream);  mixed/base = {mixed[n] / base[n]:.2f}x (target >= 0.8x)")
+    sys.stdout.flush()
+    os._exit(0)  # skip llama-cpp-python's noisy finalisers at interpreter exit
+
+
+if __name__ == "__main__":
+    main()
