@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import importlib
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from afinar import __version__
 from afinar.errors import AfinarError
 from afinar.models.loader import ModelCache
 from afinar.server.common import afinar_error_handler, http_error_handler, \
-    validation_error_handler
+    unexpected_error_handler, validation_error_handler
 from afinar.settings import Settings, get_settings
 
 ROUTERS = ("routes_models", "routes_chat", "routes_files", "routes_embeddings",
@@ -35,8 +36,9 @@ def create_app(settings: Settings | None = None, auth: bool | None = None,
     app.state.auth = ApiKeys(settings).any() if auth is None else auth
     app.state.models = ModelCache(max_models=max_models)
     app.add_exception_handler(AfinarError, afinar_error_handler)
-    app.add_exception_handler(HTTPException, http_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)  # routing's too
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)
     for name in ROUTERS:
         app.include_router(importlib.import_module(f"afinar.server.{name}").router, prefix="/v1")
 

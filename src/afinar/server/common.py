@@ -3,6 +3,7 @@ pagination."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,14 +36,34 @@ async def afinar_error_handler(_request: Request, exc: AfinarError) -> JSONRespo
     return error_response(exc.message, exc.http_status, exc.code, exc.param)
 
 
-async def http_error_handler(_request: Request, exc: HTTPException) -> JSONResponse:
+async def http_error_handler(request: Request, exc: HTTPException) -> JSONResponse:
+    """Starlette's and FastAPI's own errors (an unknown URL, a wrong method, a body that is not
+    JSON) in OpenAI's shape."""
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    return error_response(detail, exc.status_code, None, None)
+    if exc.status_code in (404, 405) and detail in ("Not Found", "Method Not Allowed"):
+        detail = f"Invalid URL ({request.method} {request.url.path})"
+    response = error_response(detail, exc.status_code, None, None)
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def unexpected_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """A bug (any other exception): OpenAI's 500 shape instead of a plain-text page; the
+    traceback still goes to the server's log."""
+    return error_response(f"The server had an error while processing your request "
+                          f"({type(exc).__name__}); the server log has the details.", 500,
+                          "server_error")
+
+
+# the names pydantic gives the members of a union in an error's location ("constrained-str",
+# "list[constrained-str]", "function-after[...]"): not fields, so not part of ``param``
+_UNION_TAG = re.compile(r"^([a-z]+-[a-z-]+|[a-z]+\[.*\]|str|int|float|bool|none)$")
 
 
 async def validation_error_handler(_request: Request, exc) -> JSONResponse:
     err = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in err.get("loc", []) if p not in ("body", "query", "path")]
+    loc = [str(p) for p in err.get("loc", []) if p not in ("body", "query", "path")
+           and not (isinstance(p, str) and _UNION_TAG.match(p))]
     param = ".".join(loc) or None
     return error_response(f"Invalid value for {param or 'request'}: {err.get('msg', 'invalid')}",
                           400, "invalid_value", param)

@@ -33,7 +33,8 @@ router = APIRouter(dependencies=[Auth])
 FINGERPRINT = f"fp_afinar_{__version__}"
 
 
-_Stops = Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)]
+_Stop = Annotated[str, Field(min_length=1)]
+_Stops = Annotated[list[_Stop], Field(max_length=4)]
 
 
 class ResponseFormat(BaseModel):
@@ -46,7 +47,7 @@ class _Sampled(BaseModel):  # unknown fields are ignored (pydantic's default)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
-    stop: str | _Stops | None = None
+    stop: _Stop | _Stops | None = None
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     n: int = Field(1, ge=1, le=8)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)

@@ -200,6 +200,9 @@ def create_response(req: ResponsesRequest, request: Request,
         raise InvalidRequest("only one file_search tool is supported"
                              + (f", not {others[0]!r}" if others else ""), param="tools")
     messages = input_messages(req.input)
+    if not messages:
+        raise InvalidRequest("input has no message: give a string or at least one message item",
+                             param="input")
     if req.instructions:
         messages.insert(0, {"role": "system", "content": req.instructions})
     params = SamplingParams(temperature=1.0 if req.temperature is None else req.temperature,
