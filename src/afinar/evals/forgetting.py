@@ -31,15 +31,13 @@ def perplexity(lm: LoadedModel, text: str) -> float:
 
     ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
     total, count = 0.0, 0
-    with lm.lock, torch.inference_mode():
-        activate = getattr(lm, "activate", None)
-        if activate is not None:  # a fine-tuned adapter over a shared base: select it
-            activate()
+    # ``use``: exclusive, with this model's adapter selected (adapters share their base)
+    with lm.use() as model, torch.inference_mode():
         for i in range(0, len(ids) - 1, WINDOW):
             window = torch.tensor([ids[i:i + WINDOW + 1]], device=lm.device)
             if window.shape[1] < 2:
                 break
-            logits = lm.model(input_ids=window[:, :-1]).logits.float()
+            logits = model(input_ids=window[:, :-1]).logits.float()
             loss = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), window[:, 1:].reshape(-1), reduction="sum")
             total += float(loss)

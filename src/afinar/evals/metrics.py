@@ -284,7 +284,8 @@ class CitationSupport(Metric):
 
 JUDGE_SCHEMA = {"type": "object", "properties": {
     "verdict": {"type": "string", "enum": ["correct", "incorrect"]},
-    "reason": {"type": "string", "maxLength": 100}}, "required": ["verdict", "reason"]}
+    "reason": {"type": "string", "maxLength": 100}}, "required": ["verdict", "reason"],
+    "additionalProperties": False}
 JUDGE_PROMPT = ("You grade answers. Compare the candidate answer with the reference answer for "
                 "the question. {rubric}\n\nQuestion: {question}\n\nReference answer: "
                 "{reference}\n\nCandidate answer: {answer}\n\nReply with JSON: verdict "

@@ -26,6 +26,11 @@ from afinar.models.loader import LoadedModel
 from afinar.models.templates import end_of_turn_ids, render_ids
 
 
+# Below this a temperature is greedy decoding: dividing logits by, say, 1e-174 overflows to
+# inf/NaN, and the softmax of logits / 1e-4 is already an argmax unless two logits tie.
+GREEDY_BELOW = 1e-4
+
+
 class SamplingParams(BaseModel):
     """Generation settings with OpenAI's names and defaults."""
 
@@ -157,7 +162,7 @@ class GenerationStream:
                 from transformers import LogitsProcessorList
 
                 kwargs["logits_processor"] = LogitsProcessorList(processors)
-            if p.temperature == 0:
+            if p.temperature < GREEDY_BELOW:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             else:
                 kwargs.update(do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=0)
