@@ -38,7 +38,7 @@ def print_summary(summary: dict) -> None:
     metrics = summary["run"]["metrics"]
     t = Table(title=f"{summary['n_cases']} held-out cases, main metric {main} "
                     "(mean and 95% interval)")
-    t.add_column("strategy")
+    t.add_column("strategy", no_wrap=True)
     for m in metrics:
         t.add_column(m, justify="right")
     for c in ("prompt tok", "+added", "p50 s", "tok/s", "training"):
