@@ -229,3 +229,29 @@ def test_summary_is_json_serialisable():
     s = constructed({"base": {"type": "base", "json_match": 0.5},
                      "rag": {"type": "rag", "json_match": 0.6}})
     json.dumps(s)
+
+
+def test_a_label_task_reads_format_from_unparsable_answers():
+    cases = [Case(f"line-{i}", i, [{"role": "user", "content": "q"}], "1") for i in range(20)]
+    lab = build({"name": "label_accuracy", "labels": ["0", "1"]})
+    answers = {"base": ["Sure, here is my analysis"] * 16 + ["1"] * 4,
+               "fine_tuned": ["1"] * 18 + ["0"] * 2}
+    preds = {n: {c.id: Prediction(a) for c, a in zip(cases, t)} for n, t in answers.items()}
+    scores = {n: {c.id: {"label_accuracy": lab.score(preds[n][c.id], c)} for c in cases}
+              for n in preds}
+    meta = [{"name": "base", "type": "base", "model": "b", "fine_tuned": False},
+            {"name": "fine_tuned", "type": "fine_tuned", "model": "t", "fine_tuned": True,
+             "training": {"training_s": 60}}]
+    s = table.summarize(meta, cases, preds, scores, ["label_accuracy"], "label_accuracy")
+    a = advisor.advise(s)
+    assert a["recommendation"] == "fine_tuned"
+    assert ("The base model answers in the wrong format (an answer from the label set on 20% of "
+            "cases); fine-tuning fixed the format on 100% (fine_tuned).") in a["reasons"]
+
+
+def test_rag_that_helps_on_the_main_metric_is_said_so():
+    s = constructed({"base": {"type": "base", "token_f1": 0.2},
+                     "rag": {"type": "rag", "token_f1": 0.7, "tokens": 400}}, main="token_f1")
+    a = advisor.advise(s)
+    assert a["recommendation"] == "rag"
+    assert "RAG raised token_f1 from 0.20 (base) to 0.70 (rag)." in a["reasons"]

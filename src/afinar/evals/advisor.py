@@ -104,24 +104,41 @@ def _by_type(rows, type_) -> list[dict[str, Any]]:
     return [r for r in rows.values() if r["type"] == type_]
 
 
-def _format_reasons(rows) -> list[str]:
+def _format_measure(rows) -> tuple[str, Any] | None:
+    """How well each strategy keeps the expected form: JSON (schema) validity, else the share of
+    answers that name a label of the label set."""
     metric = _first(rows, FORMAT_METRICS)
+    if metric is not None:
+        label = "valid JSON" if metric == "json_valid" else "schema-valid JSON"
+        return label, lambda r: _m(r, metric)
+    if _first(rows, ("label_accuracy",)):
+        def parsable(r):
+            v = r["metrics"].get("label_accuracy")
+            if not v or not v["n"]:
+                return None
+            return 1 - v["notes"].get("unparsable", 0) / v["n"]
+        return "an answer from the label set", parsable
+    return None
+
+
+def _format_reasons(rows) -> list[str]:
+    measure = _format_measure(rows)
     base = (_by_type(rows, "base") or [None])[0]
-    if metric is None or base is None or _m(base, metric) is None:
+    if measure is None or base is None or measure[1](base) is None:
         return []
-    b = _m(base, metric)
-    tuned = [r for r in rows.values() if r.get("fine_tuned") and _m(r, metric) is not None]
-    label = "valid JSON" if metric == "json_valid" else "schema-valid JSON"
+    label, fmt_of = measure
+    b = fmt_of(base)
+    tuned = [r for r in rows.values() if r.get("fine_tuned") and fmt_of(r) is not None]
     if b >= 0.9:
         return [f"The base model already answers in the right format ({label} on {_fmt(b)} "
                 "of cases): fine-tuning is not needed for format."]
     out = f"The base model answers in the wrong format ({label} on {_fmt(b)} of cases)"
     if tuned:
-        t = max(tuned, key=lambda r: _m(r, metric))
-        out += f"; fine-tuning fixed the format on {_fmt(_m(t, metric))} ({t['name']})"
+        t = max(tuned, key=fmt_of)
+        out += f"; fine-tuning fixed the format on {_fmt(fmt_of(t))} ({t['name']})"
     fs = (_by_type(rows, "few_shot") or [None])[0]
-    if fs is not None and _m(fs, metric) is not None:
-        out += f"; few-shot examples reached {_fmt(_m(fs, metric))}"
+    if fs is not None and fmt_of(fs) is not None:
+        out += f"; few-shot examples reached {_fmt(fmt_of(fs))}"
     return [out + "."]
 
 
@@ -144,8 +161,13 @@ def _fact_reasons(rows, main, diffs) -> list[str]:
                     out.append(f"Retrieval added no facts: {g['name']} holds the required facts "
                                f"on {_fmt(gv)} of cases, {p['name']} on {_fmt(pv)}.")
             gm, pm = _m(g, main), _m(p, main)
-            if gm is not None and pm is not None and abs(gm - pm) < 0.05:
+            if gm is None or pm is None:
+                continue
+            if abs(gm - pm) < 0.05:
                 out.append(f"RAG added no {main}: {g['name']} {gm:.2f} vs {p['name']} {pm:.2f}.")
+            else:
+                out.append(f"RAG {'raised' if gm > pm else 'lowered'} {main} from {pm:.2f} "
+                           f"({p['name']}) to {gm:.2f} ({g['name']}).")
     return out
 
 
