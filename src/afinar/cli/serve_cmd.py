@@ -130,7 +130,7 @@ def list_keys(as_json: bool = typer.Option(False, "--json")) -> None:
     t = Table("id", "name", "groups", "admin", "prefix", "created", "last used")
     for k in keys:
         t.add_row(k.id, k.name, ",".join(k.groups or []), "yes" if k.admin else "",
-                  k.prefix + "…", str(k.created_at), str(k.last_used_at or ""))
+                  k.prefix + "…", _when(k.created_at), _when(k.last_used_at))
     console.print(t)
 
 
@@ -141,3 +141,9 @@ def revoke(key_id: str) -> None:
 
     ApiKeys().revoke(key_id)
     console.print(f"revoked {key_id}")
+
+
+def _when(ts: int | None) -> str:
+    import datetime
+
+    return "" if not ts else datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
