@@ -38,6 +38,20 @@ class Settings(BaseSettings):
     max_adapters: int = Field(
         default=8, ge=1, description="LoRA/DoRA adapters kept loaded on each shared base model."
     )
+    llama_weights: Literal["q8_0", "f16", "f32"] = Field(
+        default="q8_0",
+        description="GGUF weight type of the llama.cpp engine (f32: the reference's exact weights).",
+    )
+    llama_threads: int = Field(
+        default=1, ge=1,
+        description="CPU threads per llama.cpp model (its barriers spin: more threads than free "
+        "cores collapse its speed on a loaded machine).",
+    )
+    llama_adapters: Literal["merged", "runtime"] = Field(
+        default="merged",
+        description="llama.cpp engine: serve a LoRA fine-tune as a merged GGUF model of its own "
+        "(fast) or as a runtime LoRA on the shared base context (less memory).",
+    )
 
     @field_validator("home", mode="after")
     @classmethod
@@ -79,6 +93,9 @@ class Settings(BaseSettings):
             "default_embedding_model": self.default_embedding_model,
             "engine": self.engine,
             "max_adapters": str(self.max_adapters),
+            "llama_weights": self.llama_weights,
+            "llama_adapters": self.llama_adapters,
+            "llama_threads": str(self.llama_threads),
         }
 
 

@@ -25,10 +25,12 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -104,8 +106,9 @@ def _run_convert(script: str, args: list[str], what: str) -> None:
 
 
 def base_gguf(folder: Path, settings: Settings, progress: Progress | None = None) -> Path:
-    """The GGUF of an HF folder (converted once, cached by the folder's files)."""
-    outtype = os.environ.get("AFINAR_LLAMA_GGUF_TYPE", "f32")
+    """The GGUF of an HF folder in ``settings.llama_weights`` (converted once, cached by the
+    folder's files and the weight type)."""
+    outtype = settings.llama_weights
     dest = settings.models_dir / "llama-gguf" / f"{_key(folder)}-{outtype}"
     out = dest / "model.gguf"
     if not out.is_file():
@@ -118,6 +121,7 @@ def base_gguf(folder: Path, settings: Settings, progress: Progress | None = None
 
 
 def lora_gguf(adapter: Path, base_folder: Path, settings: Settings) -> Path:
+    """A LoRA adapter as a llama.cpp runtime adapter (``llama_adapters=runtime``)."""
     dest = settings.models_dir / "llama-gguf" / f"lora-{_key(adapter, base_folder)}"
     out = dest / "adapter.gguf"
     if not out.is_file():
@@ -125,6 +129,37 @@ def lora_gguf(adapter: Path, base_folder: Path, settings: Settings) -> Path:
             _run_convert("convert_lora_to_gguf.py", [str(adapter), "--base", str(base_folder),
                          "--outfile", str(tmp / "adapter.gguf"), "--outtype", "f32"],
                          str(adapter))
+    return out
+
+
+def merged_gguf(adapter: Path, base_folder: Path, settings: Settings,
+                progress: Progress | None = None) -> Path:
+    """A LoRA fine-tune merged into its base's weights (PEFT ``merge_and_unload`` in fp32), as a
+    GGUF of its own in ``settings.llama_weights`` (``llama_adapters=merged``; converted once)."""
+    outtype = settings.llama_weights
+    dest = settings.models_dir / "llama-gguf" / f"merged-{_key(adapter, base_folder)}-{outtype}"
+    out = dest / "model.gguf"
+    if out.is_file():
+        return out
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    if progress:
+        progress(f"merging {adapter.name} into its base and converting it to GGUF {outtype} "
+                 "for llama.cpp (once)")
+    with atomic_dir(dest) as tmp:
+        hf = tmp / "hf"
+        base = AutoModelForCausalLM.from_pretrained(str(base_folder), dtype=torch.float32)
+        merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+        merged.save_pretrained(str(hf))
+        for f in base_folder.iterdir():  # tokenizer, chat template, generation config
+            if f.is_file() and f.suffix not in (".safetensors", ".bin") and not (hf / f.name).exists():
+                shutil.copy2(f, hf / f.name)
+        del base, merged
+        _run_convert("convert_hf_to_gguf.py", [str(hf), "--outfile", str(tmp / "model.gguf"),
+                     "--outtype", outtype], str(adapter))
+        shutil.rmtree(hf)
     return out
 
 
@@ -141,67 +176,121 @@ class LlamaCppModel:
             self.generation_config = GenerationConfig.from_pretrained(str(folder))
         except OSError:
             self.generation_config = GenerationConfig.from_model_config(self.config)
-        threads = settings.effective_threads
+        threads = settings.llama_threads
+        self.gguf = gguf
         self.llama = llama_cpp.Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=threads,
                                      n_threads_batch=threads, logits_all=False, verbose=False)
         self.n_vocab = self.llama.n_vocab()
+        self.n_batch = self.llama.n_batch
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        weakref.finalize(self, llama_cpp.llama_batch_free, self._batch)
         self.device = "cpu"
 
     def eval(self) -> LlamaCppModel:  # the transformers idiom, for callers that call it
         return self
 
+    def _decode(self, tokens: list[int], pos: int) -> None:
+        """Append ``tokens`` (positions ``pos``...) to sequence 0; logits for the last one."""
+        llama_cpp = require_llama_cpp()
+        b = self._batch
+        for i in range(0, len(tokens), self.n_batch):
+            chunk = tokens[i:i + self.n_batch]
+            b.n_tokens = len(chunk)
+            for j, t in enumerate(chunk):
+                b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = t, pos + i + j, 1, False
+                b.seq_id[j][0] = 0
+            b.logits[len(chunk) - 1] = True
+            rc = llama_cpp.llama_decode(self.llama._ctx.ctx, b)
+            if rc != 0:
+                raise EngineUnavailable(f"llama.cpp could not decode (llama_decode rc={rc})")
+
     def _logits(self):
+        """The last position's logits, a view on llama.cpp's buffer (valid until the next
+        decode; never copied unless a processor needs a tensor of its own)."""
         import numpy as np
-        import torch
 
         llama_cpp = require_llama_cpp()
         ptr = llama_cpp.llama_get_logits_ith(self.llama._ctx.ctx, -1)
-        return torch.from_numpy(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())[None]
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def _sampler(self, temperature: float | None, top_p: float | None, seed: int):
+        """llama.cpp's own sampler chain: temperature, then top-p, then a draw seeded by the
+        caller's torch seed (the same order as transformers' warpers)."""
+        llama_cpp = require_llama_cpp()
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if temperature and temperature != 1.0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(temperature))
+        if top_p is not None and top_p < 1.0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(top_p, 1))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
+        return chain
 
     def generate(self, input_ids, max_new_tokens: int, eos_token_id=None, streamer=None,
                  stopping_criteria=None, logits_processor=None, do_sample: bool = False,
                  temperature: float | None = None, top_p: float | None = None, **_: Any):
         import torch
-        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
+        llama_cpp = require_llama_cpp()
         eos = set([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id or [])
-        warpers = []
-        if do_sample:
+        prompt = input_ids[0].to("cpu").tolist()
+        n = len(prompt)
+        buf = torch.zeros((1, n + max_new_tokens), dtype=torch.long)
+        buf[0, :n] = torch.tensor(prompt)
+        if streamer is not None:
+            streamer.put(buf[:, :n])  # the prompt, as transformers does
+        processors = list(logits_processor or ())
+        warpers, chain = [], None
+        if do_sample and processors:  # transformers' warpers after its processors
+            from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
             if temperature and temperature != 1.0:
                 warpers.append(TemperatureLogitsWarper(temperature))
             if top_p is not None and top_p < 1.0:
                 warpers.append(TopPLogitsWarper(top_p))
-        ids = input_ids.to("cpu")
-        if streamer is not None:
-            streamer.put(ids)  # the prompt, as transformers does
-        self.llama.reset()  # no KV state from another request (another adapter's, too)
-        self.llama.eval(ids[0].tolist())
+        elif do_sample:  # no processor needs the logits: llama.cpp samples them in place
+            chain = self._sampler(temperature, top_p,
+                                  int(torch.randint(0, 2**31 - 1, (1,))))  # the caller's seed
+        # no KV state from another request (another adapter's, too)
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.llama._ctx.ctx), True)
+        self._decode(prompt, 0)
         try:
             for _ in range(max_new_tokens):
-                scores = self._logits()
-                for proc in logits_processor or ():
-                    scores = proc(ids, scores)
-                if do_sample:
-                    for w in warpers:
-                        scores = w(ids, scores)
-                    tok = int(torch.multinomial(torch.softmax(scores, -1), 1)[0, 0])
+                scores = None
+                if chain is not None:
+                    tok = int(llama_cpp.llama_sampler_sample(chain, self.llama._ctx.ctx, -1))
+                elif not processors:
+                    tok = int(self._logits().argmax())
                 else:
-                    tok = int(scores[0].argmax())
-                ids = torch.cat([ids, torch.tensor([[tok]])], 1)
+                    ids = buf[:, :n]
+                    scores = torch.from_numpy(self._logits().copy())[None]
+                    for proc in processors:
+                        scores = proc(ids, scores)
+                    if do_sample:
+                        for w in warpers:
+                            scores = w(ids, scores)
+                        tok = int(torch.multinomial(torch.softmax(scores, -1), 1)[0, 0])
+                    else:
+                        tok = int(scores[0].argmax())
+                buf[0, n] = tok
+                n += 1
                 if streamer is not None:
-                    streamer.put(torch.tensor([tok]))
-                if tok in eos or any(bool(c(ids, scores).any()) for c in stopping_criteria or ()):
+                    streamer.put(buf[0, n - 1:n])
+                if tok in eos or any(bool(c(buf[:, :n], scores).any())
+                                     for c in stopping_criteria or ()):
                     break
-                self.llama.eval([tok])
+                if n < buf.shape[1]:
+                    self._decode([tok], n - 1)
         finally:
+            if chain is not None:
+                llama_cpp.llama_sampler_free(chain)
             if streamer is not None:
                 streamer.end()
-        return ids
+        return buf[:, :n].clone()
 
 
 class LlamaAdapterHost:
-    """LoRA adapters (GGUF) on one llama.cpp base, LRU-ordered; all changes under the base lock."""
-
+    """LoRA adapters (GGUF) on one llama.cpp base, LRU-ordered; all changes under the base lock
+    (``llama_adapters=runtime``)."""
     def __init__(self, base: LoadedModel, max_adapters: int, settings: Settings):
         if max_adapters < 1:
             raise ValueError("max_adapters must be at least 1")
@@ -276,6 +365,52 @@ class LlamaAdapterHost:
         self._active = name
 
 
+class LlamaMergedHost:
+    """LoRA fine-tunes of one llama.cpp base, each merged into the base weights as a llama.cpp
+    model and context of its own (``llama_adapters=merged``, the default): a request runs at the
+    base's speed, with no adapter switch and no LoRA matmuls per token, and models of different
+    fine-tunes run concurrently. At most ``max_adapters`` of them are kept (least recently used
+    dropped; one still generating is freed when its last request ends). Memory per model: its
+    GGUF (145 MB in q8_0 for the 135M model) plus its KV cache."""
+
+    def __init__(self, base: LoadedModel, max_adapters: int, settings: Settings):
+        if max_adapters < 1:
+            raise ValueError("max_adapters must be at least 1")
+        self.base, self.max_adapters, self.settings = base, max_adapters, settings
+        self.folder = Path(base.info.info.get("hf_folder", ""))
+        self._lock = threading.Lock()
+        self._models: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self.loads = self.evictions = 0
+
+    @property
+    def loaded(self) -> list[str]:
+        return [lm.adapter for lm in self._models.values()]
+
+    def get(self, info: ModelInfo) -> LoadedModel:
+        from afinar.models.finetuned import check_fingerprint, read_manifest
+
+        key = (info.id, str(info.path))
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            t0 = time.perf_counter()
+            check_fingerprint(read_manifest(info.path), self.base.tokenizer,
+                              self.base.model.generation_config, info.id)
+            gguf = merged_gguf(info.path, self.folder, self.settings)
+            model = LlamaCppModel(gguf, self.folder, self.settings,
+                                  n_ctx=self.base.model.llama.n_ctx())
+            lm = LoadedModel(info, model, self.base.tokenizer, "cpu", time.perf_counter() - t0,
+                             "adapter", lock=threading.Lock(),
+                             adapter=peft_adapters.adapter_name(info))
+            self._models[key] = lm
+            self.loads += 1
+            while len(self._models) > self.max_adapters:
+                self._models.popitem(last=False)
+                self.evictions += 1
+            return lm
+
+
 class LlamaCppEngine(Engine):
     name = "llama.cpp"
 
@@ -308,8 +443,11 @@ class LlamaCppEngine(Engine):
                            lock=threading.Lock())
 
     def adapter_host(self, base: LoadedModel, max_adapters: int,
-                     settings: Settings) -> LlamaAdapterHost:
+                     settings: Settings) -> LlamaMergedHost | LlamaAdapterHost:
+        if settings.llama_adapters == "merged":
+            return LlamaMergedHost(base, max_adapters, settings)
         return LlamaAdapterHost(base, max_adapters, settings)
 
 
-__all__ = ["EngineUnavailable", "LlamaCppEngine", "LlamaCppModel", "base_gguf", "lora_gguf"]
+__all__ = ["EngineUnavailable", "LlamaAdapterHost", "LlamaCppEngine", "LlamaCppModel",
+           "LlamaMergedHost", "base_gguf", "lora_gguf", "merged_gguf"]
