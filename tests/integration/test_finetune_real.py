@@ -1,5 +1,6 @@
-"""Fine-tuning the embedded model for real: a held-out format task it gets wrong before and right
-after, and the shared sarcasm task where the tuned model must beat the base model's accuracy."""
+"""Fine-tuning the embedded model for real on the shared sarcasm task, where the tuned model must
+beat the base model's accuracy. (The held-out format task, learned by a LoRA fine-tune, is
+``tests/integration/test_eval_real.py``: the support tickets.)"""
 
 import json
 import random
@@ -15,7 +16,6 @@ from afinar.tuning.runner import JobRunner
 
 pytestmark = pytest.mark.integration
 BASE = "smollm2-135m-instruct"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def answers(model_id, examples, max_tokens):
@@ -30,25 +30,6 @@ def train(path: Path, **hp) -> str:
     assert JobRunner(Jobs().get(job.id), get_settings(), "test").run() == "succeeded", \
         Jobs().get(job.id).error
     return Jobs().get(job.id).fine_tuned_model
-
-
-def test_lora_learns_a_held_out_format(home):
-    test = [json.loads(x) for x in (ROOT / "examples/tickets/test.jsonl").read_text().splitlines()]
-    gold = [ex["messages"][-1]["content"] for ex in test]
-    before = answers(BASE, test, 40)
-    tuned = train(ROOT / "examples/tickets/train.jsonl")
-    after = answers(tuned, test, 40)
-    right_before = [b == g for b, g in zip(before, gold)]
-    right_after = [a == g for a, g in zip(after, gold)]
-    fixed = [i for i in range(len(test)) if right_after[i] and not right_before[i]]
-    print(f"\nexact JSON verdicts: base {sum(right_before)}/{len(test)}, "
-          f"tuned {sum(right_after)}/{len(test)}")
-    for i in fixed[:3]:
-        print(f"  {test[i]['messages'][1]['content']!r}\n    base:  {before[i]!r}\n"
-              f"    tuned: {after[i]!r}")
-    assert sum(right_before) <= 2
-    assert sum(right_after) >= 0.6 * len(test)
-    assert len(fixed) >= 0.5 * len(test)
 
 
 def _label(text: str) -> str | None:
