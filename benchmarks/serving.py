@@ -11,13 +11,15 @@ Prints tokens/s and the ratios against the targets (one stream >= 3x the plain l
 adapters >= 0.8x base-only). Tokens are the completion tokens actually produced (greedy, at most
 ``--tokens`` per request).
 
-Usage: ``python benchmarks/serving.py [--engine llama.cpp|transformers] [--tokens 64]``
+Usage: ``python benchmarks/serving.py [--engine llama.cpp|transformers] [--tokens 64]
+[--weights q8_0|f16|f32] [--adapters merged|runtime]``
 
-Measured: ``AFINAR_HOME=/tmp/lhome python benchmarks/serving.py --tokens 32 --prompts 2`` (2 cores,
-another session's training worker using ~half a core; llama.cpp, f32 GGUF), tokens/s for 1 / 8
-streams: plain transformers 13.1 / 21.3; llama.cpp base-only 32.2 / 25.3; 4 mixed adapters
-17.3 / 25.0. Ratios: one stream 2.46x the plain loop (target 3x, not met); mixed/base 0.54x with
-one stream (target 0.8x, not met), 0.99x with 8.
+Measured: ``AFINAR_HOME=/tmp/lhome python benchmarks/serving.py --tokens 32 --prompts 2``, three
+runs (2 cores, load average 3.4-3.6 from other sessions; llama.cpp, q8_0 GGUF, merged adapters,
+one llama.cpp thread per model), tokens/s for 1 / 8 streams: plain transformers 22.1-23.3 /
+22.2-22.8; llama.cpp base-only 87.2-100.5 / 82.0-104.0; 4 mixed adapters 91.6-99.2 / 82.8-85.5.
+Ratios: one stream 3.95-4.38x the plain loop (target 3x: met); mixed/base 0.97-1.05x with one
+stream and 0.82-1.01x with 8 (target 0.8x: met).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.",
            "List three primary colours.", "Explain what a GPU is in one sentence.",
@@ -94,6 +95,9 @@ def run_streams(n_streams: int, one_request) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--engine", default=None)
+    ap.add_argument("--weights", default=None, help="llama.cpp GGUF type: q8_0 (default), f16, f32")
+    ap.add_argument("--adapters", default=None,
+                    help="llama.cpp adapters: merged (default) or runtime (LoRA on the base context)")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--streams", default="1,8")
     ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="requests per stream")
@@ -117,7 +121,12 @@ def main() -> None:
             engine = "llama.cpp"
         except Exception:  # noqa: BLE001 - not installed: measure the reference engine
             engine = "transformers"
-    settings = get_settings().model_copy(update={"engine": engine, "max_adapters": 4})
+    update = {"engine": engine, "max_adapters": 4}
+    if args.weights:
+        update["llama_weights"] = args.weights
+    if args.adapters:
+        update["llama_adapters"] = args.adapters
+    settings = get_settings().model_copy(update=update)
     info = Catalog(settings).get("smollm2-135m-instruct")
     folder, _ = hf_folder(info, settings)
     tok = AutoTokenizer.from_pretrained(str(folder))
@@ -160,7 +169,10 @@ def main() -> None:
         n: run_streams(n, mixed_request) for n in streams}
 
     print(f"serving throughput, smollm2-135m-instruct, greedy, <= {args.tokens} tokens/request, "
-          f"{args.prompts} requests per stream, {settings.effective_threads} threads")
+          f"{args.prompts} requests per stream, {settings.effective_threads} torch threads"
+          + (f", GGUF {settings.llama_weights}, adapters {settings.llama_adapters}, "
+             f"{settings.llama_threads} llama.cpp thread(s) per model"
+             if engine == "llama.cpp" else ""))
     for name, r in results.items():
         print(f"  {name:45s} " + "  ".join(f"{n} stream(s): {v:6.1f} tok/s" for n, v in r.items()))
     pl = results["plain transformers generate"]

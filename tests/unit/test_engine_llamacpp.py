@@ -1,5 +1,8 @@
 """The llama.cpp engine against the transformers reference: the same greedy text for the base and
-for LoRA fine-tunes served on the shared base, also under interleaved concurrent requests.
+for LoRA fine-tunes (merged GGUF models, the default, and runtime LoRA on the shared base context),
+also under interleaved concurrent requests; with q8_0 weights (the default) and f32 (the
+reference's exact weights). Seeded sampling through llama.cpp's sampler is reproducible.
+On the embedded model q8_0 is not exact on every prompt: tests/integration/test_engine_real.py.
 
 Needs the ``llama`` extra (llama-cpp-python, compiled from its sdist) and llama.cpp's conversion
 scripts (``make`` installs both); without them these tests skip and say why."""
@@ -13,7 +16,11 @@ from tests.unit.test_adapters import ANSWERS, GREEDY, PROMPT, train_adapter
 
 
 def _missing() -> str | None:
-    from afinar.models.engines.llamacpp import EngineUnavailable, convert_dir, require_llama_cpp
+    from afinar.models.engines.llamacpp import (
+        EngineUnavailable,
+        convert_dir,
+        require_llama_cpp,
+    )
 
     try:
         require_llama_cpp()
@@ -27,11 +34,13 @@ pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
 PROMPTS = ["hello", "question 3", "Debian is", "Red, blue and", "tool 7 8 9"]
 
 
-@pytest.fixture
-def llama_settings(home):
+@pytest.fixture(params=[("q8_0", "merged"), ("f32", "runtime")], ids=lambda p: "-".join(p))
+def llama_settings(home, request):
     from afinar.settings import get_settings
 
-    return get_settings().model_copy(update={"engine": "llama.cpp"})
+    weights, adapters = request.param
+    return get_settings().model_copy(update={"engine": "llama.cpp", "llama_weights": weights,
+                                             "llama_adapters": adapters})
 
 
 def test_base_greedy_equals_the_transformers_reference(tiny_model_template, llama_settings):
@@ -75,3 +84,21 @@ def test_adapters_on_the_llama_base_equal_the_reference(tiny_model_template, tmp
     assert [(m, t) for m, t in got if t != want[m]] == []
     host = cache.adapters("tiny")
     assert host.evictions >= 1 and len(host.loaded) == 1
+
+
+def test_seeded_sampling_is_reproducible(tiny_model_template, home):
+    from afinar.settings import get_settings
+
+    Catalog().add("tiny", tiny_model_template)
+    llama = ModelCache().get("tiny", settings=get_settings().model_copy(
+        update={"engine": "llama.cpp"}))
+    msgs = [{"role": "user", "content": "hello"}]
+
+    def text(seed, **kw):
+        return Generator(llama).chat(msgs, SamplingParams(temperature=1.5, top_p=0.9,
+                                                          max_tokens=12, seed=seed, **kw)).text
+
+    assert text(1) == text(1) and text(2) == text(2)
+    assert len({text(s) for s in range(5)}) > 1  # the seed matters
+    # with a penalty, decoding goes through transformers' processors and torch's sampler
+    assert text(3, frequency_penalty=1.0) == text(3, frequency_penalty=1.0)

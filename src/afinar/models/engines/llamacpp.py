@@ -2,19 +2,36 @@
 
 Weights: a model's Hugging Face folder (for a GGUF built-in, the fp32 safetensors folder it is
 converted to once, ``loader.hf_folder``) is converted once more with llama.cpp's own
-``convert_hf_to_gguf.py`` into ``AFINAR_HOME/models/llama-gguf/<key>/`` (``f32`` by default, so
-the weights are exactly those of the transformers reference; ``AFINAR_LLAMA_GGUF_TYPE=q8_0`` for
-a smaller, approximate copy). A LoRA fine-tune is converted with ``convert_lora_to_gguf.py`` and
-applied per request to the shared base context with llama.cpp's adapter API (at most
-``max_adapters`` loaded per base, least recently used freed). DoRA and prompt tuning have no
-llama.cpp form: those fine-tunes are served by the transformers engine.
+``convert_hf_to_gguf.py`` into ``AFINAR_HOME/models/llama-gguf/<key>-<type>/`` in
+``AFINAR_LLAMA_WEIGHTS``: ``q8_0`` (default, 145 MB for the 135M model, the fastest), ``f16``, or
+``f32`` (exactly the weights of the transformers reference: the same greedy text). q8_0 is
+approximate: llama.cpp also rounds activations to 8 bits in its q8_0 matmuls, and on the embedded
+SmolLM2 (whose greedy choices are often near-ties) that changes the greedy text of many prompts
+while the top token agrees with the reference's at almost every step
+(``tests/integration/test_engine_real.py`` prints both counts); set ``f16`` or ``f32`` where
+outputs must match the reference.
+
+Fine-tunes: with ``AFINAR_LLAMA_ADAPTERS=merged`` (default) a LoRA fine-tune is merged into its
+base in fp32 (PEFT) and converted to a GGUF model of its own in the same weight type
+(``LlamaMergedHost``: at most ``max_adapters`` per base, least recently used dropped), so it runs
+at the base's speed; ``runtime`` instead converts the adapter with ``convert_lora_to_gguf.py``
+and sets it per request on the base's shared context (``LlamaAdapterHost``: little memory, but
+the LoRA matmuls and graph nodes cost throughput per token). DoRA and prompt tuning are served by
+the transformers engine.
+
+Threads: ``AFINAR_LLAMA_THREADS`` per model, default 1. llama.cpp's threads spin at a barrier after
+every op; with more threads than free cores (a loaded machine) decoding slows by orders of
+magnitude, and on this 2-core CPU one thread decodes the 135M q8_0 model about as fast as two.
+Models of different fine-tunes decode concurrently (one context and lock each).
 
 Tokens: afinar tokenizes with the model's own Hugging Face tokenizer and hands llama.cpp token
 ids, so llama.cpp's tokenizer is never used (an unrecognised BPE pre-tokenizer is therefore
-written as ``default`` rather than refused). Decoding is done here, step by step, on llama.cpp's
-logits: transformers' logits processors (penalties, constrained JSON) apply as they are, greedy is
-an argmax, and sampling uses transformers' own temperature/top-p warpers and ``torch.multinomial``
-under the caller's ``torch.manual_seed``.
+written as ``default`` rather than refused). Decoding runs here with ``llama_decode``, one token a
+step: greedy without logits processors is a numpy argmax over a view of llama.cpp's logits (no
+copy), sampling without processors is llama.cpp's own sampler chain (temperature, top-p, a draw
+seeded from the caller's ``torch.manual_seed``); with processors (penalties, constrained JSON) the
+logits are copied into a tensor and transformers' processors, warpers and ``torch.multinomial``
+apply as on the reference.
 
 The conversion scripts come from the llama-cpp-python sdist (``make`` extracts them into
 ``.venv/share/afinar-llama.cpp``; ``AFINAR_LLAMA_CONVERT`` names another folder).
@@ -99,7 +116,7 @@ def _key(*paths: Path) -> str:
 def _run_convert(script: str, args: list[str], what: str) -> None:
     d = convert_dir()
     r = subprocess.run([sys.executable, "-c", _CONVERT, str(d), str(d / script), *args],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     if r.returncode != 0:
         tail = "\n".join(r.stderr.strip().splitlines()[-5:])
         raise EngineUnavailable(f"converting {what} to GGUF failed: {tail}")
