@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from afinar.cli.common import console, err_console, print_json
@@ -51,7 +52,7 @@ def print_summary(summary: dict) -> None:
                          f"{v['mean']:.2f} [{v['lo']:.2f},{v['hi']:.2f}]")
         c = r["cost"]
         train = f"{c['training_s']:.0f} s" if c.get("training_s") is not None else "-"
-        t.add_row(r["name"], *cells, f"{c['prompt_tokens'] or 0:.0f}",
+        t.add_row(escape(r["name"]), *cells, f"{c['prompt_tokens'] or 0:.0f}",
                   f"{c['added_prompt_tokens'] or 0:.0f}", f"{c['latency_p50_s'] or 0:.2f}",
                   f"{c['tokens_per_s'] or 0:.1f}", train)
     console.print(t)
@@ -59,16 +60,17 @@ def print_summary(summary: dict) -> None:
         noted = [f"{r['name']} {n}" for r in summary["strategies"]
                  if (n := r["metrics"][m]["notes"].get("unparsable"))]
         if noted:
-            console.print(f"{m}: unparsable answers (counted wrong): {', '.join(noted)}")
+            console.print(escape(f"{m}: unparsable answers (counted wrong): {', '.join(noted)}"))
     for f in summary.get("forgetting") or []:
         state = "[red]flagged[/]: " + "; ".join(f["reasons"]) if f["flagged"] else "ok"
-        console.print(f"forgetting {f['model']}: perplexity {f['perplexity_base']:.1f} -> "
+        console.print(f"forgetting {escape(f['model'])}: perplexity {f['perplexity_base']:.1f} -> "
                       f"{f['perplexity_tuned']:.1f}, general accuracy {f['accuracy_base']:.0%}"
                       f" -> {f['accuracy_tuned']:.0%} ({state})")
     a = summary["advice"]
-    console.print(f"\n[bold green]Recommendation: {a['recommendation']}[/]  {a.get('verdict', '')}")
+    console.print(f"\n[bold green]Recommendation: {escape(str(a['recommendation']))}[/]  "
+                  f"{escape(a.get('verdict', ''))}")
     for r in a["reasons"]:
-        console.print(f"  - {r}")
+        console.print(escape(f"  - {r}"))
 
 
 @app.command("run")
@@ -154,5 +156,5 @@ def list_cmd() -> None:
         rec = ""
         if m["status"] == "succeeded":
             rec = r.summary()["advice"].get("recommendation") or ""
-        t.add_row(r.id, m.get("name") or "", m["status"], rec)
+        t.add_row(r.id, escape(m.get("name") or ""), m["status"], escape(rec))
     console.print(t)
