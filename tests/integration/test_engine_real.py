@@ -10,7 +10,7 @@
   (teacher forcing) and llama.cpp's top token must equal transformers' top token at at least
   ``MIN_TOP1`` of all positions; the count of prompts with exact text is printed
   (``pytest -s``), not asserted.
-- f16 weights: the number of exact prompts is printed.
+- f16 weights: the number of exact prompts is printed (with ``AFINAR_TEST_F16=1``).
 - a LoRA fine-tune (random, non-zero r=16 adapter on all linear layers) served as a merged q8_0
   GGUF (the default ``AFINAR_LLAMA_ADAPTERS=merged``) against PEFT on the fp32 base: the same
   thresholds.
@@ -21,6 +21,7 @@ Needs the ``llama`` extra and the conversion scripts (``make``); skipped without
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -138,9 +139,10 @@ def test_llama_engine_against_the_transformers_reference(home, tmp_path):
     print(f"\nf32: {sum(w == g for w, g in zip(want, got))}/{len(PROMPTS)} exact")
     assert got == want
 
-    f16 = s.model_copy(update={"engine": "llama.cpp", "llama_weights": "f16"})
-    got = _outputs(ModelCache(max_models=1), base, f16)
-    print(f"\nf16: {sum(w == g for w, g in zip(want, got))}/{len(PROMPTS)} exact")
+    if os.environ.get("AFINAR_TEST_F16"):  # printed, not asserted: off in CI to save its minute
+        f16 = s.model_copy(update={"engine": "llama.cpp", "llama_weights": "f16"})
+        got = _outputs(ModelCache(max_models=1), base, f16)
+        print(f"\nf16: {sum(w == g for w, g in zip(want, got))}/{len(PROMPTS)} exact")
 
     q8 = s.model_copy(update={"engine": "llama.cpp", "llama_weights": "q8_0"})
     q8_cache = ModelCache(max_models=1)
