@@ -18,11 +18,11 @@ COLORS = {"base": "#8c8c8c", "few_shot": "#e0a030", "rag": "#3a8fd0", "fine_tune
 
 
 def bar_chart(rows: list[tuple[str, float | None, float | None, float | None, str]],
-              title: str, unit: str = "", vmax: float | None = None) -> str:
+              title: str, unit: str = "", vmax: float | None = None, fmt: str = "{:.2f}") -> str:
     """Horizontal bars (label, value, lo, hi, colour) with interval whiskers, as inline SVG."""
     vals = [v for _, v, _, hi, _ in rows for v in (v, hi) if v is not None]
     top = vmax if vmax is not None else (max(vals) if vals else 1.0) or 1.0
-    w, left, bar_h, gap = 560, 190, 18, 8
+    w, left, bar_h, gap = 600, 230, 18, 8
     h = 28 + len(rows) * (bar_h + gap)
     scale = (w - left - 70) / top
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img">',
@@ -30,7 +30,7 @@ def bar_chart(rows: list[tuple[str, float | None, float | None, float | None, st
     for i, (label, v, lo, hi, color) in enumerate(rows):
         y = 24 + i * (bar_h + gap)
         parts.append(f'<text x="{left - 6}" y="{y + 13}" font-size="12" text-anchor="end">'
-                     f'{html.escape(label[:28])}</text>')
+                     f'{html.escape(label if len(label) <= 34 else label[:33] + "…")}</text>')
         if v is None:
             parts.append(f'<text x="{left}" y="{y + 13}" font-size="12">n/a</text>')
             continue
@@ -43,7 +43,7 @@ def bar_chart(rows: list[tuple[str, float | None, float | None, float | None, st
                          f'stroke="#222"/><line x1="{x1:.1f}" y1="{y + 4}" x2="{x1:.1f}" '
                          f'y2="{y + bar_h - 4}" stroke="#222"/>')
         end = left + max(v, hi or v) * scale + 6
-        parts.append(f'<text x="{end:.1f}" y="{y + 13}" font-size="12">{v:.2f}{unit}</text>')
+        parts.append(f'<text x="{end:.1f}" y="{y + 13}" font-size="12">{fmt.format(v)}{unit}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -134,7 +134,7 @@ def render_html(summary: dict[str, Any]) -> str:
                            r["metrics"][m]["hi"], color(r)) for r in rows], m, vmax=1.0)
                for m in [main] + [m for m in metrics if m != main]]
     costs = [bar_chart([(r["name"], r["cost"]["prompt_tokens"], None, None, color(r))
-                        for r in rows], "prompt tokens per request"),
+                        for r in rows], "prompt tokens per request", fmt="{:.0f}"),
              bar_chart([(r["name"], r["cost"]["latency_p50_s"], None, r["cost"]["latency_p95_s"],
                          color(r)) for r in rows], "latency p50 (s; whisker to p95)", " s")]
 
