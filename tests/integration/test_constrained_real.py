@@ -8,6 +8,7 @@ import pytest
 
 from afinar.models import Catalog, Generator, SamplingParams, load_causal_lm
 from afinar.models.constrained import json_chat
+from tests.helpers import home_at
 
 pytestmark = pytest.mark.integration
 
@@ -31,17 +32,8 @@ PROMPTS = ["Name a primary colour.", "What is the capital of France?",
 
 @pytest.fixture(scope="module")
 def smol(tmp_path_factory):
-    from afinar.settings import reset_settings
-    from afinar.store.db import reset_databases
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AFINAR_HOME", str(tmp_path_factory.mktemp("constrained") / "home"))
-        mp.delenv("AFINAR_DATABASE_URL", raising=False)
-        reset_settings()
-        reset_databases()
+    with home_at(tmp_path_factory.mktemp("constrained") / "home"):
         yield load_causal_lm(Catalog().get("smollm2-135m-instruct"))
-    reset_settings()
-    reset_databases()
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)

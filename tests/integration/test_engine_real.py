@@ -25,6 +25,9 @@ import os
 
 import pytest
 
+from afinar.models.engines.llamacpp import unavailable_reason
+from tests.helpers import home_at
+
 pytestmark = pytest.mark.integration
 
 PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.",
@@ -40,34 +43,10 @@ TOKENS = 48
 MIN_TOP1 = 0.95  # of all teacher-forced positions, q8_0's top token equals the reference's
 
 
-def _missing() -> str | None:
-    from afinar.models.engines.llamacpp import (
-        EngineUnavailable,
-        convert_dir,
-        require_llama_cpp,
-    )
-
-    try:
-        require_llama_cpp()
-        convert_dir()
-    except EngineUnavailable as e:
-        return e.message
-    return None
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    from afinar.settings import reset_settings
-    from afinar.store.db import reset_databases
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AFINAR_HOME", str(tmp_path_factory.mktemp("engine") / "home"))
-        mp.delenv("AFINAR_DATABASE_URL", raising=False)
-        reset_settings()
-        reset_databases()
+    with home_at(tmp_path_factory.mktemp("engine") / "home"):
         yield
-        reset_settings()
-        reset_databases()
 
 
 def _outputs(cache, model_id, settings=None) -> list[str]:
@@ -114,7 +93,7 @@ def _compare(name, ref_lm, llama_lm, want, got) -> None:
     assert agree >= MIN_TOP1 * total, (agree, total)
 
 
-@pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
+@pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
 def test_llama_engine_against_the_transformers_reference(home, tmp_path):
     import torch
     from peft import LoraConfig, get_peft_model

@@ -4,7 +4,6 @@ exactly their model's output; the adapter LRU evicts and reloads correctly; the 
 still applies."""
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import torch
 from afinar.models import Catalog, Generator, ModelCache, SamplingParams, load_causal_lm
 from afinar.models.adapters import shares_base
 from afinar.models.finetuned import TemplateMismatch
+from tests.helpers import all_at_once
 
 PROMPT = [{"role": "user", "content": "question 3"}]
 GREEDY = SamplingParams(temperature=0, max_tokens=10)
@@ -84,17 +84,8 @@ def test_concurrent_requests_for_different_adapters_never_bleed(two_adapters):
 
     order = [a, b, "tiny"] * 8  # interleaved: each request's neighbours use other weights
     got: list[tuple[str, str]] = []
-    start = threading.Barrier(len(order))
-
-    def ask(model_id: str) -> None:
-        start.wait()
-        got.append((model_id, Generator(cache.get(model_id)).chat(PROMPT, GREEDY).text))
-
-    threads = [threading.Thread(target=ask, args=(m,)) for m in order]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    all_at_once(lambda m: got.append((m, Generator(cache.get(m)).chat(PROMPT, GREEDY).text)),
+                order)
     assert len(got) == len(order)
     wrong = [(m, text) for m, text in got if text != want[m]]
     assert not wrong, f"outputs that are not their model's own: {wrong}"

@@ -2,17 +2,8 @@ import json
 
 import pytest
 
-from afinar.cli import chat_cmd, main
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(argv))
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+from afinar.cli import chat_cmd
+from tests.helpers import run_cli as run
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ from afinar.models.constrained import (
     JsonIncomplete,
     json_chat,
 )
+from tests.helpers import bias_to
 
 MSGS = [{"role": "user", "content": "hello world"}]
 # Required properties, enums, an integer range, a boolean, an array and a nested object; strings
@@ -41,16 +42,6 @@ SCHEMA = {
 
 def _eos(lm) -> list[int]:
     return end_of_turn_ids(lm.tokenizer, lm.model.generation_config)
-
-
-def _bias_to(lm, token_id: int, bias: float = 10.0) -> None:
-    """Make the model all but certain to pick ``token_id`` (a fresh lm_head with a bias)."""
-    cfg = lm.model.config
-    head = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=True)
-    torch.nn.init.zeros_(head.weight)
-    torch.nn.init.zeros_(head.bias)
-    head.bias.data[token_id] = bias
-    lm.model.lm_head = head
 
 
 def test_sampled_replies_parse_and_match_the_schema(tiny_long):
@@ -81,7 +72,7 @@ def test_end_of_turn_only_when_the_json_is_complete(tiny):
     top_p and penalties, still writes whole JSON: the mask comes before top_p, so the only
     allowed tokens survive, and EOS is refused until the object is closed."""
     eos = tiny.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    _bias_to(tiny, eos, bias=12.0)
+    bias_to(tiny, eos, bias=12.0)
     gen = Generator(tiny)
     assert gen.chat(MSGS, SamplingParams(seed=0, max_tokens=5)).text == ""  # stops at once
     schema = {"type": "object", "properties": {"a": {"enum": ["red", "blue"]},

@@ -7,30 +7,18 @@ On the embedded model q8_0 is not exact on every prompt: tests/integration/test_
 Needs the ``llama`` extra (llama-cpp-python, compiled from its sdist) and llama.cpp's conversion
 scripts (``make`` installs both); without them these tests skip and say why."""
 
-import threading
 
 import pytest
 
 from afinar.models import Catalog, Generator, ModelCache, SamplingParams
+from afinar.models.engines.llamacpp import unavailable_reason
+from tests.helpers import all_at_once
 from tests.unit.test_adapters import ANSWERS, GREEDY, PROMPT, train_adapter
 
 
-def _missing() -> str | None:
-    from afinar.models.engines.llamacpp import (
-        EngineUnavailable,
-        convert_dir,
-        require_llama_cpp,
-    )
-
-    try:
-        require_llama_cpp()
-        convert_dir()
-    except EngineUnavailable as e:
-        return e.message
-    return None
 
 
-pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
+pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
 PROMPTS = ["hello", "question 3", "Debian is", "Red, blue and", "tool 7 8 9"]
 
 
@@ -69,17 +57,8 @@ def test_adapters_on_the_llama_base_equal_the_reference(tiny_model_template, tmp
     cache = ModelCache(max_models=1, max_adapters=1)  # every switch evicts and reloads
     got: list[tuple[str, str]] = []
     order = [*ids, "tiny"] * 4
-    start = threading.Barrier(len(order))
-
-    def ask(m):
-        start.wait()
-        got.append((m, Generator(cache.get(m, settings=llama_settings)).chat(PROMPT, GREEDY).text))
-
-    threads = [threading.Thread(target=ask, args=(m,)) for m in order]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    all_at_once(lambda m: got.append(
+        (m, Generator(cache.get(m, settings=llama_settings)).chat(PROMPT, GREEDY).text)), order)
     assert len(got) == len(order)
     assert [(m, t) for m, t in got if t != want[m]] == []
     host = cache.adapters("tiny")

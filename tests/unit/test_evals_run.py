@@ -21,6 +21,7 @@ from afinar.evals.report import render_html, write_jsonl
 from afinar.evals.strategies import Context, StrategySpec, build
 from afinar.models import Catalog
 from afinar.models.generation import Generator
+from tests.helpers import home_at, run_cli
 
 SYSTEM = "You answer questions about Acme routers."
 DOCS = {"acme-x300.md": "# X300\n\n## Power\n\nThe X300 needs a 12 V power adapter.\n",
@@ -45,20 +46,18 @@ def chat(q, a):
 def world(tmp_path_factory, tiny_model_template):
     """One home for the module: the tiny model (2,048-token window), a knowledge base and a
     fine-tuned LoRA model trained by a real job."""
+    root = tmp_path_factory.mktemp("evals")
+    with home_at(root / "home"):
+        yield _world(root, tiny_model_template)
+
+
+def _world(root: Path, tiny_model_template: Path) -> dict:
     from afinar.rag.kb import KnowledgeBases
-    from afinar.settings import get_settings, reset_settings
-    from afinar.store.db import reset_databases
+    from afinar.settings import get_settings
     from afinar.store.files import Files
     from afinar.tuning.jobs import Jobs
     from afinar.tuning.runner import JobRunner
 
-    root = tmp_path_factory.mktemp("evals")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("AFINAR_HOME", str(root / "home"))
-    mp.delenv("AFINAR_DATABASE_URL", raising=False)
-    mp.setenv("AFINAR_THREADS", "2")
-    reset_settings()
-    reset_databases()
     folder = Path(shutil.copytree(tiny_model_template, root / "tiny-long"))
     cfg = json.loads((folder / "config.json").read_text())
     cfg["max_position_embeddings"] = 2048
@@ -80,10 +79,7 @@ def world(tmp_path_factory, tiny_model_template):
     status = JobRunner(Jobs().get(job.id), get_settings(), "test").run()
     assert status == "succeeded", Jobs().get(job.id).error
     ft = Jobs().get(job.id).fine_tuned_model
-    yield {"root": root, "train": train, "test": test, "ft": ft, "job": job.id}
-    mp.undo()
-    reset_settings()
-    reset_databases()
+    return {"root": root, "train": train, "test": test, "ft": ft, "job": job.id}
 
 
 METRICS = ["exact_match", "normalized_exact_match", "token_f1", "rouge_l", "json_valid",
@@ -264,31 +260,21 @@ def test_bad_configs_are_refused_clearly(world, over, message):
     assert message in str(e.value)
 
 
-def cli(*argv) -> int:
-    from afinar.cli import main
-
-    try:
-        main(list(argv))
-    except SystemExit as e:
-        return e.code or 0
-    return 0
-
-
 def test_cli_run_report_and_list(world, tmp_path, capsys):
     yaml_file = tmp_path / "eval.yaml"
     yaml_file.write_text(
         f"name: cli\ntest_file: {world['test']}\nmodel: tiny-long\nknowledge_base: acme\n"
         "generation: {max_tokens: 4}\nstrategies: [base, rag]\nmetrics: [token_f1, contains_all]\n")
     html = tmp_path / "r.html"
-    assert cli("eval", "run", str(yaml_file), "--limit", "2", "--html", str(html)) == 0
-    out = capsys.readouterr().out
+    code, out, _ = run_cli(capsys, "eval", "run", str(yaml_file), "--limit", "2", "--html", str(html))
+    assert code == 0
     assert "Recommendation:" in out and "token_f1" in out and html.is_file()
     run_id = out.split("afinar eval report ")[1].split()[0]
     assert get_run(run_id).meta["config"]["limit"] == 2
     jsonl = tmp_path / "r.jsonl"
-    assert cli("eval", "report", run_id, "--jsonl", str(jsonl)) == 0
+    assert run_cli(capsys, "eval", "report", run_id, "--jsonl", str(jsonl))[0] == 0
     assert len(jsonl.read_text().splitlines()) == 2 * 2
-    assert cli("eval", "list") == 0
-    assert run_id[:12] in capsys.readouterr().out
-    assert cli("eval", "report", "evalrun-missing") == 2
+    code, out, _ = run_cli(capsys, "eval", "list")
+    assert code == 0 and run_id[:12] in out
+    assert run_cli(capsys, "eval", "report", "evalrun-missing")[0] == 2
     assert os.environ["AFINAR_HOME"] in str(get_run(run_id).path)

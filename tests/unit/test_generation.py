@@ -3,18 +3,9 @@ import torch
 
 from afinar.errors import ContextLengthExceeded, InvalidRequest
 from afinar.models import Generator, SamplingParams, end_of_turn_ids, render_ids, render_text
+from tests.helpers import bias_to
 
 MSGS = [{"role": "user", "content": "hello world"}]
-
-
-def _bias_to(lm, token_id: int, bias: float = 10.0) -> None:
-    """Make greedy decoding always pick ``token_id`` (a fresh, untied lm_head with a bias)."""
-    cfg = lm.model.config
-    head = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=True)
-    torch.nn.init.zeros_(head.weight)
-    torch.nn.init.zeros_(head.bias)
-    head.bias.data[token_id] = bias
-    lm.model.lm_head = head
 
 
 def _word_token(tok, n=3):
@@ -63,7 +54,7 @@ def test_streaming_yields_the_same_text_piece_by_piece(tiny):
 
 def test_max_tokens_finishes_with_length(tiny):
     i, word = _word_token(tiny.tokenizer)
-    _bias_to(tiny, i)
+    bias_to(tiny, i)
     r = Generator(tiny).chat(MSGS, SamplingParams(temperature=0, max_tokens=5))
     assert r.finish_reason == "length"
     assert r.completion_tokens == 5
@@ -72,7 +63,7 @@ def test_max_tokens_finishes_with_length(tiny):
 
 def test_greedy_stops_at_end_of_turn_token_and_hides_it(tiny):
     eot = tiny.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    _bias_to(tiny, eot)
+    bias_to(tiny, eot)
     r = Generator(tiny).chat(MSGS, SamplingParams(temperature=0, max_tokens=50))
     assert (r.finish_reason, r.text, r.completion_tokens) == ("stop", "", 1)
 
@@ -104,7 +95,7 @@ def test_greedy_stops_at_end_of_turn_after_learned_answer(tiny):
 
 def test_stop_string_across_tokens_is_cut_and_never_streamed(tiny):
     i, word = _word_token(tiny.tokenizer)  # e.g. "abc" -> "abcabcabc..."
-    _bias_to(tiny, i)
+    bias_to(tiny, i)
     stop = word[-1] + word[0]  # spans the boundary between two tokens
     s = Generator(tiny).stream(MSGS, SamplingParams(temperature=0, max_tokens=20, stop=[stop]))
     deltas = list(s)
@@ -115,7 +106,7 @@ def test_stop_string_across_tokens_is_cut_and_never_streamed(tiny):
 
 def test_held_back_prefix_of_a_stop_that_never_completes_is_released(tiny):
     i, word = _word_token(tiny.tokenizer)
-    _bias_to(tiny, i)
+    bias_to(tiny, i)
     s = Generator(tiny).stream(MSGS, SamplingParams(temperature=0, max_tokens=4,
                                                     stop=[word[-1] + "\u00e9"]))
     assert "".join(s) == s.result.text == word * 4
@@ -164,7 +155,7 @@ def test_model_without_chat_template(tiny):
 def test_openai_penalties_lower_repeated_tokens(tiny, kind):
     i, word = _word_token(tiny.tokenizer)
     bias = 10.0 if kind == "frequency_penalty" else 1.5
-    _bias_to(tiny, i, bias)  # greedy alone repeats one token forever (the other logits: 0)
+    bias_to(tiny, i, bias)  # greedy alone repeats one token forever (the other logits: 0)
     gen = Generator(tiny)
     plain = gen.chat(MSGS, SamplingParams(temperature=0, max_tokens=20))
     assert plain.text == word * 20

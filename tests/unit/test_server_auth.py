@@ -9,19 +9,10 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from afinar.cli import main, serve_cmd
+from afinar.cli import serve_cmd
 from afinar.server.app import create_app
 from afinar.store.keys import ApiKeys
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(argv))
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.helpers import run_cli as run
 
 
 def bearer(key: str) -> dict[str, str]:
