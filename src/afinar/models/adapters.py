@@ -19,6 +19,7 @@ import time
 import warnings
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 from afinar.models.catalog import ModelInfo
 from afinar.models.loader import LoadedModel
@@ -43,20 +44,21 @@ def adapter_name(info: ModelInfo) -> str:
     return "a" + hashlib.sha256(f"{info.id}\0{info.path}".encode()).hexdigest()[:16]
 
 
-class AdapterHost:
-    """The adapters loaded on one base model, LRU-ordered. All methods run under the base lock."""
+class AdapterLRU:
+    """Adapters loaded on one base model, LRU-ordered, at most ``max_adapters``; all changes run
+    under the base lock. Subclasses say how an adapter is loaded, freed and selected (PEFT here,
+    llama.cpp in ``engines/llamacpp.py``); selecting ``None`` runs the bare base."""
 
     def __init__(self, base: LoadedModel, max_adapters: int):
         if max_adapters < 1:
             raise ValueError("max_adapters must be at least 1")
         self.base, self.max_adapters = base, max_adapters
-        self.peft = None  # the PeftModel wrapping base.model, made with the first adapter
-        self._loaded: OrderedDict[str, Path] = OrderedDict()  # adapter name -> folder
+        self._loaded: OrderedDict[str, Any] = OrderedDict()  # adapter name -> handle
         self._models: dict[tuple[str, str], LoadedModel] = {}
         self._active: str | None = None  # the adapter the layers run now (None: base)
         self.loads = 0  # adapters read from disk (first loads and reloads after eviction)
         self.evictions = 0
-        base.activate_hook = self._activate_base
+        base.activate_hook = lambda: self._select(None)
 
     @property
     def loaded(self) -> list[str]:
@@ -87,6 +89,36 @@ class AdapterHost:
         if name in self._loaded:
             self._loaded.move_to_end(name)
             return
+        self._loaded[name] = self._load(name, path)
+        self.loads += 1
+        while len(self._loaded) > self.max_adapters:
+            old, handle = self._loaded.popitem(last=False)
+            self._unload(old, handle)
+            self._models = {k: v for k, v in self._models.items() if v.adapter != old}
+            self.evictions += 1
+
+    def _activate(self, name: str, path: Path) -> None:
+        self._ensure(name, path)
+        self._select(name)
+
+    def _load(self, name: str, path: Path) -> Any:
+        raise NotImplementedError
+
+    def _unload(self, name: str, handle: Any) -> None:
+        raise NotImplementedError
+
+    def _select(self, name: str | None) -> None:
+        raise NotImplementedError
+
+
+class AdapterHost(AdapterLRU):
+    """PEFT adapters injected into the shared base's layers."""
+
+    def __init__(self, base: LoadedModel, max_adapters: int):
+        super().__init__(base, max_adapters)
+        self.peft = None  # the PeftModel wrapping base.model, made with the first adapter
+
+    def _load(self, name: str, path: Path) -> Path:
         if self.peft is None:
             from peft import PeftModel
 
@@ -96,27 +128,21 @@ class AdapterHost:
         else:
             self.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
         self.peft.eval()
-        self._loaded[name] = path
-        self.loads += 1
-        while len(self._loaded) > self.max_adapters:
-            old, _ = self._loaded.popitem(last=False)
-            with warnings.catch_warnings():  # "adapter X was active ...": we set it anew
-                warnings.simplefilter("ignore", UserWarning)
-                self.peft.delete_adapter(old)
-            self._active = _UNKNOWN  # PEFT picks another active adapter: set it anew next time
-            self._models = {k: v for k, v in self._models.items() if v.adapter != old}
-            self.evictions += 1
+        return path
 
-    def _activate(self, name: str, path: Path) -> None:
-        self._ensure(name, path)
-        if self._active == name:
+    def _unload(self, name: str, handle: Path) -> None:
+        with warnings.catch_warnings():  # "adapter X was active ...": we set it anew
+            warnings.simplefilter("ignore", UserWarning)
+            self.peft.delete_adapter(name)
+        self._active = _UNKNOWN  # PEFT picks another active adapter: set it anew next time
+
+    def _select(self, name: str | None) -> None:
+        if self.peft is None or self._active == name:
             return
         tuner = self.peft.base_model
-        tuner.enable_adapter_layers()
-        tuner.set_adapter(name, inference_mode=True)
+        if name is None:
+            tuner.disable_adapter_layers()
+        else:
+            tuner.enable_adapter_layers()
+            tuner.set_adapter(name, inference_mode=True)
         self._active = name
-
-    def _activate_base(self) -> None:
-        if self.peft is not None and self._active is not None:
-            self.peft.base_model.disable_adapter_layers()
-            self._active = None

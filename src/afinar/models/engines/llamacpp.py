@@ -93,6 +93,17 @@ def convert_dir() -> Path:
     return d
 
 
+def unavailable_reason() -> str | None:
+    """Why this engine cannot run here (llama-cpp-python or the conversion scripts missing), or
+    None when it can."""
+    try:
+        require_llama_cpp()
+        convert_dir()
+    except EngineUnavailable as e:
+        return e.message
+    return None
+
+
 def require_llama_cpp():
     try:
         import llama_cpp
@@ -305,69 +316,30 @@ class LlamaCppModel:
         return buf[:, :n].clone()
 
 
-class LlamaAdapterHost:
-    """LoRA adapters (GGUF) on one llama.cpp base, LRU-ordered; all changes under the base lock
+class LlamaAdapterHost(peft_adapters.AdapterLRU):
+    """LoRA adapters (GGUF) on one llama.cpp base, set per request on its shared context
     (``llama_adapters=runtime``)."""
+
     def __init__(self, base: LoadedModel, max_adapters: int, settings: Settings):
-        if max_adapters < 1:
-            raise ValueError("max_adapters must be at least 1")
-        self.base, self.max_adapters, self.settings = base, max_adapters, settings
+        super().__init__(base, max_adapters)
+        self.settings = settings
         self.folder = Path(base.info.info.get("hf_folder", ""))
-        self._loaded: OrderedDict[str, Any] = OrderedDict()  # adapter name -> llama adapter
-        self._models: dict[tuple[str, str], LoadedModel] = {}
-        self._active: str | None = None
-        self.loads = self.evictions = 0
-        base.activate_hook = lambda: self._set(None)
 
-    @property
-    def loaded(self) -> list[str]:
-        return list(self._loaded)
-
-    def get(self, info: ModelInfo) -> LoadedModel:
-        from afinar.models.finetuned import check_fingerprint, read_manifest
-
-        key = (info.id, str(info.path))
-        with self.base.lock:
-            if key in self._models:
-                lm = self._models[key]
-                self._ensure(lm.adapter, info.path)
-                return lm
-            t0 = time.perf_counter()
-            check_fingerprint(read_manifest(info.path), self.base.tokenizer,
-                              self.base.model.generation_config, info.id)
-            name = peft_adapters.adapter_name(info)
-            self._ensure(name, info.path)
-            lm = LoadedModel(info, self.base.model, self.base.tokenizer, "cpu",
-                             time.perf_counter() - t0, "adapter", lock=self.base.lock,
-                             activate_hook=lambda: self._activate(name, info.path), adapter=name)
-            self._models[key] = lm
-            return lm
-
-    def _ensure(self, name: str, path: Path) -> None:
+    def _load(self, name: str, path: Path) -> Any:
         llama_cpp = require_llama_cpp()
-        if name in self._loaded:
-            self._loaded.move_to_end(name)
-            return
         gguf = lora_gguf(path, self.folder, self.settings)
         handle = llama_cpp.llama_adapter_lora_init(self.base.model.llama.model,
                                                    str(gguf).encode())
         if not handle:
             raise EngineUnavailable(f"llama.cpp could not load the adapter {gguf}")
-        self._loaded[name] = handle
-        self.loads += 1
-        while len(self._loaded) > self.max_adapters:
-            old, h = self._loaded.popitem(last=False)
-            if self._active == old:
-                self._set(None)
-            llama_cpp.llama_adapter_lora_free(h)
-            self._models = {k: v for k, v in self._models.items() if v.adapter != old}
-            self.evictions += 1
+        return handle
 
-    def _activate(self, name: str, path: Path) -> None:
-        self._ensure(name, path)
-        self._set(name)
+    def _unload(self, name: str, handle: Any) -> None:
+        if self._active == name:
+            self._select(None)
+        require_llama_cpp().llama_adapter_lora_free(handle)
 
-    def _set(self, name: str | None) -> None:
+    def _select(self, name: str | None) -> None:
         if name == self._active:
             return
         llama_cpp = require_llama_cpp()
