@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from afinar.errors import InvalidRequest
+from afinar.models.templates import content_text
 
 
 @dataclass
@@ -30,16 +31,8 @@ class Case:
         """The last user message: what retrieval and few-shot selection search with."""
         for m in reversed(self.messages):
             if m.get("role") == "user":
-                return _text(m.get("content"))
+                return content_text(m.get("content"))
         return ""
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
 
 
 def _bad(path: Path, line: int, fld: str, msg: str) -> InvalidRequest:
@@ -79,7 +72,7 @@ def _case(path: Path, n: int, row: Any) -> Case:
     if not msgs or msgs[-1].get("role") != "assistant":
         raise _bad(path, n, "messages", "the last message must be the assistant's reference "
                                         "answer")
-    reference = _text(msgs[-1].get("content"))
+    reference = content_text(msgs[-1].get("content"))
     if not reference.strip():
         raise _bad(path, n, f"messages[{len(msgs) - 1}].content", "the reference answer is empty")
     if not any(m.get("role") == "user" for m in msgs[:-1]):

@@ -32,7 +32,7 @@ REGISTRY: dict[str, type[Metric]] = {}
 @dataclass
 class Score:
     value: float
-    note: str | None = None
+    note: str | None = None  # "kind" or "kind: detail"; the table counts notes by kind
 
 
 @dataclass
@@ -165,7 +165,7 @@ class LabelAccuracy(Metric):
         got = self.parse(pred.text)
         if got is None:
             return Score(0.0, "unparsable")
-        return Score(float(got == gold), None if got == gold else f"said {got}")
+        return Score(float(got == gold), None if got == gold else f"said: {got}")
 
 
 @register
@@ -196,7 +196,7 @@ class JsonSchemaValid(Metric):
         if not ok:
             return Score(0.0, "not JSON")
         err = next(iter(self._validator.iter_errors(obj)), None)
-        return Score(1.0) if err is None else Score(0.0, err.message[:120])
+        return Score(1.0) if err is None else Score(0.0, f"schema: {err.message[:120]}")
 
 
 @register
@@ -218,7 +218,7 @@ class JsonMatch(Metric):
         if not ok or not isinstance(got, dict):
             return Score(0.0, "not a JSON object")
         wrong = [f for f in (self.fields or list(ref)) if _norm(got.get(f)) != _norm(ref.get(f))]
-        return Score(0.0, "wrong " + ", ".join(wrong)) if wrong else Score(1.0)
+        return Score(0.0, "wrong: " + ", ".join(wrong)) if wrong else Score(1.0)
 
 
 def _norm(v: Any) -> Any:
@@ -239,7 +239,7 @@ class ContainsAll(Metric):
             return None
         text = normalize(pred.text)
         missing = [s for s in need if normalize(s) not in text]
-        return Score(0.0, "missing " + "; ".join(missing)) if missing else Score(1.0)
+        return Score(0.0, "missing: " + "; ".join(missing)) if missing else Score(1.0)
 
 
 @register

@@ -193,12 +193,13 @@ def _execute(ev: EvalRun, config: EvalConfig, settings: Settings, cache: ModelCa
         progress("score", "metrics", counter["n"], total)
 
     scores = table.score_all(metrics, cases, preds, scored)
+    training = {s.model: _training(s.model, settings) for s in strats if s.fine_tuned}
     meta = []
     for s in strats:
         row = {"name": s.name, "type": s.type, "model": s.model, "fine_tuned": s.fine_tuned,
                "uses_kb": s.uses_kb, "k": s.spec.k}
         if s.fine_tuned:
-            row["training"] = _training(s.model, settings)
+            row["training"] = training[s.model]
         meta.append(row)
     summary = table.summarize(meta, cases, preds, scores, config.metric_names(), config.main,
                               config.bootstrap_samples, config.seed)
@@ -207,8 +208,7 @@ def _execute(ev: EvalRun, config: EvalConfig, settings: Settings, cache: ModelCa
     summary["baseline"] = baseline
     summary["forgetting"] = []
     fspec = config.forgetting_spec()
-    tuned = {(s.model, _training(s.model, settings).get("base_model") or default_model)
-             for s in strats if s.fine_tuned}
+    tuned = {(m, t.get("base_model") or default_model) for m, t in training.items()}
     if fspec is not None and tuned:
         summary["forgetting"] = forgetting.check(
             load, sorted(tuned), fspec.threshold, fspec.text_file, fspec.qa_file,

@@ -48,8 +48,8 @@ def summarize(strategies: list[dict[str, Any]], cases: list[Case],
         mets = {}
         for m in metric_names:
             vals = [s.value for c in cases if (s := scores[name][c.id][m]) is not None]
-            notes = Counter(s.note.split(" ")[0] if m != "label_accuracy" else s.note
-                            for c in cases if (s := scores[name][c.id][m]) is not None and s.note)
+            notes = Counter(s.note.split(":")[0] for c in cases
+                            if (s := scores[name][c.id][m]) is not None and s.note)
             lo, hi = bootstrap_ci(vals, n_boot, seed)
             mets[m] = {"mean": float(np.mean(vals)) if vals else None, "lo": lo if vals else None,
                        "hi": hi if vals else None, "n": len(vals), "notes": dict(notes)}
