@@ -44,8 +44,11 @@ def chat(
     question: str = typer.Argument(None, help="Ask one question; omit for an interactive chat."),
     model: str = typer.Option(None, "-m", "--model", help="Model id (default: the settings')."),
     system: str = typer.Option(None, "--system", "-s", help="System prompt."),
-    temperature: float = typer.Option(0.7, help="0 = greedy."),
-    top_p: float = typer.Option(1.0, "--top-p"),
+    temperature: float = typer.Option(
+        None, min=0.0, max=2.0,
+        help="0 = greedy (default: the model's recommended, as the server uses)."),
+    top_p: float = typer.Option(None, "--top-p", min=0.0, max=1.0,
+                                help="Default: the model's recommended."),
     max_tokens: int = typer.Option(512, "--max-tokens"),
     stop: list[str] = typer.Option(None, "--stop", help="Stop string (repeatable, up to 4)."),
     seed: int = typer.Option(None, help="Same seed, same answer."),
@@ -55,9 +58,21 @@ def chat(
     max_calls: int = typer.Option(3, "--max-calls", help="Tool calls allowed per answer."),
 ) -> None:
     """Chat with a model: streams the answer token by token."""
+    from afinar.models import Catalog
+
     model = model or get_settings().default_model
-    params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                            stop=stop or [], seed=seed)
+    from pydantic import ValidationError
+
+    from afinar.errors import InvalidRequest
+
+    try:  # what is not given: the model's recommendation
+        params = SamplingParams.with_defaults(
+            {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
+             "stop": stop or [], "seed": seed}, Catalog().sampling_defaults(model))
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise InvalidRequest(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: "
+                             f"{err['msg']}") from None
     gen = Generator(_load(model))
     base: list[dict] = [{"role": "system", "content": system}] if system else []
     if tools is not None:

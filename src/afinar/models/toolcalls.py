@@ -53,3 +53,33 @@ def parse_tool_calls(text: str, names: set[str] | None = None
     for a, b in reversed(spans):
         text = text[:a] + text[b:]
     return text.strip() or None, calls
+
+
+FORCED_PREFIX = "<tool_call>\n"  # a forced call starts the reply; the JSON after it is constrained
+
+
+def forced_call_schema(tools: list[dict[str, Any]], name: str | None = None) -> dict[str, Any]:
+    """The JSON schema of one call, ``{"name": ..., "arguments": {...}}``, of the function
+    ``name`` (a named ``tool_choice``) or of any of ``tools`` (``"required"``), with each
+    function's ``parameters`` as the arguments' schema. Under constrained decoding
+    (``SamplingParams.json_schema``) after ``FORCED_PREFIX`` the reply is that call and
+    ``parse_tool_calls`` reads it back. Unless every function is ``strict``, keywords that
+    cannot be enforced are ignored (llguidance's ``lenient``), as in JSON mode."""
+    options, defs, strict = [], {}, True
+    for t in tools:
+        fn = t.get("function", t)
+        if name is not None and fn.get("name") != name:
+            continue
+        params = dict(fn.get("parameters") or {"type": "object"})
+        defs.update(params.pop("$defs", None) or {})
+        params.pop("x-guidance", None)
+        strict = strict and bool(fn.get("strict"))
+        options.append({"type": "object", "additionalProperties": False,
+                        "required": ["name", "arguments"],
+                        "properties": {"name": {"const": fn.get("name")}, "arguments": params}})
+    if not options:
+        raise ValueError(f"no function named {name!r}")
+    schema: dict[str, Any] = options[0] if len(options) == 1 else {"anyOf": options}
+    if defs:
+        schema = {**schema, "$defs": defs}
+    return schema if strict else {**schema, "x-guidance": {"lenient": True}}

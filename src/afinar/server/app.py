@@ -14,8 +14,11 @@ from afinar import __version__
 from afinar.errors import AfinarError
 from afinar.models.loader import ModelCache
 from afinar.server.common import afinar_error_handler, http_error_handler, \
-    unexpected_error_handler, validation_error_handler
+    unexpected_error_handler
+from afinar.server.limits import BodyLimits, TooLarge, max_upload_bytes, too_large_handler, \
+    validation_error_handler
 from afinar.settings import Settings, get_settings
+from afinar.store.files import MAX_BYTES
 
 ROUTERS = ("routes_models", "routes_chat", "routes_files", "routes_embeddings",
            "routes_fine_tuning", "routes_vector_stores", "routes_responses", "routes_keys")
@@ -23,7 +26,10 @@ ROUTERS = ("routes_models", "routes_chat", "routes_files", "routes_embeddings",
 
 def create_app(settings: Settings | None = None, auth: bool | None = None,
                max_models: int = 2) -> FastAPI:
-    """``auth``: require keys (default: when any exists). Without keys the app runs in local
+    """Request bodies are capped and checked before any route runs (``afinar.server.limits``)
+    and validated against OpenAI's schemas (``afinar.server.schemas``).
+
+    ``auth``: require keys (default: when any exists). Without keys the app runs in local
     development mode (every request acts as an admin) until a key is created; ``afinar serve``
     allows that only on a loopback address."""
     settings = settings or get_settings()
@@ -35,6 +41,9 @@ def create_app(settings: Settings | None = None, auth: bool | None = None,
     app.state.settings = settings
     app.state.auth = ApiKeys(settings).any() if auth is None else auth
     app.state.models = ModelCache(max_models=max_models)
+    app.state.max_upload_bytes = max_upload_bytes(MAX_BYTES)
+    app.add_middleware(BodyLimits)  # before parsing: size caps, strict JSON
+    app.add_exception_handler(TooLarge, too_large_handler)
     app.add_exception_handler(AfinarError, afinar_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)  # routing's too
     app.add_exception_handler(RequestValidationError, validation_error_handler)

@@ -5,7 +5,14 @@ write, and the sampler can only emit tokens that keep the reply valid JSON (for 
 valid for the schema), so a reply that ends (``stop``) parses; one cut by ``max_tokens`` ends with
 ``length``, as OpenAI's does. ``strict: true`` enforces the schema exactly and rejects keywords
 that cannot be enforced (400); without it such keywords are ignored. Tool calls are parsed from
-the text (Hermes ``<tool_call>``), never forced. With tools a stream is one buffered reply.
+the text (Hermes ``<tool_call>``); ``tool_choice`` ``"required"`` or a named function forces a
+call: the reply starts with ``<tool_call>`` and the call's JSON is constrained to
+``{"name": <one of the tools>, "arguments": <its parameters' schema>}``
+(``models.toolcalls.forced_call_schema``). With tools a stream is one buffered reply.
+
+Sampling fields a request omits (``temperature``, ``top_p``, ...) take the model's recommended
+values (``Catalog.sampling_defaults``: the catalog's entry or ``generation_config.json``), as
+vLLM's ``--generation-config auto`` does; OpenAI's defaults (1.0) only when the model names none.
 """
 
 from __future__ import annotations
@@ -14,99 +21,101 @@ import collections
 import json
 import time
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from afinar import __version__
 from afinar.errors import AfinarError, InvalidRequest
 from afinar.ids import new_id
+from afinar.models.catalog import Catalog
 from afinar.models.constrained import ANY_OBJECT, json_hint
-from afinar.models.toolcalls import parse_tool_calls  # noqa: F401  (re-exported)
 from afinar.models.generation import GenerationResult, GenerationStream, Generator, SamplingParams
+from afinar.models.toolcalls import FORCED_PREFIX, forced_call_schema, parse_tool_calls
 from afinar.server.common import Auth, error_body
+from afinar.server.schemas import ChatRequest, CompletionRequest, NamedToolChoice, Sampled
 
 router = APIRouter(dependencies=[Auth])
 FINGERPRINT = f"fp_afinar_{__version__}"
 
 
-_Stop = Annotated[str, Field(min_length=1)]
-_Stops = Annotated[list[_Stop], Field(max_length=4)]
+def sampling_defaults(request: Request, model: str) -> dict[str, Any]:
+    """The model's recommended sampling (``Catalog.sampling_defaults``), for what a request
+    omits; an unknown model is the catalog's 404, before anything loads."""
+    return Catalog(request.app.state.settings).sampling_defaults(model)
 
 
-class ResponseFormat(BaseModel):
-    type: Literal["text", "json_object", "json_schema"] = "text"
-    json_schema: dict[str, Any] | None = None  # {"name", "schema", "strict"}
+def per_choice(req: Sampled, max_tokens: int | None, defaults: dict[str, Any]
+               ) -> list[SamplingParams]:
+    """One ``SamplingParams`` per choice: what the request gives, else the model's recommended
+    sampling, else OpenAI's defaults; seeds ``seed, seed+1, ...`` when a seed is given."""
+    p = SamplingParams.with_defaults({**req.sampling(), "max_tokens": max_tokens}, defaults)
+    if p.seed is None:
+        return [p] * req.n
+    return [p.model_copy(update={"seed": (p.seed + i) % 2**63}) for i in range(req.n)]
 
 
-class _Sampled(BaseModel):  # unknown fields are ignored (pydantic's default)
-    model: str
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
-    stop: _Stop | _Stops | None = None
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    n: int = Field(1, ge=1, le=8)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None  # {"include_usage": bool}
-    user: str | None = None
-
-    def per_choice(self, max_tokens: int | None) -> list[SamplingParams]:
-        """One ``SamplingParams`` per choice: seeds ``seed, seed+1, ...`` when a seed is given."""
-        keys = ("temperature", "top_p", "stop", "seed", "frequency_penalty", "presence_penalty")
-        p = SamplingParams(**{k: getattr(self, k) for k in keys if getattr(self, k) is not None},
-                           max_tokens=max_tokens)  # the fields above carry its constraints
-        if p.seed is None:
-            return [p] * self.n
-        return [p.model_copy(update={"seed": (p.seed + i) % 2**63}) for i in range(self.n)]
-
-    @property
-    def include_usage(self) -> bool:
-        return bool((self.stream_options or {}).get("include_usage"))
+def _unsupported(req: Sampled) -> None:
+    """Fields OpenAI's schema allows that afinar cannot honour: 400, never silently ignored."""
+    if getattr(req, "logprobs", None):
+        raise InvalidRequest("logprobs are not supported", code="unsupported_parameter",
+                             param="logprobs")
+    if req.logit_bias:
+        raise InvalidRequest("logit_bias is not supported", code="unsupported_parameter",
+                             param="logit_bias")
+    if isinstance(req, ChatRequest):
+        if req.functions is not None or req.function_call is not None:
+            raise InvalidRequest("functions and function_call are deprecated and not supported"
+                                 ": use tools and tool_choice", code="unsupported_parameter",
+                                 param="functions" if req.functions is not None
+                                 else "function_call")
+        if req.modalities and "audio" in req.modalities:
+            raise InvalidRequest("audio output is not supported", param="modalities",
+                                 code="unsupported_parameter")
+        for i, m in enumerate(req.messages):
+            parts = m.content if isinstance(m.content, list) else []
+            for j, part in enumerate(parts):
+                if part.type not in ("text", "refusal"):
+                    raise InvalidRequest(
+                        f"content type {part.type!r} is not supported: these models read text "
+                        "only", code="unsupported_content", param=f"messages.{i}.content.{j}")
 
 
-class ChatRequest(_Sampled):
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-
-
-class CompletionRequest(_Sampled):
-    prompt: str | Annotated[list[str], Field(min_length=1)]
-    max_tokens: int | None = Field(16, ge=1)
-    echo: Literal[False] = False  # echoing the prompt back is not supported
-
-
-def _active_tools(req: ChatRequest) -> list[dict[str, Any]] | None:
-    if not req.tools or req.tool_choice == "none":
-        return None
-    if isinstance(req.tool_choice, dict):
-        want = (req.tool_choice.get("function") or {}).get("name")
-        if named := [t for t in req.tools if t.get("function", t).get("name") == want]:
-            return named
+def _active_tools(req: ChatRequest) -> tuple[list[dict[str, Any]] | None, str | None, bool]:
+    """(the function tools the model may call, the one it must call, whether a call is
+    forced)."""
+    tools = req.function_tools()
+    choice = req.tool_choice
+    if not tools:
+        if isinstance(choice, NamedToolChoice) or choice == "required":
+            raise InvalidRequest("tool_choice is only allowed when tools are specified",
+                                 param="tool_choice")
+        return None, None, False
+    if choice == "none":
+        return None, None, False
+    if isinstance(choice, NamedToolChoice):
+        want = choice.function.name
+        if named := [t for t in tools if t["function"]["name"] == want]:
+            return named, want, True
         raise InvalidRequest(f"tool_choice names {want!r}, not in tools", param="tool_choice")
-    return req.tools
+    return tools, None, choice == "required"
 
 
-def json_mode(fmt: ResponseFormat | None) -> tuple[dict[str, Any] | None, dict | None]:
-    """(the schema to constrain to, the schema to show in the hint); ``(None, None)`` for text."""
+def json_mode(fmt: Any) -> tuple[dict[str, Any] | None, dict | None]:
+    """(the schema to constrain to, the schema to show in the hint); ``(None, None)`` for text.
+    ``fmt``: chat's ``response_format`` (or the responses API's ``text.format``)."""
     if fmt is None or fmt.type == "text":
         return None, None
     if fmt.type == "json_object":
         return ANY_OBJECT, None
-    spec = fmt.json_schema or {}
-    schema = spec.get("schema")
+    spec = getattr(fmt, "json_schema", fmt)  # chat nests it; responses does not
+    schema = spec.schema_
     if not isinstance(schema, dict):
         raise InvalidRequest("response_format json_schema needs json_schema.schema",
                              param="response_format.json_schema")
-    if spec.get("strict"):
+    if spec.strict:
         return schema, schema
     own = schema.get("x-guidance")  # llguidance's options inside a schema
     lenient = {"lenient": True, **(own if isinstance(own, dict) else {})}  # unknown keys ignored
@@ -177,15 +186,16 @@ def _replay(choices: list[dict], usage: dict | None) -> Iterator[tuple]:
         yield [], usage
 
 
-async def _file_search_chat(req: ChatRequest, request: Request, tool: dict[str, Any]):
+async def _file_search_chat(req: ChatRequest, request: Request, tool: dict[str, Any],
+                            defaults: dict[str, Any]):
     """afinar's extension: ``tools=[{"type": "file_search", "vector_store_ids": [...]}]`` on
     chat completions answers from the vector stores; the message carries ``annotations`` of type
     ``file_citation`` (file_id, filename, index, quote), as the Responses API does."""
     from afinar.server.routes_responses import grounded_chat
 
-    p = req.per_choice(req.max_completion_tokens or req.max_tokens)[0]
+    p = per_choice(req, req.max_completion_tokens or req.max_tokens, defaults)[0]
     text, annotations, usage = await run_in_threadpool(  # the caller's groups (auth set them)
-        grounded_chat, request.app, req.model, req.messages, tool, p,
+        grounded_chat, request.app, req.model, req.chat_messages(), tool, p,
         groups=request.state.caller.search_groups)
     choice = {"index": 0, "finish_reason": "stop", "logprobs": None,
               "message": {"role": "assistant", "content": text, "refusal": None,
@@ -200,20 +210,27 @@ async def _file_search_chat(req: ChatRequest, request: Request, tool: dict[str, 
 
 @router.post("/chat/completions")
 async def chat_completions(req: ChatRequest, request: Request):
-    fs = [t for t in req.tools or [] if t.get("type") == "file_search"]
-    if fs and req.tool_choice != "none":
-        return await _file_search_chat(req, request, fs[0])
+    _unsupported(req)
+    defaults = await run_in_threadpool(sampling_defaults, request, req.model)
+    fs = req.file_search()
+    if fs is not None and req.tool_choice != "none":
+        return await _file_search_chat(req, request, fs.spec(), defaults)
     lm = await run_in_threadpool(request.app.state.models.get, req.model, None,
                                  request.app.state.settings)
-    tools, per_choice = _active_tools(req), req.per_choice(req.max_completion_tokens
-                                                           or req.max_tokens)
-    names = {t.get("function", t).get("name") for t in tools} if tools else None
-    messages, (schema, shown) = req.messages, json_mode(req.response_format)
-    if schema is not None:
+    (tools, name, forced), messages = _active_tools(req), req.chat_messages()
+    per = per_choice(req, req.max_completion_tokens or req.max_tokens, defaults)
+    names = {t["function"]["name"] for t in tools} if tools else None
+    schema, shown = json_mode(req.response_format)
+    prefix = ""
+    if forced:  # the reply is a call of one of ``tools``, by constrained decoding
+        schema, shown, prefix = forced_call_schema(tools, name), None, FORCED_PREFIX
+    elif schema is not None:
         messages = json_hint(messages, shown)
-        per_choice = [p.model_copy(update={"json_schema": schema}) for p in per_choice]
+    if schema is not None:
+        per = [p.model_copy(update={"json_schema": schema}) for p in per]
     streams = await run_in_threadpool(
-        lambda: [Generator(lm).stream(messages, p, tools) for p in per_choice])
+        lambda: [Generator(lm).stream(messages, p, tools, *([prefix] if prefix else []))
+                 for p in per])
     if req.stream and not tools:
         return _sse("chat.completion.chunk", req.model,
                     _live(streams, req.n, req.include_usage, chat=True))
@@ -229,12 +246,14 @@ async def chat_completions(req: ChatRequest, request: Request):
 
 @router.post("/completions")
 async def completions(req: CompletionRequest, request: Request):
+    _unsupported(req)
     prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+    defaults = await run_in_threadpool(sampling_defaults, request, req.model)
     lm = await run_in_threadpool(request.app.state.models.get, req.model, None,
                                  request.app.state.settings)
-    per_choice = req.per_choice(req.max_tokens)
+    per = per_choice(req, req.max_tokens, defaults)
     streams = await run_in_threadpool(
-        lambda: [Generator(lm).stream_text(x, p) for x in prompts for p in per_choice])
+        lambda: [Generator(lm).stream_text(x, p) for x in prompts for p in per])
     if req.stream:
         return _sse("text_completion", req.model,
                     _live(streams, req.n, req.include_usage, chat=False))

@@ -9,28 +9,18 @@ than silently truncated, as OpenAI does.
 from __future__ import annotations
 
 import base64
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from afinar.errors import ContextLengthExceeded, InvalidRequest
 from afinar.server.common import Auth
+from afinar.server.schemas import EmbeddingRequest
 
 router = APIRouter(dependencies=[Auth])
 MAX_INPUTS = 2048  # OpenAI's limit per request
-
-
-class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    input: str | list[str] | list[int] | list[list[int]]
-    model: str | None = None
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
-    user: str | None = None
 
 
 def _texts(value: Any) -> list[str]:
@@ -53,7 +43,7 @@ def _embed(model_id: str | None, texts: list[str], dimensions: int | None, setti
     from afinar.rag.embeddings import get_embedder
 
     emb = get_embedder(model_id, settings)
-    counts = [len(ids) for ids in emb.model.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    counts = emb.count_tokens(texts)
     for i, n in enumerate(counts):
         if n > emb.max_tokens:
             raise ContextLengthExceeded(

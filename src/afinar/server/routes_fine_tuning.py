@@ -55,7 +55,11 @@ def _method(body: CreateJob) -> tuple[dict[str, Any], dict[str, Any]]:
     if not isinstance(sub, dict):
         raise InvalidRequest(f"method.{kind} must be an object", param=f"method.{kind}")
     options = dict(sub)
-    hp = {**(body.hyperparameters or {}), **(options.pop("hyperparameters", None) or {})}
+    nested = options.pop("hyperparameters", None) or {}
+    if not isinstance(nested, dict):
+        raise InvalidRequest(f"method.{kind}.hyperparameters must be an object",
+                             param=f"method.{kind}.hyperparameters")
+    hp = {**(body.hyperparameters or {}), **nested}
     unknown = sorted(set(hp) - set(Hyperparameters.model_fields))
     if unknown:
         raise InvalidRequest(f"unknown hyperparameter {unknown[0]!r}",

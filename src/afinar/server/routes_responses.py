@@ -11,8 +11,13 @@ by the cited chunk become ``file_citation`` annotations (``index``: the end of t
 the text); the text keeps the model's ``[n]`` markers. When nothing is found the answer says so
 without generating (afinar's ``ask`` does the same). The search always runs (``tool_choice``
 ``auto`` does not let the model skip it; ``none`` turns it off). Without tools the request is a
-plain chat generation. ``stream`` and ``previous_response_id`` are not supported (responses are
-not stored); tools other than ``file_search`` are rejected.
+plain chat generation; with ``function`` tools the model may call them (``function_call`` output
+items; ``function_call`` and ``function_call_output`` input items carry a tool loop), and
+``tool_choice`` ``"required"`` or ``{"type": "function", "name": ...}`` forces the call under
+constrained decoding (``models.toolcalls.forced_call_schema``). ``text.format`` asks for JSON as
+chat's ``response_format`` does. Omitted sampling fields take the model's recommended values
+(``Catalog.sampling_defaults``). ``stream`` and ``previous_response_id`` are not supported
+(responses are not stored); file_search and function tools are not combined in one request.
 
 ``grounded_chat`` is the same machinery for ``/v1/chat/completions`` with a file_search tool.
 """
@@ -24,48 +29,25 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from afinar.errors import InvalidRequest
 from afinar.ids import new_id
 from afinar.models import Generator, SamplingParams
+from afinar.models.constrained import json_hint
+from afinar.models.toolcalls import FORCED_PREFIX, forced_call_schema, parse_tool_calls
 from afinar.models.templates import render_ids
 from afinar.rag.answer import NOTHING_FOUND, SYSTEM, build_messages, cite
 from afinar.rag.kb import KnowledgeBases
 from afinar.server import vector_stores as vs
 from afinar.server.common import Auth, Caller
+from afinar.server.routes_chat import json_mode, sampling_defaults
+from afinar.server.schemas import FileSearchTool, FunctionCallItem, FunctionCallOutput, \
+    InputMessage, ResponsesFunctionTool, ResponsesNamedTool, ResponsesRequest
 
 router = APIRouter(dependencies=[Auth])
 RESULTS = "file_search_call.results"
 _TEXT_PARTS = ("input_text", "output_text", "text")
-_SKIPPED_ITEMS = ("file_search_call", "reasoning")
-
-
-class FileSearchTool(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    type: str = "file_search"
-    vector_store_ids: list[str] = Field(min_length=1)
-    max_num_results: int = Field(10, ge=1, le=50)
-    filters: dict[str, Any] | None = None
-    ranking_options: dict[str, Any] | None = None
-
-
-class ResponsesRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    model: str
-    input: str | list[dict[str, Any]]
-    instructions: str | None = None
-    tools: list[dict[str, Any]] = Field(default_factory=list)
-    tool_choice: Any = "auto"
-    include: list[str] | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_output_tokens: int | None = Field(None, ge=1)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    metadata: dict[str, str] | None = None
-    parallel_tool_calls: bool = True
-    stream: bool = False
-    previous_response_id: str | None = None
 
 
 @dataclasses.dataclass
@@ -91,38 +73,36 @@ def _text(content: Any, where: str) -> str:
     return "".join(parts)
 
 
-def input_messages(value: str | list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Responses ``input`` -> chat messages (``developer`` becomes ``system``)."""
+def input_messages(value: str | list[Any]) -> list[dict[str, Any]]:
+    """Responses ``input`` (validated items) -> chat messages (``developer`` becomes
+    ``system``; a ``function_call`` an assistant tool call, its output a ``tool`` message)."""
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
-    out = []
+    out: list[dict[str, Any]] = []
     for i, item in enumerate(value):
-        kind = item.get("type", "message")
-        if kind in _SKIPPED_ITEMS:
-            continue
-        if kind != "message" or item.get("role") not in ("user", "assistant", "system",
-                                                         "developer"):
-            raise InvalidRequest(f"input[{i}]: only message items are supported",
-                                 param=f"input[{i}]")
-        role = "system" if item["role"] == "developer" else item["role"]
-        out.append({"role": role, "content": _text(item.get("content"), f"input[{i}].content")})
+        if isinstance(item, InputMessage):
+            role = "system" if item.role == "developer" else item.role
+            content = item.content if isinstance(item.content, str) else [
+                p.model_dump(exclude_none=True) for p in item.content]
+            out.append({"role": role, "content": _text(content, f"input.{i}.content")})
+        elif isinstance(item, FunctionCallItem):
+            call = {"id": item.call_id, "type": "function",
+                    "function": {"name": item.name, "arguments": item.arguments}}
+            if out and out[-1]["role"] == "assistant" and out[-1].get("tool_calls"):
+                out[-1]["tool_calls"].append(call)  # parallel calls: one assistant turn
+            else:
+                out.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        elif isinstance(item, FunctionCallOutput):
+            output = item.output if isinstance(item.output, str) else _text(
+                [p.model_dump(exclude_none=True) for p in item.output], f"input.{i}.output")
+            out.append({"role": "tool", "tool_call_id": item.call_id, "content": output})
     return out
-
-
-def _search_tool(tool: dict[str, Any]) -> FileSearchTool:
-    try:
-        return FileSearchTool.model_validate(tool)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise InvalidRequest(f"file_search tool: {where}: {err['msg']}",
-                             param=f"tools.{where}") from None
 
 
 def _grounded(app: FastAPI, model: str, messages: list[dict[str, str]],
               file_search_tool: dict[str, Any], params: SamplingParams | None = None, *,
               groups: list[str] | None) -> Grounded:
-    tool = _search_tool(file_search_tool)
+    tool = FileSearchTool.model_validate(file_search_tool)  # checked by the request's schema
     messages = [{"role": "system" if m["role"] == "developer" else m["role"],
                  "content": _text(m.get("content") or "", "messages")} for m in messages]
     users = [i for i, m in enumerate(messages) if m["role"] == "user" and m["content"].strip()]
@@ -132,9 +112,10 @@ def _grounded(app: FastAPI, model: str, messages: list[dict[str, str]],
     history = [m for m in messages[:users[-1]] if m["role"] != "system"]
     extra = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
     kbs = KnowledgeBases(app.state.settings)
+    spec = tool.spec()
     found = vs.search(kbs, tool.vector_store_ids, [question], groups=groups,
-                      filters=tool.filters,
-                      k=tool.max_num_results, ranking_options=tool.ranking_options)
+                      filters=spec.get("filters"), k=tool.max_num_results,
+                      ranking_options=spec.get("ranking_options"))
     if not found:
         return Grounded(NOTHING_FOUND, [], {"prompt_tokens": 0, "completion_tokens": 0,
                                             "total_tokens": 0}, [question], [])
@@ -177,64 +158,125 @@ def grounded_chat(app: FastAPI, model: str, messages: list[dict[str, str]],
     return g.text, g.annotations, g.usage
 
 
-def _plain(app: FastAPI, model: str, messages: list[dict[str, str]],
-           params: SamplingParams) -> Grounded:
+def _plain(app: FastAPI, model: str, messages: list[dict[str, Any]],
+           params: SamplingParams, tools: list[dict] | None = None,
+           forced: tuple[bool, str | None] = (False, None)) -> Grounded:
+    """A chat generation; with function ``tools``, ``forced`` = (a call must be made, of this
+    function or any) constrains the reply to a call (``forced_call_schema``)."""
     lm = app.state.models.get(model, settings=app.state.settings)
-    r = Generator(lm).chat(messages, params)
+    prefix = ""
+    if tools and forced[0]:
+        params = params.model_copy(update={"json_schema": forced_call_schema(tools, forced[1])})
+        prefix = FORCED_PREFIX
+    r = Generator(lm).chat(messages, params, tools, prefix)
     return Grounded(r.text, [], {"prompt_tokens": r.prompt_tokens,
                                  "completion_tokens": r.completion_tokens,
                                  "total_tokens": r.total_tokens}, [], [], r.finish_reason)
 
 
+def _checked_tools(req: ResponsesRequest) -> tuple[dict | None, list[dict] | None,
+                                                   tuple[bool, str | None]]:
+    """(the file_search tool, the function tools in chat's shape, (forced, named function))."""
+    searches = [t for t in req.tools if isinstance(t, FileSearchTool)]
+    functions = [{"type": "function", "function": t.model_dump(exclude={"type"},
+                                                               exclude_none=True)}
+                 for t in req.tools if isinstance(t, ResponsesFunctionTool)]
+    choice = req.tool_choice
+    if len(searches) > 1 or searches and functions:
+        raise InvalidRequest("one file_search tool, or function tools, per request",
+                             param="tools")
+    if searches:
+        if isinstance(choice, ResponsesNamedTool):
+            raise InvalidRequest("tool_choice names a function, but the only tool is "
+                                 "file_search", param="tool_choice")
+        return (searches[0].spec() if choice != "none" else None), None, (False, None)
+    if not functions:
+        if choice == "required" or isinstance(choice, ResponsesNamedTool):
+            raise InvalidRequest("tool_choice needs tools", param="tool_choice")
+        return None, None, (False, None)
+    if choice == "none":
+        return None, None, (False, None)
+    if isinstance(choice, ResponsesNamedTool):
+        named = [t for t in functions if t["function"]["name"] == choice.name]
+        if not named:
+            raise InvalidRequest(f"tool_choice names {choice.name!r}, not in tools",
+                                 param="tool_choice")
+        return None, named, (True, choice.name)
+    if choice != "auto" and choice != "required":  # a hosted tool that is not here
+        raise InvalidRequest(f"tool_choice {choice.type!r} names no tool of this request",
+                             param="tool_choice")
+    return None, functions, (choice == "required", None)
+
+
 @router.post("/responses")
-def create_response(req: ResponsesRequest, request: Request,
-                    who: Caller = Auth) -> dict:
+async def create_response(req: ResponsesRequest, request: Request,
+                          who: Caller = Auth) -> dict:
     if req.stream:
         raise InvalidRequest("streaming responses are not supported yet; use stream=false",
                              param="stream")
     if req.previous_response_id:
         raise InvalidRequest("responses are not stored; send the conversation in input",
                              param="previous_response_id")
-    others = [t.get("type") for t in req.tools if t.get("type") != "file_search"]
-    if others or len(req.tools) > 1:
-        raise InvalidRequest("only one file_search tool is supported"
-                             + (f", not {others[0]!r}" if others else ""), param="tools")
+    search, functions, forced = _checked_tools(req)
     messages = input_messages(req.input)
     if not messages:
         raise InvalidRequest("input has no message: give a string or at least one message item",
                              param="input")
     if req.instructions:
         messages.insert(0, {"role": "system", "content": req.instructions})
-    params = SamplingParams(temperature=1.0 if req.temperature is None else req.temperature,
-                            top_p=req.top_p or 1.0, max_tokens=req.max_output_tokens,
-                            seed=req.seed)
-    search = bool(req.tools) and req.tool_choice != "none"
-    g = (_grounded(request.app, req.model, messages, req.tools[0], params,
-                   groups=who.search_groups) if search
-         else _plain(request.app, req.model, messages, params))
+    defaults = await run_in_threadpool(sampling_defaults, request, req.model)
+    params = SamplingParams.with_defaults(req.sampling(), defaults)
+    fmt = req.text.format if req.text else None
+    schema, shown = json_mode(fmt)
+    if schema is not None and not forced[0]:
+        messages = json_hint(messages, shown)
+        params = params.model_copy(update={"json_schema": schema})
+    if search is not None:
+        g = await run_in_threadpool(_grounded, request.app, req.model, messages, search, params,
+                                    groups=who.search_groups)
+    else:
+        g = await run_in_threadpool(_plain, request.app, req.model, messages, params, functions,
+                                    forced)
+    return _response(req, g, params, search is not None, functions)
+
+
+def _response(req: ResponsesRequest, g: Grounded, params: SamplingParams, searched: bool,
+              functions: list[dict] | None) -> dict[str, Any]:
     done = g.finish_reason != "length"
     output: list[dict[str, Any]] = []
-    if search:
+    if searched:
         results = [{"file_id": f.file_id, "filename": f.filename, "score": f.hit.score,
                     "text": f.hit.text, "attributes": f.hit.attributes or {}} for f in g.found]
         output.append({"type": "file_search_call", "id": new_id("fs_"), "status": "completed",
                        "queries": g.queries,
                        "results": results if RESULTS in (req.include or []) else None})
-    output.append({"type": "message", "id": new_id("msg_"), "role": "assistant",
-                   "status": "completed" if done else "incomplete",
-                   "content": [{"type": "output_text", "text": g.text,
-                                "annotations": g.annotations, "logprobs": []}]})
+    text, calls = (parse_tool_calls(g.text, {t["function"]["name"] for t in functions})
+                   if functions else (g.text, []))
+    if text or not calls:
+        output.append({"type": "message", "id": new_id("msg_"), "role": "assistant",
+                       "status": "completed" if done else "incomplete",
+                       "content": [{"type": "output_text", "text": text or "",
+                                    "annotations": g.annotations, "logprobs": []}]})
+    for c in calls:
+        output.append({"type": "function_call", "id": new_id("fc_"), "call_id": c["id"],
+                       "name": c["function"]["name"], "arguments": c["function"]["arguments"],
+                       "status": "completed"})
     now = int(time.time())
+    fmt = req.text.format.model_dump(by_alias=True, exclude_none=True) if (
+        req.text and req.text.format) else {"type": "text"}
+    tool_choice = req.tool_choice if isinstance(req.tool_choice, str) else \
+        req.tool_choice.model_dump()
     return {
         "id": new_id("resp_"), "object": "response", "created_at": now, "completed_at": now,
         "status": "completed" if done else "incomplete", "model": req.model, "output": output,
         "error": None,
         "incomplete_details": None if done else {"reason": "max_output_tokens"},
         "instructions": req.instructions, "metadata": req.metadata or {},
-        "parallel_tool_calls": req.parallel_tool_calls, "temperature": params.temperature,
-        "top_p": params.top_p, "tool_choice": req.tool_choice, "tools": req.tools,
+        "parallel_tool_calls": bool(req.parallel_tool_calls),
+        "temperature": params.temperature, "top_p": params.top_p, "tool_choice": tool_choice,
+        "tools": [t.model_dump(by_alias=True, exclude_none=True) for t in req.tools],
         "max_output_tokens": req.max_output_tokens, "previous_response_id": None,
-        "store": False, "text": {"format": {"type": "text"}}, "truncation": "disabled",
+        "store": False, "text": {"format": fmt}, "truncation": "disabled",
         "usage": {"input_tokens": g.usage["prompt_tokens"],
                   "output_tokens": g.usage["completion_tokens"],
                   "total_tokens": g.usage["total_tokens"],

@@ -14,7 +14,7 @@ of a vector-store file names who may read it; see ``afinar.server.vector_stores`
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
@@ -23,11 +23,13 @@ from afinar.errors import InvalidRequest
 from afinar.rag.kb import KnowledgeBases
 from afinar.server import vector_stores as vs
 from afinar.server.common import Auth, Caller
+from afinar.server.schemas import Filter, RankingOptions, SearchQueries
 from afinar.server.routes_vector_store_files import router as files_router
 from afinar.server.vector_stores import Metadata, listing
 
 router = APIRouter(dependencies=[Auth])
 router.include_router(files_router)
+Name = Annotated[str | None, Field(None, max_length=256)]  # OpenAI's limits on names
 
 
 class ExpiresAfter(BaseModel):
@@ -36,8 +38,8 @@ class ExpiresAfter(BaseModel):
 
 
 class CreateStore(BaseModel):
-    name: str | None = None
-    description: str | None = None
+    name: Name = None
+    description: Annotated[str | None, Field(None, max_length=512)] = None
     file_ids: list[str] = Field(default_factory=list, max_length=500)
     metadata: Metadata = None
     chunking_strategy: dict[str, Any] | None = None
@@ -45,20 +47,14 @@ class CreateStore(BaseModel):
 
 
 class ModifyStore(BaseModel):
-    name: str | None = None
+    name: Name = None
     metadata: Metadata = None
     expires_after: ExpiresAfter | None = None
 
 
-class RankingOptions(BaseModel):
-    ranker: Literal["none", "auto", "default-2024-11-15"] | None = None
-    score_threshold: float = Field(0.0, ge=0.0, le=1.0)
-    hybrid_search: dict[str, float] | None = None
-
-
-class SearchRequest(BaseModel):
-    query: str | list[str]
-    filters: dict[str, Any] | None = None
+class SearchRequest(BaseModel):  # OpenAI's schema (afinar.server.schemas), capped
+    query: SearchQueries
+    filters: Filter | None = None
     max_num_results: int = Field(10, ge=1, le=50)
     ranking_options: RankingOptions | None = None
     rewrite_query: bool = False
@@ -136,7 +132,7 @@ def search_store(vector_store_id: str, body: SearchRequest, request: Request,
         raise InvalidRequest("query must be a non-empty string or list of strings",
                              param="query")
     found = vs.search(kbs, [vector_store_id], queries, groups=who.search_groups,
-                      filters=body.filters,
+                      filters=body.filters.model_dump() if body.filters else None,
                       k=body.max_num_results,
                       ranking_options=body.ranking_options.model_dump(exclude_none=True)
                       if body.ranking_options else None)

@@ -1,0 +1,582 @@
+"""Request bodies as OpenAI's OpenAPI spec (github.com/openai/openai-openapi) has them, checked
+before any work: types, enums, bounds, list lengths, string sizes, finite numbers.
+
+Unknown top-level fields and unknown fields in messages, tools and content parts are refused
+(400), as OpenAI's service does ("Unrecognized request argument supplied"); objects the spec
+leaves open (JSON schemas, metadata values) stay open. Extensions afinar accepts beyond OpenAI's
+spec are named where they are declared (vLLM's ``top_k``/``min_p``/``repetition_penalty``,
+``seed`` on responses, the ``file_search`` tool on chat completions). Items a client copies back
+from a previous response (``file_search_call``, ``reasoning``, output messages) keep what they
+carry. Validation errors become OpenAI's error object (``validation_error_handler``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+MAX_TEXT = 1_048_576  # characters in one string field (the JSON body cap bounds the total)
+MAX_ID = 256
+MAX_MESSAGES = 2048
+MAX_TOOLS = 128  # OpenAI's limit on tools per request
+MAX_VECTOR_STORES = 16  # per file_search tool
+MAX_SEARCH_QUERIES = 10  # per vector-store search request
+MAX_FILTER_ITEMS = 64
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Copied(BaseModel):
+    """An item copied back from a response: its other fields are kept and ignored."""
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+Short = Annotated[str, Field(max_length=MAX_ID)]
+FunctionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+JsonObject = dict[str, Any]
+Temperature = Annotated[float | None, Field(None, ge=0, le=2)]
+TopP = Annotated[float | None, Field(None, gt=0, le=1)]
+Penalty = Annotated[float | None, Field(None, ge=-2, le=2)]
+Seed = Annotated[int | None, Field(None, ge=0, le=2**63 - 1)]
+MetadataMap = Annotated[dict[Annotated[str, Field(max_length=64)],
+                             Annotated[str, Field(max_length=512)]] | None,
+                        Field(None, max_length=16)]
+Stop = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+Stops = Annotated[list[Stop], Field(max_length=4)]
+
+
+# -- vector-store search: filters and ranking (chat's and responses' file_search, search) -------
+Scalar = str | bool | int | float
+
+
+class ComparisonFilter(Strict):
+    type: Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"]
+    key: Annotated[str, Field(min_length=1, max_length=64)]
+    value: Annotated[Scalar, Field(union_mode="left_to_right")] | Annotated[
+        list[Annotated[Scalar, Field(union_mode="left_to_right")]],
+        Field(max_length=MAX_FILTER_ITEMS)]
+
+    @model_validator(mode="after")
+    def _list_for_in(self) -> ComparisonFilter:
+        if self.type in ("in", "nin") and not isinstance(self.value, list):
+            raise ValueError(f"value must be a list for {self.type!r}")
+        return self
+
+
+class CompoundFilter(Strict):
+    type: Literal["and", "or"]
+    filters: Annotated[list[Filter], Field(min_length=1, max_length=MAX_FILTER_ITEMS)]
+
+
+def _filter_kind(v: Any) -> str | None:
+    t = v.get("type") if isinstance(v, dict) else getattr(v, "type", None)
+    return "compound" if t in ("and", "or") else "comparison" if isinstance(t, str) else None
+
+
+Filter = Annotated[Annotated[ComparisonFilter, Tag("comparison")]
+                   | Annotated[CompoundFilter, Tag("compound")], Discriminator(_filter_kind)]
+CompoundFilter.model_rebuild()
+
+
+class HybridSearch(Strict):
+    embedding_weight: float = Field(ge=0)
+    text_weight: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> HybridSearch:
+        if self.embedding_weight + self.text_weight <= 0:
+            raise ValueError("embedding_weight and text_weight must not both be 0")
+        return self
+
+
+class RankingOptions(Strict):
+    ranker: Literal["none", "auto", "default-2024-11-15", "default_2024_08_21"] | None = None
+    score_threshold: float = Field(0.0, ge=0.0, le=1.0)
+    hybrid_search: HybridSearch | None = None
+
+
+SearchQuery = Annotated[str, Field(min_length=1, max_length=4096)]
+SearchQueries = Annotated[SearchQuery, Field()] | Annotated[
+    list[SearchQuery], Field(min_length=1, max_length=MAX_SEARCH_QUERIES)]
+
+
+class FileSearchTool(Strict):
+    """The ``file_search`` tool of responses (OpenAI's) and of chat completions (afinar's)."""
+    type: Literal["file_search"]
+    vector_store_ids: Annotated[list[Id], Field(min_length=1, max_length=MAX_VECTOR_STORES)]
+    max_num_results: int = Field(10, ge=1, le=50)
+    filters: Filter | None = None
+    ranking_options: RankingOptions | None = None
+
+    def spec(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+# -- chat completions --------------------------------------------------------------------------
+class TextPart(Strict):
+    type: Literal["text"]
+    text: Text
+
+
+class ImageURL(Strict):
+    url: Text
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(Strict):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class InputAudio(Strict):
+    data: Text
+    format: Literal["wav", "mp3"]
+
+
+class AudioPart(Strict):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class FileRef(Strict):
+    file_data: Text | None = None
+    file_id: Id | None = None
+    filename: Short | None = None
+
+
+class FilePart(Strict):
+    type: Literal["file"]
+    file: FileRef
+
+
+class RefusalPart(Strict):
+    type: Literal["refusal"]
+    refusal: Text
+
+
+TextParts = Annotated[list[TextPart], Field(min_length=1)]
+UserPart = Annotated[TextPart | ImagePart | AudioPart | FilePart, Field(discriminator="type")]
+AssistantPart = Annotated[TextPart | RefusalPart, Field(discriminator="type")]
+
+
+class FunctionCall(Strict):
+    name: FunctionName
+    arguments: Text
+
+
+class ToolCall(Strict):
+    id: Id
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class _Named(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+
+class SystemMessage(_Named):
+    role: Literal["system"]
+    content: Text | TextParts
+
+
+class DeveloperMessage(_Named):
+    role: Literal["developer"]
+    content: Text | TextParts
+
+
+class UserMessage(_Named):
+    role: Literal["user"]
+    content: Text | Annotated[list[UserPart], Field(min_length=1)]
+
+
+class AssistantAudio(Strict):
+    id: Id
+
+
+class AssistantMessage(_Named):
+    role: Literal["assistant"]
+    content: Text | Annotated[list[AssistantPart], Field(min_length=1)] | None = None
+    refusal: Text | None = None
+    audio: AssistantAudio | None = None
+    tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_TOOLS)] | None = None
+    function_call: FunctionCall | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> AssistantMessage:
+        if self.content is None and not self.tool_calls and self.function_call is None:
+            raise ValueError("an assistant message needs content or tool_calls")
+        return self
+
+
+class ToolMessage(Strict):
+    role: Literal["tool"]
+    content: Text | TextParts
+    tool_call_id: Id
+
+
+class FunctionMessage(Strict):
+    role: Literal["function"]
+    content: Text | None
+    name: FunctionName
+
+
+ChatMessage = Annotated[SystemMessage | DeveloperMessage | UserMessage | AssistantMessage
+                        | ToolMessage | FunctionMessage, Field(discriminator="role")]
+
+
+class FunctionDef(Strict):
+    name: FunctionName
+    description: Text | None = None
+    parameters: JsonObject | None = None
+    strict: bool | None = None
+
+
+class FunctionTool(Strict):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+ChatTool = Annotated[FunctionTool | FileSearchTool, Field(discriminator="type")]
+
+
+class NamedFunction(Strict):
+    name: FunctionName
+
+
+class NamedToolChoice(Strict):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaFormat(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    description: Text | None = None
+    schema_: JsonObject | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class TextFormat(Strict):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(Strict):
+    type: Literal["json_object"]
+
+
+class JsonSchemaResponseFormat(Strict):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaResponseFormat,
+                           Field(discriminator="type")]
+
+
+class StreamOptions(Strict):
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
+
+
+class Sampled(Strict):
+    """What chat completions and completions share. ``None``: omitted (the model's recommended
+    sampling applies, ``Catalog.sampling_defaults``)."""
+    model: Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+    temperature: Temperature = None
+    top_p: TopP = None
+    top_k: int | None = Field(None, ge=0, description="vLLM's extension; 0: off")
+    min_p: float | None = Field(None, ge=0, le=1, description="vLLM's extension")
+    repetition_penalty: float | None = Field(None, gt=0, le=10,
+                                             description="vLLM's extension")
+    max_tokens: int | None = Field(None, ge=1)
+    stop: Stop | Stops | None = None
+    seed: Seed = None
+    n: int = Field(1, ge=1, le=8)
+    frequency_penalty: Penalty = None
+    presence_penalty: Penalty = None
+    logit_bias: Annotated[dict[Short, Annotated[int, Field(ge=-100, le=100)]] | None,
+                          Field(None, max_length=300)] = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    user: Short | None = None
+    store: bool | None = None
+    metadata: MetadataMap = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    safety_identifier: Short | None = None
+    prompt_cache_key: Short | None = None
+
+    def sampling(self) -> dict[str, Any]:
+        """The sampling fields as given (``None``: omitted)."""
+        return {k: getattr(self, k) for k in ("temperature", "top_p", "top_k", "min_p",
+                                              "repetition_penalty", "stop", "seed",
+                                              "frequency_penalty", "presence_penalty")}
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatRequest(Sampled):
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+    max_completion_tokens: int | None = Field(None, ge=1)
+    response_format: ResponseFormat | None = None
+    tools: Annotated[list[ChatTool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    modalities: list[Literal["text", "audio"]] | None = None
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    functions: Annotated[list[FunctionDef], Field(max_length=MAX_TOOLS)] | None = None
+    function_call: Literal["none", "auto"] | NamedFunction | None = None
+
+    def chat_messages(self) -> list[dict[str, Any]]:
+        """The messages as plain dicts for the template (``developer`` read as ``system``)."""
+        out = []
+        for m in self.messages:
+            d = m.model_dump(exclude_none=True)
+            if d["role"] == "developer":
+                d["role"] = "system"
+            out.append(d)
+        return out
+
+    def function_tools(self) -> list[dict[str, Any]]:
+        return [t.model_dump(exclude_none=True) for t in self.tools or []
+                if isinstance(t, FunctionTool)]
+
+    def file_search(self) -> FileSearchTool | None:
+        return next((t for t in self.tools or [] if isinstance(t, FileSearchTool)), None)
+
+
+class CompletionRequest(Sampled):
+    prompt: Annotated[str, Field(max_length=MAX_TEXT)] | Annotated[
+        list[Annotated[str, Field(max_length=MAX_TEXT)]], Field(min_length=1, max_length=64)]
+    max_tokens: int | None = Field(16, ge=1)
+    echo: Literal[False] | None = False  # echoing the prompt back is not supported
+    best_of: Literal[1] | None = None
+    logprobs: None = None  # not supported
+    suffix: None = None  # not supported
+
+
+# -- responses ---------------------------------------------------------------------------------
+class InputText(Strict):
+    type: Literal["input_text", "text"]
+    text: Text
+
+
+class OutputText(Copied):
+    type: Literal["output_text"]
+    text: Text
+
+
+class InputImage(Strict):
+    type: Literal["input_image"]
+    image_url: Text | None = None
+    file_id: Id | None = None
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class InputFile(Strict):
+    type: Literal["input_file"]
+    file_id: Id | None = None
+    file_data: Text | None = None
+    file_url: Text | None = None
+    filename: Short | None = None
+
+
+class Refusal(Copied):
+    type: Literal["refusal"]
+    refusal: Text
+
+
+InputPart = Annotated[InputText | OutputText | InputImage | InputFile | Refusal,
+                      Field(discriminator="type")]
+
+
+class InputMessage(Strict):
+    type: Literal["message"] | None = None
+    role: Literal["user", "assistant", "system", "developer"]
+    content: Text | Annotated[list[InputPart], Field(max_length=MAX_MESSAGES)]
+    id: Id | None = None  # an output message copied back
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+
+
+class FunctionCallItem(Strict):
+    type: Literal["function_call"]
+    call_id: Id
+    name: FunctionName
+    arguments: Text
+    id: Id | None = None
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+
+
+class FunctionCallOutput(Strict):
+    type: Literal["function_call_output"]
+    call_id: Id
+    output: Text | Annotated[list[InputPart], Field(max_length=MAX_MESSAGES)]
+    id: Id | None = None
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+
+
+class SkippedItem(Copied):
+    type: Literal["file_search_call", "reasoning"]
+
+
+def _item_kind(v: Any) -> str | None:
+    if not isinstance(v, dict):
+        return "message"  # fails there, with the type it has
+    t = v.get("type", "message")
+    return t if t in ("message", "function_call", "function_call_output") else \
+        "skipped" if t in ("file_search_call", "reasoning") else None
+
+
+InputItem = Annotated[Annotated[InputMessage, Tag("message")]
+                      | Annotated[FunctionCallItem, Tag("function_call")]
+                      | Annotated[FunctionCallOutput, Tag("function_call_output")]
+                      | Annotated[SkippedItem, Tag("skipped")],
+                      Discriminator(_item_kind, custom_error_type="invalid_item",
+                                    custom_error_message="type must be one of: message, "
+                                    "function_call, function_call_output, file_search_call, "
+                                    "reasoning")]
+
+
+class ResponsesFunctionTool(Strict):
+    type: Literal["function"]
+    name: FunctionName
+    description: Text | None = None
+    parameters: JsonObject | None = None
+    strict: bool | None = None
+
+
+ResponsesTool = Annotated[ResponsesFunctionTool | FileSearchTool, Field(discriminator="type")]
+
+
+class ResponsesNamedTool(Strict):
+    type: Literal["function"]
+    name: FunctionName
+
+
+class HostedToolChoice(Strict):
+    type: Literal["file_search"]
+
+
+class ResponsesTextFormat(Strict):
+    format: (TextFormat | JsonObjectFormat | ResponsesJsonSchema) | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
+class ResponsesJsonSchema(Strict):
+    type: Literal["json_schema"]
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    schema_: JsonObject = Field(alias="schema")
+    description: Text | None = None
+    strict: bool | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+ResponsesTextFormat.model_rebuild()
+
+
+class ResponsesRequest(Strict):
+    model: Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+    input: Text | Annotated[list[InputItem], Field(max_length=MAX_MESSAGES)]
+    instructions: Text | None = None
+    tools: Annotated[list[ResponsesTool], Field(max_length=MAX_TOOLS)] = Field(
+        default_factory=list)
+    tool_choice: Literal["none", "auto", "required"] | ResponsesNamedTool | HostedToolChoice = \
+        "auto"
+    include: Annotated[list[Short], Field(max_length=16)] | None = None
+    temperature: Temperature = None
+    top_p: TopP = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    seed: Seed = None  # afinar's extension (reproducible answers)
+    metadata: MetadataMap = None
+    parallel_tool_calls: bool | None = True
+    stream: bool | None = False
+    previous_response_id: Id | None = None
+    store: bool | None = None
+    text: ResponsesTextFormat | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    user: Short | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    max_tool_calls: int | None = Field(None, ge=1)
+    safety_identifier: Short | None = None
+    prompt_cache_key: Short | None = None
+
+    def sampling(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "top_p": self.top_p, "seed": self.seed,
+                "max_tokens": self.max_output_tokens}
+
+
+# -- embeddings --------------------------------------------------------------------------------
+class EmbeddingRequest(Strict):
+    input: Text | Annotated[list[Text], Field(max_length=2048)] | Annotated[
+        list[int], Field(max_length=8192)] | Annotated[
+        list[Annotated[list[int], Field(max_length=8192)]], Field(max_length=2048)]
+    model: Annotated[str, Field(min_length=1, max_length=MAX_ID)] | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: Short | None = None
+
+
+# -- validation errors in OpenAI's shape -------------------------------------------------------
+# pydantic names union members in an error's location (discriminator tags, "str",
+# "list[...]", "function-after[...]", class names): not fields, so not part of ``param``
+_UNION_TAG = re.compile(r"^([a-z]+-[a-z-]+|[a-z]+\[.*\]|str|int|float|bool|none|"
+                        r"[A-Z][A-Za-z]+|literal\[.*\])$")
+_TAGS = {"system", "developer", "user", "assistant", "tool", "function", "text", "image_url",
+         "input_audio", "file", "refusal", "file_search", "message", "function_call",
+         "function_call_output", "skipped", "input_text", "output_text", "input_image",
+         "input_file", "comparison", "compound", "json_object", "json_schema"}
+
+
+def error_param(loc: tuple | list) -> str | None:
+    """``("body", "messages", 0, "user", "content", "str")`` -> ``"messages.0.content"``."""
+    out, prev = [], None
+    for p in loc:
+        skip = p in ("body", "query", "path") and prev is None or isinstance(p, str) and (
+            _UNION_TAG.match(p) or p in _TAGS and isinstance(prev, int))
+        if not skip:
+            out.append(str(p))
+        prev = p
+    return ".".join(out) or None
+
+
+def error_message(errors: list[dict[str, Any]]) -> tuple[str, str | None, str]:
+    """(message, param, code) for pydantic's errors: the most specific one (a union's member
+    that got furthest), with the alternatives offered at the same place."""
+    depth = [len((error_param(e.get("loc", ())) or "").split(".")) for e in errors]
+    first = errors[depth.index(max(depth))] if errors else {}
+    param, kind = error_param(first.get("loc", ())), first.get("type", "")
+    ctx = first.get("ctx") or {}
+    if kind == "extra_forbidden":
+        if param and "." not in param:
+            return f"Unrecognized request argument supplied: {param}", param, "unknown_parameter"
+        return f"Unknown parameter: '{param}'.", param, "unknown_parameter"
+    if kind == "missing":
+        return f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
+    if kind == "union_tag_not_found":
+        where = f"{param}.{ctx.get('discriminator', 'type')}".strip("'") if param else "type"
+        where = where.replace("'", "")
+        return f"Missing required parameter: '{where}'.", where, "missing_required_parameter"
+    if kind == "union_tag_invalid":
+        where = f"{param}.{str(ctx.get('discriminator', 'type')).strip(chr(39))}"
+        return (f"Invalid value: {ctx.get('tag')!r}. Supported values are: "
+                f"{ctx.get('expected_tags')}.", where, "invalid_value")
+    same = [e.get("msg", "invalid") for e in errors if error_param(e.get("loc", ())) == param]
+    alternatives = list(dict.fromkeys(same))[:4]
+    return (f"Invalid value for '{param or 'request'}': " + "; or ".join(alternatives),
+            param, "invalid_value")
+
+
+__all__ = ["ChatRequest", "CompletionRequest", "EmbeddingRequest", "FileSearchTool",
+           "Filter", "RankingOptions", "ResponsesRequest", "SearchQueries", "error_message"]
