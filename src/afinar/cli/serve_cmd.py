@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import signal
 
 import typer
 from rich.table import Table
@@ -81,15 +82,51 @@ def serve(
     auth = auth_mode(host, ApiKeys(settings).any())
     if not auth:
         err_console.print("[yellow]" + DEV_MODE.format(host=host) + "[/]", highlight=False)
+    app = create_app(settings, auth=auth, max_models=max_models)
     worker = None
     if not no_worker:
-        worker = subprocess.Popen([sys.executable, "-m", "afinar", "worker"])
+        worker = subprocess.Popen([sys.executable, "-m", "afinar", "worker"],
+                                  preexec_fn=_die_with_parent)
+    # uvicorn stops on SIGINT and SIGTERM, then re-raises the signal it caught: SIGINT's
+    # default raises KeyboardInterrupt, SIGTERM's would end the process at once, skipping the
+    # ``finally`` that stops the worker. This handler makes SIGTERM an exit that runs it.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        uvicorn.run(create_app(settings, auth=auth, max_models=max_models), host=host, port=port)
+        uvicorn.run(app, host=host, port=port)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
+            stop_worker(worker)
+
+
+def _exit_on_sigterm(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _die_with_parent() -> None:
+    """In the worker, before exec: Linux sends it SIGTERM when ``afinar serve`` dies, even by
+    SIGKILL (prctl PR_SET_PDEATHSIG); elsewhere nothing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def stop_worker(worker, timeout_s: float = 30.0) -> None:
+    """SIGTERM (the worker leaves its job to be resumed from the last checkpoint), then SIGKILL
+    after ``timeout_s``."""
+    import subprocess
+
+    if worker.poll() is not None:
+        return
+    worker.terminate()
+    try:
+        worker.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
 
 
 @keys_app.command("create")

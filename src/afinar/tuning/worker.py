@@ -70,6 +70,22 @@ def recover_orphans(jobs: Jobs) -> list[str]:
     return ids
 
 
+def _exit_on_sigterm():
+    """SIGTERM (``afinar serve`` stopping, systemd, Docker) becomes ``SystemExit`` in the main
+    thread, so ``finally`` blocks run (the lock is released, a job in progress stays to be
+    resumed from its last checkpoint by the next worker) instead of the process vanishing."""
+    import signal
+    import threading
+
+    def handler(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def run_worker(settings: Settings | None = None, *, exit_when_idle: bool = False,
                poll_s: float = 1.0, log=print) -> int:
     """Run jobs until stopped (or until none is waiting, with ``exit_when_idle``)."""
@@ -81,6 +97,7 @@ def run_worker(settings: Settings | None = None, *, exit_when_idle: bool = False
     name = new_worker_name()
     jobs = Jobs(settings)
     done = 0
+    restore = _exit_on_sigterm()
     try:
         for job_id in recover_orphans(jobs):
             log(f"recovered {job_id}")
@@ -97,6 +114,7 @@ def run_worker(settings: Settings | None = None, *, exit_when_idle: bool = False
             done += 1
     finally:
         lock.release()
+        restore()
 
 
 def spawn_worker(settings: Settings | None = None) -> subprocess.Popen | None:
