@@ -27,12 +27,25 @@ MAX_FILTER_ITEMS = 64
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    """No coercion (``"yes"`` is not a boolean, ``"10"`` not a number), as OpenAI's service."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class Copied(BaseModel):
     """An item copied back from a response: its other fields are kept and ignored."""
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, strict=True)
+
+
+def _shape(v: Any) -> str | None:
+    return "str" if isinstance(v, str) else "list" if isinstance(v, list) else None
+
+
+def str_or_list(text: Any, items: Any, what: str = "an array") -> Any:
+    """``text | items`` told apart by the JSON type, so an error names one alternative (a
+    plain union reports every member's)."""
+    return Annotated[Annotated[text, Tag("str")] | Annotated[items, Tag("list")],
+                     Discriminator(_shape, custom_error_type="invalid_type",
+                                   custom_error_message=f"expected a string or {what}")]
 
 
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
@@ -102,8 +115,8 @@ class RankingOptions(Strict):
 
 
 SearchQuery = Annotated[str, Field(min_length=1, max_length=4096)]
-SearchQueries = Annotated[SearchQuery, Field()] | Annotated[
-    list[SearchQuery], Field(min_length=1, max_length=MAX_SEARCH_QUERIES)]
+SearchQueries = str_or_list(SearchQuery, Annotated[
+    list[SearchQuery], Field(min_length=1, max_length=MAX_SEARCH_QUERIES)], "an array of strings")
 
 
 class FileSearchTool(Strict):
@@ -182,17 +195,18 @@ class _Named(Strict):
 
 class SystemMessage(_Named):
     role: Literal["system"]
-    content: Text | TextParts
+    content: str_or_list(Text, TextParts, "an array of text parts")
 
 
 class DeveloperMessage(_Named):
     role: Literal["developer"]
-    content: Text | TextParts
+    content: str_or_list(Text, TextParts, "an array of text parts")
 
 
 class UserMessage(_Named):
     role: Literal["user"]
-    content: Text | Annotated[list[UserPart], Field(min_length=1)]
+    content: str_or_list(Text, Annotated[list[UserPart], Field(min_length=1)],
+                         "an array of content parts")
 
 
 class AssistantAudio(Strict):
@@ -201,7 +215,8 @@ class AssistantAudio(Strict):
 
 class AssistantMessage(_Named):
     role: Literal["assistant"]
-    content: Text | Annotated[list[AssistantPart], Field(min_length=1)] | None = None
+    content: str_or_list(Text, Annotated[list[AssistantPart], Field(min_length=1)],
+                         "an array of content parts") | None = None
     refusal: Text | None = None
     audio: AssistantAudio | None = None
     tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_TOOLS)] | None = None
@@ -216,7 +231,7 @@ class AssistantMessage(_Named):
 
 class ToolMessage(Strict):
     role: Literal["tool"]
-    content: Text | TextParts
+    content: str_or_list(Text, TextParts, "an array of text parts")
     tool_call_id: Id
 
 
@@ -296,7 +311,7 @@ class Sampled(Strict):
     repetition_penalty: float | None = Field(None, gt=0, le=10,
                                              description="vLLM's extension")
     max_tokens: int | None = Field(None, ge=1)
-    stop: Stop | Stops | None = None
+    stop: str_or_list(Stop, Stops, "an array of strings") | None = None
     seed: Seed = None
     n: int = Field(1, ge=1, le=8)
     frequency_penalty: Penalty = None
@@ -357,8 +372,8 @@ class ChatRequest(Sampled):
 
 
 class CompletionRequest(Sampled):
-    prompt: Annotated[str, Field(max_length=MAX_TEXT)] | Annotated[
-        list[Annotated[str, Field(max_length=MAX_TEXT)]], Field(min_length=1, max_length=64)]
+    prompt: str_or_list(Text, Annotated[list[Text], Field(min_length=1, max_length=64)],
+                        "an array of strings")
     max_tokens: int | None = Field(16, ge=1)
     echo: Literal[False] | None = False  # echoing the prompt back is not supported
     best_of: Literal[1] | None = None
@@ -404,7 +419,8 @@ InputPart = Annotated[InputText | OutputText | InputImage | InputFile | Refusal,
 class InputMessage(Strict):
     type: Literal["message"] | None = None
     role: Literal["user", "assistant", "system", "developer"]
-    content: Text | Annotated[list[InputPart], Field(max_length=MAX_MESSAGES)]
+    content: str_or_list(Text, Annotated[list[InputPart], Field(max_length=MAX_MESSAGES)],
+                         "an array of content parts")
     id: Id | None = None  # an output message copied back
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
@@ -421,7 +437,8 @@ class FunctionCallItem(Strict):
 class FunctionCallOutput(Strict):
     type: Literal["function_call_output"]
     call_id: Id
-    output: Text | Annotated[list[InputPart], Field(max_length=MAX_MESSAGES)]
+    output: str_or_list(Text, Annotated[list[InputPart], Field(max_length=MAX_MESSAGES)],
+                        "an array of content parts")
     id: Id | None = None
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
@@ -488,7 +505,8 @@ ResponsesTextFormat.model_rebuild()
 
 class ResponsesRequest(Strict):
     model: Annotated[str, Field(min_length=1, max_length=MAX_ID)]
-    input: Text | Annotated[list[InputItem], Field(max_length=MAX_MESSAGES)]
+    input: str_or_list(Text, Annotated[list[InputItem], Field(max_length=MAX_MESSAGES)],
+                       "an array of input items")
     instructions: Text | None = None
     tools: Annotated[list[ResponsesTool], Field(max_length=MAX_TOOLS)] = Field(
         default_factory=list)
@@ -518,10 +536,26 @@ class ResponsesRequest(Strict):
 
 
 # -- embeddings --------------------------------------------------------------------------------
+def _embedding_input(v: Any) -> str | None:
+    if isinstance(v, str):
+        return "text"
+    if not isinstance(v, list):
+        return None
+    first = v[0] if v else ""
+    return ("texts" if isinstance(first, str) else "token_lists" if isinstance(first, list)
+            else "tokens")
+
+
 class EmbeddingRequest(Strict):
-    input: Text | Annotated[list[Text], Field(max_length=2048)] | Annotated[
-        list[int], Field(max_length=8192)] | Annotated[
-        list[Annotated[list[int], Field(max_length=8192)]], Field(max_length=2048)]
+    input: Annotated[
+        Annotated[Text, Tag("text")]
+        | Annotated[Annotated[list[Text], Field(max_length=2048)], Tag("texts")]
+        | Annotated[Annotated[list[int], Field(max_length=8192)], Tag("tokens")]
+        | Annotated[Annotated[list[Annotated[list[int], Field(max_length=8192)]],
+                              Field(max_length=2048)], Tag("token_lists")],
+        Discriminator(_embedding_input, custom_error_type="invalid_type",
+                      custom_error_message="expected a string, an array of strings or an "
+                                           "array of token arrays")]
     model: Annotated[str, Field(min_length=1, max_length=MAX_ID)] | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
@@ -533,7 +567,9 @@ class EmbeddingRequest(Strict):
 # "list[...]", "function-after[...]", class names): not fields, so not part of ``param``
 _UNION_TAG = re.compile(r"^([a-z]+-[a-z-]+|[a-z]+\[.*\]|str|int|float|bool|none|"
                         r"[A-Z][A-Za-z]+|literal\[.*\])$")
-_TAGS = {"system", "developer", "user", "assistant", "tool", "function", "text", "image_url",
+_UNION_FIELDS = {"response_format", "filters", "format", "input", "content", "output",
+                 "query", "prompt", "stop"}  # fields whose value is a tagged union
+_TAGS = {"str", "list", "texts", "tokens", "token_lists", "system", "developer", "user", "assistant", "tool", "function", "text", "image_url",
          "input_audio", "file", "refusal", "file_search", "message", "function_call",
          "function_call_output", "skipped", "input_text", "output_text", "input_image",
          "input_file", "comparison", "compound", "json_object", "json_schema"}
@@ -544,7 +580,8 @@ def error_param(loc: tuple | list) -> str | None:
     out, prev = [], None
     for p in loc:
         skip = p in ("body", "query", "path") and prev is None or isinstance(p, str) and (
-            _UNION_TAG.match(p) or p in _TAGS and isinstance(prev, int))
+            _UNION_TAG.match(p) or p in _TAGS and (isinstance(prev, int)
+                                                   or prev in _UNION_FIELDS))
         if not skip:
             out.append(str(p))
         prev = p
