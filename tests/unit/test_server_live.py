@@ -114,7 +114,7 @@ DOCS = {  # name -> (uploader, text, attributes)
     "ops.md": ("admin", "# Ops\n\nThe ops vault code is 5555. Ops runs the wifi router.\n",
                {"groups": "team-b"}),
     "public.txt": ("admin", ("Everyone may know that the wifi router sits in the hall and that "
-                             "no vault code is written on it.\n"), None),
+                             "no vault code is written on it.\n"), {"groups": ""}),
 }
 SECRETS = {"alpha.md": "4711", "beta.md": "9902", "ops.md": "5555"}
 
@@ -170,19 +170,21 @@ def test_vector_store_acl_search_and_listing(live):
                lambda: live.a.files.retrieve(ids["beta.md"]),
                lambda: live.a.files.content(ids["beta.md"]),
                lambda: live.a.files.delete(ids["beta.md"]),
-               lambda: live.a.files.content(ids["public.txt"])):  # an admin's upload
+               lambda: live.a.files.content(ids["ops.md"])):  # an admin's upload, team-b's
         with pytest.raises(openai.NotFoundError):
             op()
-    assert {f.id for f in complete(live.a.files.list())} == {ids["alpha.md"]}
-    assert {f.id for f in complete(live.b.files.list())} == {ids["beta.md"]}
+    # the files API has the same readers as retrieval (afinar.store.access)
+    assert {f.id for f in complete(live.a.files.list())} == {ids[n] for n in _visible(live)["a"]}
+    assert {f.id for f in complete(live.b.files.list())} == {ids[n] for n in _visible(live)["b"]}
+    assert live.a.files.content(ids["public.txt"]).text == DOCS["public.txt"][1]
     assert set(ids.values()) <= {f.id for f in complete(live.admin.files.list())}
     assert live.b.files.content(ids["beta.md"]).text == DOCS["beta.md"][1]
     # a key may only restrict documents to its own groups
     with pytest.raises(openai.PermissionDeniedError):
         live.a.vector_stores.files.update(ids["alpha.md"], vector_store_id=store,
                                           attributes={"groups": "team-b"})
-    # the groups attribute moves a document between groups; removing it restores the
-    # uploader's groups
+    # the groups attribute changes a file's groups (its uploader keeps reading it); leaving it
+    # out of an update changes nothing
     def finds(c, name):
         hits = c.vector_stores.search(store, query="vault code team", max_num_results=10).data
         return ids[name] in {h.file_id for h in hits}
@@ -190,11 +192,14 @@ def test_vector_store_acl_search_and_listing(live):
     moved = complete(live.admin.vector_stores.files.update(
         ids["alpha.md"], vector_store_id=store, attributes={"groups": "team-b", "n": 1}))
     assert moved.attributes == {"groups": "team-b", "n": 1}
-    assert finds(live.b, "alpha.md") and not finds(live.a, "alpha.md")
-    live.admin.vector_stores.files.update(ids["alpha.md"], vector_store_id=store, attributes={})
-    assert finds(live.a, "alpha.md") and not finds(live.b, "alpha.md")  # alice's: team-a
-    live.admin.vector_stores.files.update(ids["ops.md"], vector_store_id=store, attributes={})
-    assert finds(live.a, "ops.md") and finds(live.b, "ops.md")  # the admin's groups: none
+    assert finds(live.b, "alpha.md") and finds(live.a, "alpha.md")
+    kept = live.admin.vector_stores.files.update(ids["alpha.md"], vector_store_id=store,
+                                                 attributes={})
+    assert kept.attributes == {"groups": "team-b"} and finds(live.b, "alpha.md")
+    assert not finds(live.a, "ops.md")
+    live.admin.vector_stores.files.update(ids["ops.md"], vector_store_id=store,
+                                          attributes={"groups": ""})
+    assert finds(live.a, "ops.md") and finds(live.b, "ops.md")  # made public by an admin
 
 
 class Quoting:

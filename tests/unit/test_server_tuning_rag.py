@@ -228,7 +228,8 @@ def test_responses_with_file_search(server, tmp_path, monkeypatch):
     from afinar.server.routes_responses import grounded_chat
 
     text, annotations, usage = grounded_chat(app, "tiny", [{"role": "user", "content": "wifi?"}],
-                                             tool, SamplingParams(max_tokens=8), groups=[])
+                                             tool, SamplingParams(max_tokens=8),
+                                             groups=None)  # local mode's: an admin's
     assert text == answer and annotations[0]["file_id"] == wifi and usage["total_tokens"] == 109
     # the same grounding on chat completions (afinar's extension): citations as annotations
     chat = client.chat.completions.create(

@@ -1,5 +1,5 @@
-"""What every route shares: OpenAI's error object, authentication and the caller's access rules,
-pagination."""
+"""What every route shares: OpenAI's error object, authentication (the ``Caller``; its access
+rules are ``afinar.store.access``'s), pagination."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from afinar.errors import AfinarError, NotFound
+from afinar.store.access import Caller, Forbidden  # noqa: F401 (the routes import them here)
 from afinar.store.files import Files
 from afinar.store.tables import FileRecord
 
@@ -69,50 +70,7 @@ async def validation_error_handler(_request: Request, exc) -> JSONResponse:
                           400, "invalid_value", param)
 
 
-class Forbidden(AfinarError):
-    code = "permission_denied"
-    http_status = 403
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who sends a request: an API key (its id, name, groups, admin flag), or the local
-    development mode (no keys exist; the server is bound to loopback), which acts as an admin.
-
-    Reading rules: an admin reads everything. Otherwise a file (``/v1/files``) is visible to the
-    key that uploaded it and to keys sharing one of the uploader's groups (files made without a
-    key, by the CLI or a job, only to admins); a document of a vector store is visible when it
-    has no groups (public) or shares one with the key."""
-
-    key_id: str | None
-    name: str
-    groups: frozenset[str] = frozenset()
-    admin: bool = False
-
-    @property
-    def search_groups(self) -> list[str] | None:
-        """``KnowledgeBases.search``'s ``groups``: ``None`` (unrestricted) for admins."""
-        return None if self.admin else sorted(self.groups)
-
-    def may_read(self, groups: list[str] | None) -> bool:
-        """A document restricted to ``groups`` (empty: public)."""
-        return self.admin or not groups or bool(self.groups.intersection(groups))
-
-    def may_read_file(self, rec: FileRecord) -> bool:
-        if self.admin:
-            return True
-        if rec.owner_key_id is None:
-            return False
-        return rec.owner_key_id == self.key_id or bool(
-            self.groups.intersection(rec.owner_groups or []))
-
-    def require_admin(self, what: str) -> None:
-        if not self.admin:
-            raise Forbidden(f"only an admin key may {what}; this key ({self.name}) is not an "
-                            "admin (create one with `afinar keys create --name NAME --admin`)")
-
-
-LOCAL = Caller(None, "local development mode", admin=True)
+LOCAL = Caller(None, "local development mode", admin=True, owner=True)
 _BEARER = Depends(HTTPBearer(auto_error=False,
                              description="an afinar API key (`afinar keys create`)"))
 
@@ -138,7 +96,8 @@ def require_key(request: Request,
     if rec is None:
         raise AuthError("Incorrect API key provided. Create one with "
                         "`afinar keys create --name NAME`.", code="invalid_api_key")
-    caller = Caller(rec.id, rec.name, frozenset(rec.groups or []), bool(rec.admin))
+    caller = Caller(rec.id, rec.name, frozenset(rec.groups or []),
+                    bool(rec.admin or rec.owner), rec.project_id or "default", bool(rec.owner))
     request.state.caller = caller
     return caller
 
@@ -162,6 +121,23 @@ def readable_file(caller: Caller, files: Files, file_id: str, param: str = "file
     if rec is None or not caller.may_read_file(rec):
         raise NotFound(f"no file {file_id!r}", param=param)
     return rec
+
+
+def model_visible(request: Request, caller: Caller, model_id: str) -> bool:
+    """Whether the caller's project has this model: a fine-tuned one (or checkpoint) is its
+    job's project's; built-in and registered ones are every project's."""
+    from afinar.store.access import model_project
+    from afinar.store.db import get_database
+
+    return caller.owner or model_project(get_database(request.app.state.settings.db_url),
+                                         model_id) in (None, caller.project)
+
+
+def require_model(request: Request, model_id: str) -> None:
+    """404 for another project's fine-tuned model, as for an unknown one."""
+    if not model_visible(request, request.state.caller, model_id):
+        raise NotFound(f"The model {model_id!r} does not exist", code="model_not_found",
+                       param="model")
 
 
 def page(items: list[dict[str, Any]], after: str | None, limit: int,

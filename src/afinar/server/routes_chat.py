@@ -34,8 +34,10 @@ from afinar.models.catalog import Catalog
 from afinar.models.constrained import ANY_OBJECT, json_hint
 from afinar.models.generation import GenerationResult, GenerationStream, Generator, SamplingParams
 from afinar.models.toolcalls import FORCED_PREFIX, forced_call_schema, parse_tool_calls
-from afinar.server.common import Auth, error_body
+from afinar.rag.kb import KnowledgeBases
+from afinar.server.common import Auth, error_body, require_model
 from afinar.server.schemas import ChatRequest, CompletionRequest, NamedToolChoice, Sampled
+from afinar.server.vector_stores import check_stores
 
 router = APIRouter(dependencies=[Auth])
 FINGERPRINT = f"fp_afinar_{__version__}"
@@ -43,8 +45,11 @@ FINGERPRINT = f"fp_afinar_{__version__}"
 
 def sampling_defaults(request: Request, model: str) -> dict[str, Any]:
     """The model's recommended sampling (``Catalog.sampling_defaults``), for what a request
-    omits; an unknown model is the catalog's 404, before anything loads."""
-    return Catalog(request.app.state.settings).sampling_defaults(model)
+    omits; an unknown model is the catalog's 404, before anything loads, and so is another
+    project's fine-tuned model."""
+    defaults = Catalog(request.app.state.settings).sampling_defaults(model)
+    require_model(request, model)
+    return defaults
 
 
 def per_choice(req: Sampled, max_tokens: int | None, defaults: dict[str, Any]
@@ -194,6 +199,8 @@ async def _file_search_chat(req: ChatRequest, request: Request, tool: dict[str, 
     from afinar.server.routes_responses import grounded_chat
 
     p = per_choice(req, req.max_completion_tokens or req.max_tokens, defaults)[0]
+    check_stores(KnowledgeBases(request.app.state.settings), tool.get("vector_store_ids"),
+                 request.state.caller)  # another project's store: 404
     text, annotations, usage = await run_in_threadpool(  # the caller's groups (auth set them)
         grounded_chat, request.app, req.model, req.chat_messages(), tool, p,
         groups=request.state.caller.search_groups)

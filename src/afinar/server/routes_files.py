@@ -4,9 +4,11 @@ Uploads are streamed into the blob store under a size limit (``app.state.max_upl
 512 MB by default); the client's filename is only ever shown. A ``fine-tune`` upload is checked
 by the dataset validator (structure only, no tokenizer) and refused whole when it has errors.
 
-Access: a file is recorded with the key that uploaded it and that key's groups; other keys see
-it (list, retrieve, content, delete, use in jobs and vector stores) only when they share one of
-those groups, or are admins. To anyone else it does not exist (404, as an unknown id).
+Access (``afinar.store.access``): a file belongs to the uploading key's project and is recorded
+with that key and its groups. Its readers (list, retrieve, content, use in jobs and vector
+stores) are the same as its documents' in every vector store: the uploader, the groups it is
+restricted to (by default the uploader's groups at upload time) and the project's admins. To
+anyone else it does not exist (404, as an unknown id). Only the uploader or an admin deletes it.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ def _check_fine_tune(files: Files, rec: FileRecord) -> None:
 def _create(files: Files, upload: UploadFile, purpose: str, max_bytes: int,
             who: Caller) -> FileRecord:
     rec = files.create(upload.file, upload.filename or "file", purpose, max_bytes,
-                       owner_key_id=who.key_id, owner_groups=sorted(who.groups))
+                       owner_key_id=who.key_id, owner_groups=sorted(who.groups),
+                       project_id=who.project)
     if purpose == "fine-tune":
         _check_fine_tune(files, rec)
     return rec
@@ -92,7 +95,8 @@ async def retrieve_file(file_id: str, request: Request, who: Caller = Auth) -> d
 @router.delete("/files/{file_id}")
 async def delete_file(file_id: str, request: Request, who: Caller = Auth) -> dict[str, Any]:
     files = _files(request)
-    await run_in_threadpool(readable_file, who, files, file_id)
+    rec = await run_in_threadpool(readable_file, who, files, file_id)
+    who.require_owner(rec.owner_key_id, f"delete file {file_id}")
     await run_in_threadpool(files.delete, file_id)
     return {"id": file_id, "object": "file", "deleted": True}
 

@@ -9,6 +9,10 @@ the method's options. The deprecated top-level ``hyperparameters`` still work; v
 (``app.state.spawn_workers = False`` turns that off, for tests or an external worker). As with
 OpenAI, the training file is validated by the job (``validating_files``), not by this request;
 a rejected file makes the job ``failed`` with ``error.param = "training_file"``.
+
+Access (``afinar.store.access``): a job belongs to the creating key's project; it is visible to
+that key, keys sharing one of its groups and the project's admins (to others: 404), and only
+its creator or an admin may cancel, pause or resume it (403).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from afinar.errors import InvalidRequest, NotFound
 from afinar.server.common import Auth, Caller, page, readable_file
+from afinar.store.access import may_see_job, set_project
 from afinar.store.files import Files
+from afinar.store.tables import JobRecord
 from afinar.tuning import Hyperparameters, Jobs, spawn_worker
 from afinar.tuning.serialize import checkpoint_object, event_object, job_object
 
@@ -109,12 +115,15 @@ def create_job(body: CreateJob, request: Request, who: Caller = Auth) -> dict:
                                 validation_file=body.validation_file, method=method,
                                 hyperparameters=hp, suffix=body.suffix, seed=body.seed,
                                 metadata=body.metadata)
+    set_project(_jobs(request).db, JobRecord, job.id, who, owner_key_id=who.key_id,
+                owner_groups=sorted(who.groups))
     _spawn(request)
-    return job_object(job)
+    return job_object(_jobs(request).get(job.id))
 
 
 @router.get("/fine_tuning/jobs")
-def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> dict:
+def list_jobs(request: Request, after: str | None = None, limit: int = 20,
+              who: Caller = Auth) -> dict:
     wanted: dict[str, str] = {}
     null_metadata = False
     for key, value in request.query_params.multi_items():
@@ -123,32 +132,46 @@ def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> di
         elif m := _METADATA_KEY.match(key):
             wanted[m.group(1)] = value
     limit = max(1, min(limit, 100))
-    if not wanted and not null_metadata:
-        jobs = _jobs(request).list(after=after, limit=limit + 1)
-        return page([job_object(j) for j in jobs], None, limit)  # has_more from the extra one
-    jobs = [j for j in _jobs(request).list(limit=10**9)
-            if (j.metadata_ is None if null_metadata else
-                all((j.metadata_ or {}).get(k) == v for k, v in wanted.items()))]
+    jobs = [j for j in _jobs(request).list(limit=10**9) if may_see_job(who, j)
+            and (not null_metadata or j.metadata_ is None)
+            and all((j.metadata_ or {}).get(k) == v for k, v in wanted.items())]
     return page([job_object(j) for j in jobs], after, limit)
 
 
+def _job(request: Request, job_id: str, who: Caller, change: str | None = None) -> JobRecord:
+    """The job if the caller may see it (else 404, as an unknown id); with ``change``, only
+    its creator or an admin may (403)."""
+    try:
+        job = _jobs(request).get(job_id)
+    except NotFound:
+        job = None
+    if job is None or not may_see_job(who, job):
+        raise NotFound(f"no fine-tuning job {job_id!r}", param="fine_tuning_job_id")
+    if change:
+        who.require_owner(job.owner_key_id, f"{change} fine-tuning job {job_id}")
+    return job
+
+
 @router.get("/fine_tuning/jobs/{fine_tuning_job_id}")
-def retrieve_job(fine_tuning_job_id: str, request: Request) -> dict:
-    return job_object(_jobs(request).get(fine_tuning_job_id))
+def retrieve_job(fine_tuning_job_id: str, request: Request, who: Caller = Auth) -> dict:
+    return job_object(_job(request, fine_tuning_job_id, who))
 
 
 @router.post("/fine_tuning/jobs/{fine_tuning_job_id}/cancel")
-def cancel_job(fine_tuning_job_id: str, request: Request) -> dict:
+def cancel_job(fine_tuning_job_id: str, request: Request, who: Caller = Auth) -> dict:
+    _job(request, fine_tuning_job_id, who, "cancel")
     return job_object(_jobs(request).cancel(fine_tuning_job_id))
 
 
 @router.post("/fine_tuning/jobs/{fine_tuning_job_id}/pause")
-def pause_job(fine_tuning_job_id: str, request: Request) -> dict:
+def pause_job(fine_tuning_job_id: str, request: Request, who: Caller = Auth) -> dict:
+    _job(request, fine_tuning_job_id, who, "pause")
     return job_object(_jobs(request).pause(fine_tuning_job_id))
 
 
 @router.post("/fine_tuning/jobs/{fine_tuning_job_id}/resume")
-def resume_job(fine_tuning_job_id: str, request: Request) -> dict:
+def resume_job(fine_tuning_job_id: str, request: Request, who: Caller = Auth) -> dict:
+    _job(request, fine_tuning_job_id, who, "resume")
     job = _jobs(request).resume(fine_tuning_job_id)
     _spawn(request)
     return job_object(job)
@@ -156,16 +179,17 @@ def resume_job(fine_tuning_job_id: str, request: Request) -> dict:
 
 @router.get("/fine_tuning/jobs/{fine_tuning_job_id}/events")
 def list_events(fine_tuning_job_id: str, request: Request, after: str | None = None,
-                limit: int = 20) -> dict:
+                limit: int = 20, who: Caller = Auth) -> dict:
     """Newest first, as OpenAI lists them; ``after`` is the last event id of the previous page."""
+    _job(request, fine_tuning_job_id, who)
     events = _jobs(request).events(fine_tuning_job_id)
     return page([event_object(e) for e in reversed(events)], after, limit)
 
 
 @router.get("/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints")
 def list_checkpoints(fine_tuning_job_id: str, request: Request, after: str | None = None,
-                     limit: int = 10) -> dict:
+                     limit: int = 10, who: Caller = Auth) -> dict:
     jobs = _jobs(request)
-    job = jobs.get(fine_tuning_job_id)
+    job = _job(request, fine_tuning_job_id, who)
     items = [checkpoint_object(c, job) for c in jobs.checkpoints(fine_tuning_job_id)]
     return page(items, after, limit)

@@ -1,5 +1,8 @@
 """``/v1/models``: the catalog (built-ins, registered, fine-tuned ``ft:`` models and their
-checkpoints) as OpenAI ``model`` objects; only fine-tuned models can be deleted, by admin keys."""
+checkpoints) as OpenAI ``model`` objects; only fine-tuned models can be deleted, by admin keys.
+
+A fine-tuned model belongs to its job's project: to keys of other projects it does not exist
+(404); built-in and registered (CLI) models are every project's."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from afinar.errors import AfinarError
 from afinar.models.catalog import Catalog, ModelInfo
-from afinar.server.common import Auth, Caller
+from afinar.server.common import Auth, Caller, model_visible, require_model
 
 router = APIRouter(dependencies=[Auth])
 
@@ -35,14 +38,17 @@ def _catalog(request: Request) -> Catalog:
 
 
 @router.get("/models")
-async def list_models(request: Request) -> dict[str, Any]:
+async def list_models(request: Request, who: Caller = Auth) -> dict[str, Any]:
     models = await run_in_threadpool(_catalog(request).list)
-    return {"object": "list", "data": [model_object(m) for m in models]}
+    return {"object": "list", "data": [model_object(m) for m in models
+                                       if model_visible(request, who, m.id)]}
 
 
 @router.get("/models/{model_id:path}")
-async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
-    return model_object(await run_in_threadpool(_catalog(request).get, model_id))
+async def retrieve_model(model_id: str, request: Request, who: Caller = Auth) -> dict[str, Any]:
+    m = await run_in_threadpool(_catalog(request).get, model_id)
+    require_model(request, model_id)
+    return model_object(m)
 
 
 @router.delete("/models/{model_id:path}")
@@ -51,6 +57,7 @@ async def delete_model(model_id: str, request: Request,
     who.require_admin("delete models")
     catalog = _catalog(request)
     await run_in_threadpool(catalog.get, model_id)  # unknown -> 404
+    require_model(request, model_id)  # another project's -> 404
     if not model_id.startswith("ft:"):
         raise NotDeletable(f"{model_id!r} is not a fine-tuned model: only fine-tuned models "
                            "(ids starting with 'ft:') can be deleted through the API; remove "

@@ -232,6 +232,8 @@ async def create_response(req: ResponsesRequest, request: Request,
         messages = json_hint(messages, shown)
         params = params.model_copy(update={"json_schema": schema})
     if search is not None:
+        await run_in_threadpool(vs.check_stores, KnowledgeBases(request.app.state.settings),
+                                search.get("vector_store_ids"), who)  # another project's: 404
         g = await run_in_threadpool(_grounded, request.app, req.model, messages, search, params,
                                     groups=who.search_groups)
     else:

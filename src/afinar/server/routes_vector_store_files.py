@@ -5,9 +5,11 @@ extension, chunked with the store's strategy, embedded, and committed before the
 files and batches are ``completed`` (or ``failed`` with ``last_error``) when returned. A batch's
 ``cancel`` therefore has nothing left to stop and returns the batch as it is. A per-file
 ``chunking_strategy`` is accepted but a store chunks all its files one way (set it when creating
-the store); each file object reports the strategy really used. A file's ``groups`` attribute
-(comma-separated) names who may read its document, else the uploading key's groups; a caller
-sees, changes and deletes only the files it may read (see ``afinar.server.vector_stores``).
+the store); each file object reports the strategy really used. Who may read a file's document is
+the file's readers (``afinar.store.access``): a ``groups`` attribute (comma-separated) changes
+the file's groups everywhere, by its uploader or an admin only; a caller sees and changes only
+the files it may read, and removes one from a store only as the store's creator, the file's
+uploader or an admin.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from afinar.ids import new_id
 from afinar.rag.chunking import ChunkingStrategy
 from afinar.rag.kb import KnowledgeBases
 from afinar.server import vector_stores as vs
-from afinar.server.common import LOCAL, Auth, Caller
+from afinar.server.common import LOCAL, Auth, Caller, Forbidden
 from afinar.server.vector_stores import Attributes, listing
+from afinar.store.files import Files
 from afinar.store.tables import KbChunk
 
 router = APIRouter(dependencies=[Auth])
@@ -65,11 +68,11 @@ def _check(attributes: dict | None, chunking: dict | None) -> dict:
 
 
 def _one(kbs: KnowledgeBases, store_id: str, file_id: str, who: Caller) -> dict:
-    rec = vs.store(kbs, store_id)
+    rec = vs.store(kbs, store_id, who)
     docs = vs.documents(kbs, rec, who)
     if file_id in docs:
         return vs.file_object(kbs, rec, file_id, *docs[file_id])
-    if vs.failed_entry(rec, file_id, who) is not None:
+    if vs.failed_entry(rec, file_id, who, Files(kbs.settings)) is not None:
         return vs.file_object(kbs, rec, file_id, None)
     raise NotFound(f"no file {file_id!r} in vector store {rec.id}", param="file_id")
 
@@ -78,7 +81,7 @@ def _files_page(request: Request, store_id: str, only: set[str] | None, after: s
                 before: str | None, limit: int, order: str, status: str | None,
                 who: Caller) -> dict:
     kbs = _kbs(request)
-    items = [f for f in vs.file_objects(kbs, vs.store(kbs, store_id), who)
+    items = [f for f in vs.file_objects(kbs, vs.store(kbs, store_id, who), who)
              if (only is None or f["id"] in only) and (status is None or f["status"] == status)]
     return listing(items, after, before, limit, order)
 
@@ -86,7 +89,7 @@ def _files_page(request: Request, store_id: str, only: set[str] | None, after: s
 @router.post("/vector_stores/{vector_store_id}/files")
 def add_file(vector_store_id: str, body: AddFile, request: Request, who: Caller = Auth) -> dict:
     kbs = _kbs(request)
-    rec = vs.store(kbs, vector_store_id)
+    rec = vs.store(kbs, vector_store_id, who)
     vs.ingest(kbs, rec, [(body.file_id, _check(body.attributes, body.chunking_strategy))], who)
     return _one(kbs, rec.id, body.file_id, who)
 
@@ -109,38 +112,55 @@ def retrieve_file(vector_store_id: str, file_id: str, request: Request,
 @router.post("/vector_stores/{vector_store_id}/files/{file_id}")
 def update_file(vector_store_id: str, file_id: str, body: UpdateFile, request: Request,
                 who: Caller = Auth) -> dict:
-    """New attributes for a file of the store; a ``groups`` attribute changes who may read it
-    (removing it restores the uploading key's groups)."""
+    """New attributes for a file of the store. A ``groups`` attribute changes who may read the
+    file, everywhere (its uploader or an admin only); without one its readers stay as they
+    are (``afinar.store.access``)."""
     kbs = _kbs(request)
-    rec = vs.store(kbs, vector_store_id)
+    rec = vs.store(kbs, vector_store_id, who)
     _one(kbs, rec.id, file_id, who)  # 404 when unknown or not readable
     doc = vs.documents(kbs, rec, who).get(file_id)
     if doc is None:
         raise InvalidRequest(f"{file_id} failed to parse: there is nothing to update; add it "
                              "again", param="file_id")
     attributes = body.attributes or {}
-    groups = vs.groups_attribute(attributes, who)
-    if groups is None:  # back to the uploader's groups (a CLI document keeps its own)
-        groups = (rec.info or {}).get("files", {}).get(file_id, {}).get(
-            "uploader_groups", doc[0].groups)
+    files = Files(kbs.settings)
+    frec = files.get(file_id) if vs.is_file_id(doc[0].source) and _exists(files, file_id) \
+        else None
+    if frec is None:  # a document the CLI added (or whose file was deleted): its own groups
+        if vs.groups_attribute(attributes) is not None:
+            who.require_admin("change the groups of a document that has no stored file")
+            groups = vs.groups_attribute(attributes)
+        else:
+            groups = None
+    else:
+        recs = {file_id: frec}
+        vs.apply_groups(files, recs, [(file_id, attributes)], who)
+        attributes, groups = vs.doc_attributes(attributes, recs[file_id]), None
     kbs.set_attributes(rec.id, doc[0].id, attributes, groups=groups)
-
-    def note(info: dict) -> None:
-        if file_id in info.get("files", {}):
-            info["files"][file_id]["groups"] = groups
-
-    vs.update_info(kbs, rec.id, note)
     return _one(kbs, rec.id, file_id, LOCAL)  # shown even if the caller just gave it away
+
+
+def _exists(files: Files, file_id: str) -> bool:
+    try:
+        files.get(file_id)
+    except NotFound:
+        return False
+    return True
 
 
 @router.delete("/vector_stores/{vector_store_id}/files/{file_id}")
 def delete_file(vector_store_id: str, file_id: str, request: Request,
                 who: Caller = Auth) -> dict:
     kbs = _kbs(request)
-    rec = vs.store(kbs, vector_store_id)
+    rec = vs.store(kbs, vector_store_id, who)
+    files = Files(kbs.settings)
     doc = vs.documents(kbs, rec, who).get(file_id)
-    if doc is None and vs.failed_entry(rec, file_id, who) is None:
+    if doc is None and vs.failed_entry(rec, file_id, who, files) is None:
         raise NotFound(f"no file {file_id!r} in vector store {rec.id}", param="file_id")
+    uploader = files.get(file_id).owner_key_id if _exists(files, file_id) else None
+    if not (who.owns(rec.owner_key_id) or who.owns(uploader)):
+        raise Forbidden(f"only the key that created vector store {rec.id}, the key that "
+                        f"uploaded {file_id} or an admin may remove it from the store")
     if doc is not None:
         kbs.remove(rec.id, doc[0].id)
     if file_id in (rec.info or {}).get("files", {}):
@@ -153,7 +173,7 @@ def file_content(vector_store_id: str, file_id: str, request: Request,
                  who: Caller = Auth) -> dict:
     """The parsed text, as the store's chunks (heading path line, then the body)."""
     kbs = _kbs(request)
-    rec = vs.store(kbs, vector_store_id)
+    rec = vs.store(kbs, vector_store_id, who)
     docs = vs.documents(kbs, rec, who)
     if file_id not in docs:
         raise NotFound(f"no parsed file {file_id!r} in vector store {rec.id}", param="file_id")
@@ -167,7 +187,7 @@ def file_content(vector_store_id: str, file_id: str, request: Request,
 
 
 def _batch(kbs: KnowledgeBases, store_id: str, batch_id: str, who: Caller) -> dict:
-    rec = vs.store(kbs, store_id)
+    rec = vs.store(kbs, store_id, who)
     b = (rec.info or {}).get("batches", {}).get(batch_id)
     if b is None:
         raise NotFound(f"no file batch {batch_id!r} in vector store {rec.id}", param="batch_id")
@@ -181,7 +201,7 @@ def _batch(kbs: KnowledgeBases, store_id: str, batch_id: str, who: Caller) -> di
 def create_batch(vector_store_id: str, body: CreateBatch, request: Request,
                  who: Caller = Auth) -> dict:
     kbs = _kbs(request)
-    rec = vs.store(kbs, vector_store_id)
+    rec = vs.store(kbs, vector_store_id, who)
     common = _check(body.attributes, body.chunking_strategy)
     items = [(f, common) for f in body.file_ids or []]
     for f in body.files or []:
@@ -215,7 +235,7 @@ def batch_files(vector_store_id: str, batch_id: str, request: Request, after: st
                 order: Literal["asc", "desc"] = "desc", filter: Status | None = None,
                 who: Caller = Auth) -> dict:
     kbs = _kbs(request)
-    rec = vs.store(kbs, vector_store_id)
+    rec = vs.store(kbs, vector_store_id, who)
     b = (rec.info or {}).get("batches", {}).get(batch_id)
     if b is None:
         raise NotFound(f"no file batch {batch_id!r} in vector store {rec.id}", param="batch_id")

@@ -7,9 +7,10 @@ once. ``expires_after`` is stored and reported (``expires_at``, and ``status: "e
 it), but nothing is deleted automatically. ``rewrite_query`` is accepted and ignored (the
 query is used as given).
 
-Access control: a search runs with the caller's groups inside retrieval (documents restricted to
-other groups are masked before ranking); admin keys search everything. The ``groups`` attribute
-of a vector-store file names who may read it; see ``afinar.server.vector_stores``.
+Access control (``afinar.store.access``): a store belongs to the project of the key that created
+it (other projects: 404); any key of the project sees it, only its creator or an admin may
+rename or delete it. A search runs with the caller's principals inside retrieval (documents the
+caller may not read are masked before ranking); admins of the project search everything.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from afinar.server.common import Auth, Caller
 from afinar.server.schemas import Filter, RankingOptions, SearchQueries
 from afinar.server.routes_vector_store_files import router as files_router
 from afinar.server.vector_stores import Metadata, listing
+from afinar.store.access import set_project
+from afinar.store.tables import KbRecord
 
 router = APIRouter(dependencies=[Auth])
 router.include_router(files_router)
@@ -71,6 +74,7 @@ def create_store(body: CreateStore, request: Request, who: Caller = Auth) -> dic
         "name": body.name or "", "description": body.description,
         "metadata": body.metadata or {},
         "expires_after": body.expires_after.model_dump() if body.expires_after else None})
+    set_project(kbs.db, KbRecord, rec.id, who, owner_key_id=who.key_id)
     strategy = vs.chunking_strategy(kbs, rec)
     vs.update_info(kbs, rec.id, lambda info: info.update(last_active_at=rec.created_at,
                                                          chunking_strategy=strategy))
@@ -89,21 +93,22 @@ def list_stores(request: Request, after: str | None = None, before: str | None =
                 limit: int = 20, order: Literal["asc", "desc"] = "desc",
                 who: Caller = Auth) -> dict:
     kbs = kbs_of(request)
-    return listing([vs.store_object(kbs, r, who) for r in kbs.list()], after, before, limit,
-                   order)
+    return listing([vs.store_object(kbs, r, who) for r in kbs.list()
+                    if who.in_project(r.project_id)], after, before, limit, order)
 
 
 @router.get("/vector_stores/{vector_store_id}")
 def retrieve_store(vector_store_id: str, request: Request, who: Caller = Auth) -> dict:
     kbs = kbs_of(request)
-    return vs.store_object(kbs, vs.store(kbs, vector_store_id), who)
+    return vs.store_object(kbs, vs.store(kbs, vector_store_id, who), who)
 
 
 @router.post("/vector_stores/{vector_store_id}")
 def modify_store(vector_store_id: str, body: ModifyStore, request: Request,
                  who: Caller = Auth) -> dict:
     kbs = kbs_of(request)
-    rec = vs.store(kbs, vector_store_id)
+    rec = vs.store(kbs, vector_store_id, who)
+    who.require_owner(rec.owner_key_id, f"modify vector store {rec.id}")
     given = body.model_dump(include=body.model_fields_set)
 
     def modify(info: dict) -> None:
@@ -116,9 +121,10 @@ def modify_store(vector_store_id: str, body: ModifyStore, request: Request,
 
 
 @router.delete("/vector_stores/{vector_store_id}")
-def delete_store(vector_store_id: str, request: Request) -> dict:
+def delete_store(vector_store_id: str, request: Request, who: Caller = Auth) -> dict:
     kbs = kbs_of(request)
-    rec = vs.store(kbs, vector_store_id)
+    rec = vs.store(kbs, vector_store_id, who)
+    who.require_owner(rec.owner_key_id, f"delete vector store {rec.id}")
     kbs.delete(rec.id)
     return {"id": rec.id, "object": "vector_store.deleted", "deleted": True}
 
@@ -131,6 +137,7 @@ def search_store(vector_store_id: str, body: SearchRequest, request: Request,
     if not queries or not all(q.strip() for q in queries):
         raise InvalidRequest("query must be a non-empty string or list of strings",
                              param="query")
+    vs.store(kbs, vector_store_id, who)
     found = vs.search(kbs, [vector_store_id], queries, groups=who.search_groups,
                       filters=body.filters.model_dump() if body.filters else None,
                       k=body.max_num_results,

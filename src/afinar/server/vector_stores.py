@@ -9,14 +9,14 @@ afinar's records lack: the display ``name``, ``description``, ``metadata``, ``ex
 and the ``batches``. A document added through the API has its file id as ``source``; one added
 with the CLI is listed under its document id (``file-…`` as well).
 
-Access control (``afinar.server.common.Caller``): who may read a document is the ``groups``
-attribute of its vector-store file (comma-separated group names); without it, the groups of the
-key that uploaded the file (``FileRecord.owner_groups``; for a file made without a key, the
-adding key's groups). A document with no groups is public. Searches run with the caller's groups
-inside retrieval (``KnowledgeBases.search`` masks chunks before ranking); admin keys read
-everything. A non-admin key may only name groups it belongs to, and may only add files it can
-read. Listings, counts and file objects show only what the caller may read; the rest is 404.
-Vector stores themselves are shared by all keys.
+Access control: one rule, ``afinar.store.access`` (read it there). A document made from a
+stored file has exactly that file's readers, in every store; the ``groups`` attribute changes
+the file's groups (its uploader or an admin only, to groups a non-admin holds); without it the
+readers stay as they are. Searches run with the caller's principals inside retrieval
+(``KnowledgeBases.search`` masks chunks before ranking); admins of the project read everything.
+Listings, counts and file objects show only what the caller may read; the rest is 404. A store
+belongs to a project (other projects: 404) and may be renamed or deleted only by the key that
+created it or an admin.
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ from sqlalchemy import func, select
 from afinar.errors import InvalidRequest, NotFound
 from afinar.rag.chunking import resolve_sizes
 from afinar.rag.kb import Hit, KnowledgeBases
-from afinar.server.common import Caller, Forbidden, page, readable_file
+from afinar.server.common import Caller, page, readable_file
+from afinar.store.access import check_groups_change, file_readers, set_file_groups
 from afinar.store.files import Files
 from afinar.store.keys import parse_groups
-from afinar.store.tables import KbChunk, KbDocument, KbRecord
+from afinar.store.tables import FileRecord, KbChunk, KbDocument, KbRecord
 
 TOUCH_EVERY_S = 60  # last_active_at is refreshed by searches at most this often
 
@@ -69,15 +70,24 @@ def listing(items: list[dict], after: str | None, before: str | None, limit: int
     return page(items, after, limit)
 
 
-def store(kbs: KnowledgeBases, store_id: str) -> KbRecord:
-    """The knowledge base behind a vector store id; internal ones (memories) are not stores."""
+def store(kbs: KnowledgeBases, store_id: str, who: Caller | None = None) -> KbRecord:
+    """The knowledge base behind a vector store id; internal ones (memories) are not stores,
+    nor (with ``who``) another project's."""
     try:
         rec = kbs.get(store_id)
     except NotFound:
         rec = None
-    if rec is None or rec.name.startswith("_"):
+    if rec is None or rec.name.startswith("_") or (who is not None and
+                                                   not who.in_project(rec.project_id)):
         raise NotFound(f"no vector store {store_id!r}", param="vector_store_id")
     return rec
+
+
+def check_stores(kbs: KnowledgeBases, store_ids: list[str] | None, who: Caller) -> None:
+    """The ``vector_store_ids`` of a ``file_search`` tool: each one a store of the caller's
+    project (404 otherwise)."""
+    for sid in store_ids or []:
+        store(kbs, str(sid), who)
 
 
 def is_file_id(source: str) -> bool:
@@ -133,19 +143,26 @@ def file_object(kbs: KnowledgeBases, rec: KbRecord, fid: str, doc: KbDocument | 
             "chunking_strategy": chunking_strategy(kbs, rec)}
 
 
-def failed_entry(rec: KbRecord, fid: str, who: Caller) -> dict | None:
+def failed_entry(rec: KbRecord, fid: str, who: Caller, files: Files | None = None
+                 ) -> dict | None:
     """The bookkeeping of a file that could not be ingested (no document), if the caller may
-    read it."""
+    read it: by its file's readers now (``files`` given), else those recorded."""
     e = (rec.info or {}).get("files", {}).get(fid)
-    if e is None or e.get("status") != "failed" or not who.may_read(e.get("groups")):
+    if e is None or e.get("status") != "failed":
         return None
-    return e
+    readers = e.get("groups")
+    if files is not None:
+        with files.db.session() as s:
+            frec = s.get(FileRecord, fid)
+        readers = file_readers(frec) if frec is not None else readers
+    return e if who.may_read(readers) else None
 
 
 def file_objects(kbs: KnowledgeBases, rec: KbRecord, who: Caller) -> list[dict[str, Any]]:
     docs = documents(kbs, rec, who)
+    files = Files(kbs.settings)
     failed = [f for f in (rec.info or {}).get("files", {})
-              if f not in docs and failed_entry(rec, f, who) is not None]
+              if f not in docs and failed_entry(rec, f, who, files) is not None]
     return ([file_object(kbs, rec, f, d, n) for f, (d, n) in docs.items()]
             + [file_object(kbs, rec, f, None) for f in failed])
 
@@ -178,21 +195,39 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def groups_attribute(attributes: dict | None, who: Caller, param: str = "attributes.groups"
+def groups_attribute(attributes: dict | None, param: str = "attributes.groups"
                      ) -> list[str] | None:
-    """The ``groups`` attribute as group names (``None`` when absent); a non-admin key may
-    only name groups it belongs to."""
+    """The ``groups`` attribute as group names (``None`` when absent; ``""``: none)."""
     if not attributes or "groups" not in attributes:
         return None
     value = attributes["groups"]
     if not isinstance(value, str):
         raise InvalidRequest("the groups attribute is a string of comma-separated group names",
                              param=param)
-    groups = parse_groups(value, param)
-    if not who.admin and (outside := sorted(set(groups) - who.groups)):
-        raise Forbidden(f"this key is not in group {outside[0]!r}: a key may only restrict "
-                        "documents to its own groups (or an admin key to any)")
-    return groups
+    return parse_groups(value, param)
+
+
+def apply_groups(files: Files, recs: dict, items: list[tuple[str, dict]], who: Caller) -> None:
+    """The ``groups`` attributes of ``items`` as changes of their files' groups: every change
+    checked first (``access.check_groups_change``), then made; ``recs`` (file id -> record)
+    are refreshed."""
+    changes = {}
+    for fid, attrs in items:
+        groups = groups_attribute(attrs)
+        if groups is not None and check_groups_change(who, recs[fid], groups):
+            changes[fid] = groups
+    for fid, groups in changes.items():
+        set_file_groups(files.db, fid, groups)
+        recs[fid] = files.get(fid)
+
+
+def doc_attributes(attrs: dict | None, rec) -> dict:
+    """A document's attributes: the caller's, with ``groups`` showing the file's groups once it
+    is restricted (the same in every store, for filters too)."""
+    out = dict(attrs or {})
+    if rec.groups is not None:
+        out["groups"] = ",".join(rec.groups)
+    return out
 
 
 def ingest(kbs: KnowledgeBases, rec: KbRecord, items: list[tuple[str, dict]],
@@ -205,11 +240,9 @@ def ingest(kbs: KnowledgeBases, rec: KbRecord, items: list[tuple[str, dict]],
     ``<file_id><original suffix>`` in a temporary folder; its source stays the file id."""
     files = Files(kbs.settings)
     recs = {fid: readable_file(who, files, fid) for fid, _ in items}
-    # the uploader's groups: the default when the file has no groups attribute
-    uploader = {fid: sorted(r.owner_groups or []) if r.owner_key_id else sorted(who.groups)
-                for fid, r in recs.items()}
-    acl = {fid: uploader[fid] if (g := groups_attribute(attrs, who)) is None else g
-           for fid, attrs in items}
+    apply_groups(files, recs, items, who)
+    acl = {fid: file_readers(r) for fid, r in recs.items()}  # the one rule: the file's readers
+    items = [(fid, doc_attributes(attrs, recs[fid])) for fid, attrs in items]
     batches: dict[str, list[str]] = {}
     for fid, attrs in items:
         key = json.dumps([attrs or {}, acl[fid]], sort_keys=True)
@@ -235,7 +268,7 @@ def ingest(kbs: KnowledgeBases, rec: KbRecord, items: list[tuple[str, dict]],
         for fid, frec in recs.items():
             entry = {"filename": frec.filename,
                      "created_at": known.get(fid, {}).get("created_at", now),
-                     "uploader_groups": uploader[fid], "groups": acl[fid]}
+                     "groups": acl[fid]}
             if fid in errors:
                 code = "unsupported_file" if "unsupported format" in errors[fid] else \
                     "invalid_file"

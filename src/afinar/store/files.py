@@ -34,15 +34,18 @@ class Files:
 
     def create(self, stream: BinaryIO, filename: str, purpose: str,
                max_bytes: int = MAX_BYTES, owner_key_id: str | None = None,
-               owner_groups: list[str] | None = None) -> FileRecord:
-        """Store a file; ``owner_key_id``/``owner_groups``: the API key that uploads it."""
+               owner_groups: list[str] | None = None, project_id: str = "default"
+               ) -> FileRecord:
+        """Store a file; ``owner_key_id``/``owner_groups``/``project_id``: the API key that
+        uploads it (who may read it: ``afinar.store.access``)."""
         if purpose not in PURPOSES:
             raise InvalidRequest(f"purpose must be one of {', '.join(PURPOSES)}", param="purpose")
         blob = self.blobs.put_stream(stream, max_bytes=max_bytes)
         rec = FileRecord(id=new_id("file-"), purpose=purpose, filename=_safe_name(filename),
                          bytes=blob.size, sha256=blob.digest, status="processed",
                          created_at=int(time.time()), info={}, owner_key_id=owner_key_id,
-                         owner_groups=list(owner_groups or []) if owner_key_id else None)
+                         owner_groups=list(owner_groups or []) if owner_key_id else None,
+                         project_id=project_id)
         with self.db.session() as s:
             s.add(rec)
         return rec

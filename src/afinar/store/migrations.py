@@ -181,6 +181,44 @@ def _v5(conn: Connection) -> None:
                                  Column("owner_groups", JSON)])
 
 
+def _v6(conn: Connection) -> None:
+    """Projects (everything existing moves to ``default``), files' own reader groups, the
+    creators of stores and jobs, owner keys, and the audit log."""
+    from sqlalchemy import Boolean, Float, false, text
+
+    def project() -> Column:
+        return Column("project_id", String(64), server_default=text("'default'"))
+
+    _add_columns(conn, "files", [Column("groups", JSON), project()])
+    _add_columns(conn, "jobs", [project(), Column("owner_key_id", String(64)),
+                                Column("owner_groups", JSON)])
+    _add_columns(conn, "kbs", [project(), Column("owner_key_id", String(64))])
+    _add_columns(conn, "api_keys", [project(), Column("owner", Boolean,
+                                                      server_default=false())])
+    md = MetaData()
+    projects = Table(
+        "projects", md,
+        Column("id", String(64), primary_key=True),
+        Column("created_at", BigInteger, nullable=False),
+    )
+    Table(
+        "audit_log", md,
+        Column("seq", Integer, primary_key=True, autoincrement=True),
+        Column("created_at", Float, nullable=False),
+        Column("key_id", String(64), index=True),
+        Column("key_name", String(128), nullable=False),
+        Column("project_id", String(64), nullable=False),
+        Column("action", String(300), nullable=False),
+        Column("object_id", String(300)),
+        Column("status", Integer, nullable=False),
+    )
+    md.create_all(conn, checkfirst=True)
+    if conn.execute(projects.select().where(projects.c.id == "default")).first() is None:
+        import time
+
+        conn.execute(projects.insert().values(id="default", created_at=int(time.time())))
+
+
 # (version, description, step). Append only; never edit a step that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "models catalog", _v1),
@@ -188,6 +226,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (3, "knowledge bases, documents, chunks with vectors", _v3),
     (4, "hashed API keys", _v4),
     (5, "API key groups and admin flag; the uploading key of files", _v5),
+    (6, "projects, file reader groups, creators of stores and jobs, owner keys, audit log",
+     _v6),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -43,7 +43,8 @@ class FileRecord(Base):
 
     ``owner_key_id`` and ``owner_groups`` record the API key that uploaded it and that key's
     groups at the time (both empty for files made by the CLI, a job or local development mode):
-    they decide which keys may see the file (``afinar.server.common.Caller``)."""
+    ``groups`` are set when someone restricts the file (``None`` until then); ``project_id``:
+    the project it belongs to. Who may read it: ``afinar.store.access``."""
 
     __tablename__ = "files"
 
@@ -57,6 +58,8 @@ class FileRecord(Base):
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     owner_key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     owner_groups: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    groups: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    project_id: Mapped[str] = mapped_column(String(64), default="default")
 
 
 class JobRecord(Base):
@@ -87,6 +90,9 @@ class JobRecord(Base):
     worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
     heartbeat_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    project_id: Mapped[str] = mapped_column(String(64), default="default")
+    owner_key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    owner_groups: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class EventRecord(Base):
@@ -128,6 +134,8 @@ class KbRecord(Base):
     version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[int] = mapped_column(BigInteger, default=lambda: int(time.time()))
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    project_id: Mapped[str] = mapped_column(String(64), default="default")
+    owner_key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class KbDocument(Base):
@@ -183,3 +191,30 @@ class ApiKey(Base):
     last_used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     groups: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    project_id: Mapped[str] = mapped_column(String(64), default="default")
+    owner: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Project(Base):
+    """A project (as OpenAI has them): keys and everything they make belong to one."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # its name
+    created_at: Mapped[int] = mapped_column(BigInteger, default=lambda: int(time.time()))
+
+
+class AuditEntry(Base):
+    """One line of the audit log: who (key id, name, project) did what (``POST /v1/files``),
+    to which object, when, and the HTTP status it got."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    key_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    key_name: Mapped[str] = mapped_column(String(128))
+    project_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(300))
+    object_id: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    status: Mapped[int] = mapped_column(Integer)
