@@ -255,3 +255,45 @@ def test_rag_that_helps_on_the_main_metric_is_said_so():
     a = advisor.advise(s)
     assert a["recommendation"] == "rag"
     assert "RAG raised token_f1 from 0.20 (base) to 0.70 (rag)." in a["reasons"]
+
+
+def test_load_beside_a_timed_section_is_measured_and_reported(tmp_path):
+    """Another process busy on a core while a strategy is timed: the section is 'under load',
+    the note says so, and the advisor stops breaking ties on latency."""
+    import subprocess
+    import sys
+    import time
+
+    from afinar.evals import timing
+    from afinar.settings import Settings
+
+    if timing._busy_ticks() is None:
+        pytest.skip("no /proc/stat on this system: other-process load is reported as unknown")
+    settings = Settings(home=tmp_path)
+    spin = subprocess.Popen([sys.executable, "-c",
+                             "import time\nt=time.time()\nwhile time.time()-t<3: pass"])
+    try:
+        time.sleep(0.3)
+        with timing.quiet(settings, "base") as load:
+            load.begin()
+            time.sleep(1.5)
+    finally:
+        spin.wait()
+    d = load.as_dict()
+    assert d["other_cores"] > timing.BUSY_CORES and d["under_load"]
+    assert d["ended_at"] - d["started_at"] >= 1.4
+    note = timing.describe([d])
+    assert "under load" in note and "base" in note and "cores busy elsewhere" in note
+
+
+def test_latency_measured_under_load_does_not_break_ties():
+    cols = {"base": {"type": "base", "json_match": 0.70, "tokens": 100, "latency": 3.0},
+            "rag": {"type": "rag", "json_match": 0.71, "tokens": 100, "latency": 1.0}}
+    s = constructed(cols)
+    s["latency"] = {"under_load": False, "note": "quiet", "sections": []}
+    assert advisor.advise(s)["recommendation"] == "rag"  # same tokens: faster wins
+    s["latency"] = {"under_load": True, "sections": [],
+                    "note": "Measured under load, so latency is not used to break ties."}
+    a = advisor.advise(s)
+    assert a["recommendation"] == "base"  # first of equals; latency ignored
+    assert any("not used to break ties" in r for r in a["reasons"])

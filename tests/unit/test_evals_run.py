@@ -278,3 +278,54 @@ def test_cli_run_report_and_list(world, tmp_path, capsys):
     assert code == 0 and run_id[:12] in out
     assert run_cli(capsys, "eval", "report", "evalrun-missing")[0] == 2
     assert os.environ["AFINAR_HOME"] in str(get_run(run_id).path)
+
+
+def _spans(ev) -> dict[tuple[str, str], tuple[float, float]]:
+    out: dict[tuple[str, str], tuple[float, float]] = {}
+    for name, preds in ev.predictions().items():
+        ps = list(preds.values())
+        out[(ev.id, name)] = (min(p.started_at for p in ps), max(p.ended_at for p in ps))
+    return out
+
+
+def test_timed_sections_of_two_concurrent_evaluations_never_overlap(world):
+    """Latency is a tie-breaker, so no strategy may be timed while another one answers: two
+    evaluations started together in one home (threads; processes share the same flock) must
+    time their strategies one after another."""
+    import threading
+
+    from afinar.models.loader import ModelCache
+    from afinar.rag.kb import KnowledgeBases
+
+    cfg = config(world, strategies=["base", {"type": "rag", "k": 2}], metrics=["token_f1"],
+                 forgetting=False, generation={"max_tokens": 12})
+    cache = ModelCache()
+    cache.get("tiny-long")  # loaded once, before: what is tested is the timing, not loading
+    KnowledgeBases().search("acme", "warm up", k=1)
+    runs, errors = [], []
+    go = threading.Barrier(2)
+
+    def one():
+        try:
+            go.wait()
+            runs.append(run(cfg, cache=cache))
+        except Exception as e:  # reported below, not swallowed
+            errors.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    spans = sorted({k: v for ev in runs for k, v in _spans(ev).items()}.items(),
+                   key=lambda kv: kv[1][0])
+    assert len(spans) == 4
+    for (a, (_, a_end)), (b, (b_start, _)) in zip(spans, spans[1:]):
+        assert a_end <= b_start, f"{a} was timed until {a_end}, {b} from {b_start}"
+    for ev in runs:
+        lat = ev.summary()["latency"]
+        assert len(lat["sections"]) == 2 and "timed alone" in lat["note"]
+        assert {s["strategy"] for s in lat["sections"]} == {"base", "rag"}
+    # one of the two runs waited for the other's sections
+    assert max(s["waited_s"] for ev in runs for s in ev.summary()["latency"]["sections"]) > 0

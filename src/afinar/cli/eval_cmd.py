@@ -66,6 +66,8 @@ def print_summary(summary: dict) -> None:
         console.print(f"forgetting {escape(f['model'])}: perplexity {f['perplexity_base']:.1f} -> "
                       f"{f['perplexity_tuned']:.1f}, general accuracy {f['accuracy_base']:.0%}"
                       f" -> {f['accuracy_tuned']:.0%} ({state})")
+    if summary.get("latency"):
+        console.print(escape(summary["latency"]["note"]), soft_wrap=False)
     a = summary["advice"]
     console.print(f"\n[bold green]Recommendation: {escape(str(a['recommendation']))}[/]  "
                   f"{escape(a.get('verdict', ''))}")

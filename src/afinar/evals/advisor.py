@@ -26,10 +26,13 @@ def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.0%}"
 
 
-def cost_key(row: dict[str, Any]) -> tuple:
+def cost_key(row: dict[str, Any], use_latency: bool = True) -> tuple:
+    """Cheapest first; latency only when it was measured on a quiet machine
+    (``summary["latency"]["under_load"]`` false, see ``afinar.evals.timing``)."""
     c = row["cost"]
     tokens = (c.get("prompt_tokens") or 0) + (c.get("completion_tokens") or 0)
-    return (bool(row.get("fine_tuned")), round(tokens, 1), c.get("latency_p50_s") or 0.0)
+    latency = (c.get("latency_p50_s") or 0.0) if use_latency else 0.0
+    return (bool(row.get("fine_tuned")), round(tokens, 1), latency)
 
 
 def advise(summary: dict[str, Any], forgetting: list[dict[str, Any]] | None = None
@@ -43,11 +46,14 @@ def advise(summary: dict[str, Any], forgetting: list[dict[str, Any]] | None = No
     best = rows[paired["best"]]
     diffs = paired["diffs"]
     tied = [n for n, d in diffs.items() if d["lo"] <= 0 <= d["hi"]]
-    pick = rows[min(tied, key=lambda n: cost_key(rows[n]))]
+    quiet = not (summary.get("latency") or {}).get("under_load")
+    pick = rows[min(tied, key=lambda n: cost_key(rows[n], quiet))]
     reasons = [_headline(pick, best, main, tied, rows)]
     if best["metrics"][main]["mean"] == 0:
         reasons.insert(0, f"No strategy got a single case right on {main}: the pick is only "
                           "the cheapest of equals; look at the reasons below before adopting it.")
+    if not quiet:
+        reasons.append(summary["latency"]["note"])
     reasons += _format_reasons(rows)
     reasons += _fact_reasons(rows, main, diffs)
     reasons += _retrieval_reasons(rows)

@@ -47,6 +47,8 @@ class Prediction:
     sources: list[dict[str, Any]] | None = None  # retrieved: {"source", "text", "chunk_id"}
     error: str | None = None
     added_tokens: int = 0  # prompt tokens beyond the case's own messages (examples, sources)
+    started_at: float = 0.0  # wall clock (time.time) of the timed section: overlap is testable
+    ended_at: float = 0.0
 
 
 def register(cls):

@@ -91,6 +91,7 @@ sources</th><th>completion tokens</th><th>latency p50 / p95 (s)</th><th>tokens/s
 <td>{{ num(r.cost.tokens_per_s, "{:.1f}") }}</td><td>{% if r.cost.training_s is defined %}
 {{ num(r.cost.training_s) }} s, {{ num(r.cost.trained_tokens) }} tokens{% else %}-{% endif %}</td>
 <td>{{ r.cost.errors }}</td></tr>{% endfor %}</table>
+{% if latency %}<p class="small">{{ latency.note }}</p>{% endif %}
 <div class="charts">{% for c in cost_charts %}{{ c | safe }}{% endfor %}</div>
 {% if forgetting %}<h2>Forgetting check</h2><table><tr><th>model</th><th>perplexity base /
 tuned</th><th>general accuracy base / tuned</th><th>flagged</th></tr>
@@ -152,6 +153,7 @@ def render_html(summary: dict[str, Any]) -> str:
     env = Environment(autoescape=True)
     return env.from_string(TEMPLATE).render(
         run=summary["run"], n_cases=summary["n_cases"], main=main, advice=summary["advice"],
+        latency=summary.get("latency"),
         rows=rows, metrics=metrics, ci=_ci, num=_num, quality_charts=quality, cost_charts=costs,
         forgetting=summary.get("forgetting") or [], cases=summary["cases"], cls=cls,
         wrong=wrong, flips=flips, baseline=summary.get("baseline"))

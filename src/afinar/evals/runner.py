@@ -4,6 +4,7 @@ A run is a folder ``$AFINAR_HOME/evals/<evalrun-id>/``:
 
     run.json            config, status (running | succeeded | failed | interrupted), pid, times
     predictions.jsonl   one line per (strategy, case), appended as each answer is produced
+    timing.jsonl        one line per timed section: when, how long it waited, the load beside it
     summary.json        the table, per-case view, forgetting check and advice (atomic write)
 
 Answers are the slow part, so they are kept as they come: a run that crashes or is stopped is
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from afinar.errors import InvalidRequest, NotFound
-from afinar.evals import advisor, forgetting, strategies, table
+from afinar.evals import advisor, forgetting, strategies, table, timing
 from afinar.evals.cases import read_cases
 from afinar.evals.config import EvalConfig
 from afinar.evals.metrics import Judge, Prediction, build as build_metric
@@ -83,12 +84,30 @@ class EvalRun:
             out.setdefault(name, {})[case] = Prediction(**row)
         return out
 
+    def loads(self) -> list[dict[str, Any]]:
+        """The timed sections so far (``timing.Load``), one per strategy and sitting."""
+        f = self.path / "timing.jsonl"
+        if not f.is_file():
+            return []
+        out = []
+        for line in f.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
     def summary(self) -> dict[str, Any]:
         f = self.path / "summary.json"
         if not f.is_file():
             raise InvalidRequest(f"evaluation {self.id} has no results yet (status "
                                  f"{self.meta['status']})", param="run_id")
         return json.loads(f.read_text())
+
+
+def _append_load(ev: EvalRun, load: dict[str, Any]) -> None:
+    with (ev.path / "timing.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps(load) + "\n")
 
 
 def get_run(run_id: str, settings: Settings | None = None) -> EvalRun:
@@ -169,19 +188,28 @@ def _execute(ev: EvalRun, config: EvalConfig, settings: Settings, cache: ModelCa
     cases = read_cases(config.test_file, config.limit)
 
     done = ev.predictions()
+    loads: list[dict[str, Any]] = ev.loads()
     with (ev.path / "predictions.jsonl").open("a", encoding="utf-8") as out:
         # one model after another: the model cache holds two, so group strategies by model
         for st in sorted(strats, key=lambda s: s.model):
             have = done.setdefault(st.name, {})
             progress("answer", st.name, len(have), len(cases))
-            for c in cases:
-                if c.id in have:
-                    continue
-                p = st.answer(c)
-                have[c.id] = p
-                out.write(json.dumps({"strategy": st.name, "case": c.id, **asdict(p)}) + "\n")
-                out.flush()
-                progress("answer", st.name, len(have), len(cases))
+            todo = [c for c in cases if c.id not in have]
+            if not todo:
+                continue
+            # timed alone: no other evaluation's timed section overlaps this one (timing.py)
+            with timing.quiet(settings, st.name) as load:
+                st.warm_up(todo[0])
+                load.begin()
+                for c in todo:
+                    p = st.answer(c)
+                    have[c.id] = p
+                    out.write(json.dumps({"strategy": st.name, "case": c.id, **asdict(p)})
+                              + "\n")
+                    out.flush()
+                    progress("answer", st.name, len(have), len(cases))
+            loads.append(load.as_dict())
+            _append_load(ev, load.as_dict())
 
     names = [s.name for s in strats]
     preds = {n: done[n] for n in names}
@@ -206,6 +234,8 @@ def _execute(ev: EvalRun, config: EvalConfig, settings: Settings, cache: ModelCa
     baseline = next((s.name for s in strats if s.type == "base"), None)
     summary["cases"] = table.case_rows(cases, names, preds, scores, config.main, baseline)
     summary["baseline"] = baseline
+    summary["latency"] = {"sections": loads, "note": timing.describe(loads),
+                          "under_load": any(x["under_load"] for x in loads)}
     summary["forgetting"] = []
     fspec = config.forgetting_spec()
     tuned = {(m, t.get("base_model") or default_model) for m, t in training.items()}

@@ -130,17 +130,29 @@ class Strategy:
 
     def answer(self, case: Case) -> Prediction:
         lm = self.ctx.load(self.model)  # loading is not the answer's latency
-        t0 = time.perf_counter()
+        w0, t0 = time.time(), time.perf_counter()
         try:
             msgs, sources = self.prompt(case)
             g0 = time.perf_counter()
             r = Generator(lm).chat(msgs, self.params)
         except AfinarError as e:  # e.g. a prompt over the context: recorded, scored as wrong
-            return Prediction("", error=f"{e.code}: {e}", latency_s=time.perf_counter() - t0)
-        t1 = time.perf_counter()
+            return Prediction("", error=f"{e.code}: {e}", latency_s=time.perf_counter() - t0,
+                              started_at=w0, ended_at=time.time())
+        t1, w1 = time.perf_counter(), time.time()
         own = len(render_ids(lm.tokenizer, self.base_messages(case)))
         return Prediction(r.text, r.prompt_tokens, r.completion_tokens, t1 - t0, t1 - g0, sources,
-                          added_tokens=r.prompt_tokens - own)
+                          added_tokens=r.prompt_tokens - own, started_at=w0, ended_at=w1)
+
+    def warm_up(self, case: Case) -> None:
+        """Load what answering needs before any timing starts: the model, and for strategies
+        that embed (few-shot pools, retrieval) the embedding model and indexes, by building one
+        prompt untimed."""
+        self.ctx.load(self.model)
+        if self.uses_kb or type(self).prompt is not Strategy.prompt:
+            try:
+                self.prompt(case)
+            except AfinarError:
+                pass  # answered (and recorded as an error) in the timed pass
 
 
 @register
