@@ -1,7 +1,9 @@
 """Effective settings, from ``AFINAR_*`` environment variables (pydantic-settings).
 
 ``AFINAR_HOME`` holds everything afinar writes: the database, the blob store, converted models,
-and later adapters, indexes and job folders.
+and later adapters, indexes and job folders. It is private (``make_private``): the folder is
+0700 and afinar's processes write with umask 077, so every file under it is 0600 and every
+folder 0700 (the database holds every group's chunk text).
 """
 
 from __future__ import annotations
@@ -99,9 +101,26 @@ class Settings(BaseSettings):
         }
 
 
+PRIVATE_UMASK = 0o077
+
+
+def make_private(home: Path) -> None:
+    """Create ``home`` as 0700 (and make it 0700 if it exists) and add 077 to the process's
+    umask: what afinar writes from now on is readable by its user only."""
+    old = os.umask(PRIVATE_UMASK)
+    os.umask(old | PRIVATE_UMASK)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        home.chmod(0o700)
+    except OSError:  # not ours to change (a shared folder): its files are still 0600
+        pass
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    settings = Settings()
+    make_private(settings.home)
+    return settings
 
 
 def reset_settings() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -52,7 +53,11 @@ class Database:
     def __init__(self, url: str):
         self.url = url
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            from afinar.settings import PRIVATE_UMASK
+
+            os.umask(os.umask(PRIVATE_UMASK) | PRIVATE_UMASK)  # its files: 0600 (settings.py)
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True,
+                                                              mode=0o700)
         self.engine: Engine = create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -65,6 +70,17 @@ class Database:
             v = conn.execute(select(schema_version.c.version).order_by(
                 schema_version.c.version.desc()).limit(1)).scalar()
             return int(v or 0)
+
+    def _private(self) -> None:
+        """The SQLite file and its -wal/-shm are the user's only (0600), old ones included."""
+        if not self.url.startswith("sqlite:///") or self.url == "sqlite:///:memory:":
+            return
+        path = Path(self.url.removeprefix("sqlite:///"))
+        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            try:
+                p.chmod(0o600)
+            except OSError:  # absent (no WAL yet), or not ours
+                pass
 
     def init(self) -> int:
         """Create or upgrade the schema to the version this code knows; return that version."""
@@ -83,6 +99,7 @@ class Database:
                 step(conn)
                 conn.execute(schema_version.insert().values(
                     version=version, description=description, applied_at=int(time.time())))
+        self._private()
         return SCHEMA_VERSION
 
     @contextlib.contextmanager
