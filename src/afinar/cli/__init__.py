@@ -7,6 +7,7 @@ import sys
 import typer
 
 from afinar.cli import (
+    access_cmd,
     ask_cmd,
     chat_cmd,
     config_cmd,
@@ -37,6 +38,8 @@ app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(ask_cmd.memory_app, name="memory")
 app.command("ask")(ask_cmd.ask)
 app.add_typer(serve_cmd.keys_app, name="keys")
+app.add_typer(access_cmd.projects_app, name="projects")
+app.command("audit")(access_cmd.audit)
 app.command("serve")(serve_cmd.serve)
 app.command("worker")(tune_cmd.worker)
 app.command("chat")(chat_cmd.chat)

@@ -136,7 +136,11 @@ def create(
     groups: str = typer.Option("", "--groups",
                                help="Comma-separated access groups (retrieval ACL)."),
     admin: bool = typer.Option(False, "--admin",
-                               help="Reads everything, manages keys, deletes models."),
+                               help="Reads everything in its project, manages its keys, "
+                                    "deletes its models."),
+    project: str = typer.Option("default", "--project",
+                                help="The project the key belongs to (made if new)."),
+    owner: bool = typer.Option(False, "--owner", help="An admin of every project."),
 ) -> None:
     """Create a key. Its secret is printed once, alone on the last line of stdout."""
     from afinar.store.keys import ApiKeys
@@ -145,29 +149,37 @@ def create(
         raise InvalidRequest("give the name once (NAME or --name)", param="name")
     if not (name or name_arg):
         raise InvalidRequest("a key needs a name: afinar keys create --name NAME", param="name")
-    rec, secret = ApiKeys().create(name or name_arg, groups, admin)
-    typer.echo(f"created {rec.id} ({rec.name}) groups: {','.join(rec.groups) or '-'}"
-               f"{' admin' if rec.admin else ''}")
+    rec, secret = ApiKeys().create(name or name_arg, groups, admin, project, owner)
+    typer.echo(f"created {rec.id} ({rec.name}) project: {rec.project_id} groups: "
+               f"{','.join(rec.groups) or '-'}{' owner' if rec.owner else ''}"
+               f"{' admin' if rec.admin and not rec.owner else ''}")
     err_console.print("[dim]shown once: store it now; only its hash is kept[/]")
     typer.echo(secret)
 
 
 @keys_app.command("list")
 def list_keys(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Keys (never their secrets): id, name, groups, admin, prefix, created, last used."""
+    """Keys (never their secrets): id, name, project, groups, role, prefix, created, last
+    used."""
     from afinar.store.keys import ApiKeys
 
     keys = ApiKeys().list()
     if as_json:
-        typer.echo(json.dumps([{"id": k.id, "name": k.name, "groups": k.groups or [],
-                                "admin": bool(k.admin), "prefix": k.prefix,
+        typer.echo(json.dumps([{"id": k.id, "name": k.name, "project": k.project_id,
+                                "groups": k.groups or [], "admin": bool(k.admin),
+                                "owner": bool(k.owner), "prefix": k.prefix,
                                 "created_at": k.created_at, "last_used_at": k.last_used_at}
                                for k in keys], indent=2))
         return
-    t = Table("id", "name", "groups", "admin", "prefix", "created", "last used")
+    from rich import box
+
+    t = Table("name", "project", "groups", "role", "created", "last used", box=box.SIMPLE,
+              pad_edge=False)
+    t.add_column("id", no_wrap=True)  # last: 80 columns hold it whole (prefix: --json)
     for k in keys:
-        t.add_row(k.id, k.name, ",".join(k.groups or []), "yes" if k.admin else "",
-                  k.prefix + "…", _when(k.created_at), _when(k.last_used_at))
+        role = "owner" if k.owner else "admin" if k.admin else ""
+        t.add_row(k.name, k.project_id, ",".join(k.groups or []), role, _when(k.created_at),
+                  _when(k.last_used_at), k.id)
     console.print(t)
 
 

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from afinar import __version__
 from afinar.errors import AfinarError
 from afinar.models.loader import ModelCache
+from afinar.server.audit import AuditMiddleware
 from afinar.server.common import afinar_error_handler, http_error_handler, \
     unexpected_error_handler
 from afinar.server.limits import BodyLimits, TooLarge, max_upload_bytes, too_large_handler, \
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, auth: bool | None = None,
     app.state.models = ModelCache(max_models=max_models)
     app.state.max_upload_bytes = max_upload_bytes(MAX_BYTES)
     app.add_middleware(BodyLimits)  # before parsing: size caps, strict JSON
+    app.add_middleware(AuditMiddleware)  # who did what: afinar.store.audit
     app.add_exception_handler(TooLarge, too_large_handler)
     app.add_exception_handler(AfinarError, afinar_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)  # routing's too
