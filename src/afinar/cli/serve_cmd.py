@@ -159,8 +159,8 @@ def create(
 
 @keys_app.command("list")
 def list_keys(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Keys (never their secrets): id, name, project, groups, role, prefix, created, last
-    used."""
+    """Keys (never their secrets): name, project, groups, role, created, last used, id (and
+    the prefix with --json)."""
     from afinar.store.keys import ApiKeys
 
     keys = ApiKeys().list()
