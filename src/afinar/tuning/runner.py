@@ -131,6 +131,7 @@ class JobRunner:
         snap = self._latest_state()
         if snap is not None:
             st = trainer.load_state_dict(torch.load(snap, weights_only=False))
+            self._reregister(snap, method)
             self.event("info", "message", f"Resumed from step {st.step} ({snap.parent.name})")
         else:
             self.event("info", "message", "Fine-tuning started")
@@ -180,34 +181,58 @@ class JobRunner:
     def _checkpoint(self, trainer: Trainer, st: TrainState, row: dict) -> str:
         job = self.job
         where = self.dir / "checkpoints" / f"step-{st.step}"
+        ckpt_model = f"{model_id_for(job)}:ckpt-step-{st.step}"
+        if st.best and st.best["step"] == st.step:  # this checkpoint is the new best
+            st.best.update(checkpoint=ckpt_model, path=str(where / "model"))
         with atomic_dir(where) as tmp:
             trainer.method.save(trainer.model, tmp / "model", trainer.tok)
             self._write_state(tmp, trainer, st)
             self._write_manifest(tmp / "model", trainer, row, step=st.step)
-        ckpt_model = f"{model_id_for(job)}:ckpt-step-{st.step}"
-        with self.jobs.db.session() as s:
-            s.merge(CheckpointRecord(id=f"ftckpt-{job.id[-12:]}{st.step}", job_id=job.id,
-                                     step_number=st.step, model_id=ckpt_model,
-                                     path=str(where / "model"), metrics=_ckpt_metrics(row),
-                                     created_at=int(time.time())))
-            s.merge(self._model_record(ckpt_model, where / "model", trainer.method))
+        self._register_checkpoint(where, st.step, row, trainer.method)
         self.event("info", "message", f"Checkpoint saved at step {st.step}: {ckpt_model}")
         self._prune(st)
         return ckpt_model
 
+    def _register_checkpoint(self, where: Path, step: int, row: dict | None, method) -> None:
+        job = self.job
+        ckpt_model = f"{model_id_for(job)}:ckpt-step-{step}"
+        with self.jobs.db.session() as s:
+            s.merge(CheckpointRecord(id=f"ftckpt-{job.id[-12:]}{step}", job_id=job.id,
+                                     step_number=step, model_id=ckpt_model,
+                                     path=str(where / "model"), metrics=_ckpt_metrics(row or {}),
+                                     created_at=int(time.time())))
+            s.merge(self._model_record(ckpt_model, where / "model", method))
+
+    def _reregister(self, snap: Path, method) -> None:
+        """A worker killed between writing a checkpoint and recording it leaves a folder the
+        database does not know: record it again before resuming from it."""
+        if snap.parent.parent != self.dir / "checkpoints":
+            return
+        step = json.loads((snap.parent / "step.json").read_text())["step"]
+        with self.jobs.db.session() as s:
+            known = s.scalar(select(CheckpointRecord.id).where(
+                CheckpointRecord.job_id == self.job.id, CheckpointRecord.step_number == step))
+        if known is None:
+            manifest = json.loads((snap.parent / "model" / MANIFEST).read_text())
+            self._register_checkpoint(snap.parent, step, manifest.get("metrics"), method)
+
     def _prune(self, st: TrainState) -> None:
+        """Keep the newest ``keep_checkpoints`` checkpoints, and the best one whatever its age
+        (it is what the job ships). Records go first, then folders: a kill in between leaves
+        an unrecorded folder, never a record of a missing one."""
         keep = self.job.hyperparameters.get("keep_checkpoints", 3)
-        best = st.best["checkpoint"] if st.best else None
+        best = st.best or {}
         with self.jobs.db.session() as s:
             recs = list(s.scalars(select(CheckpointRecord).where(
                 CheckpointRecord.job_id == self.job.id).order_by(
                 CheckpointRecord.step_number.desc())))
-            for r in recs[keep:]:
-                if r.model_id == best:
-                    continue
+            gone = [r for r in recs[keep:] if r.model_id != best.get("checkpoint")
+                    and r.step_number != best.get("step") and r.path != best.get("path")]
+            for r in gone:
                 s.delete(r)
                 s.execute(delete(ModelRecord).where(ModelRecord.id == r.model_id))
-                shutil.rmtree(Path(r.path).parent, ignore_errors=True)
+        for r in gone:
+            shutil.rmtree(Path(r.path).parent, ignore_errors=True)
 
     def _model_record(self, model_id: str, path: Path, method) -> ModelRecord:
         base = Catalog(self.settings).get(self.job.model)
@@ -255,10 +280,12 @@ class JobRunner:
         dest = self.settings.models_dir / "ft" / job.id
         with atomic_dir(dest) as tmp:
             if chosen:
-                with self.jobs.db.session() as s:
-                    src = Path(s.scalar(select(CheckpointRecord.path).where(
-                        CheckpointRecord.model_id == chosen)))
-                shutil.copytree(src, tmp, dirs_exist_ok=True)
+                src = st.best.get("path")
+                if src is None:  # a state saved before the best record carried its path
+                    with self.jobs.db.session() as s:
+                        src = s.scalar(select(CheckpointRecord.path).where(
+                            CheckpointRecord.model_id == chosen))
+                shutil.copytree(Path(src), tmp, dirs_exist_ok=True)
             else:
                 method.save(trainer.model, tmp, tok)
             self._write_manifest(tmp, trainer, last_row, st.best["step"] if st.best else st.step,

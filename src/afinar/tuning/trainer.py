@@ -38,7 +38,7 @@ class TrainState:
     step: int = 0
     trained_tokens: int = 0
     history: list[dict] = field(default_factory=list)
-    best: dict | None = None  # {"step", "full_valid_loss", "checkpoint"}
+    best: dict | None = None  # {"step", "full_valid_loss", "checkpoint" (model id), "path"}
     bad_epochs: int = 0
     finished: bool = False
     stop_reason: str | None = None
@@ -234,10 +234,13 @@ class Trainer:
                 improved, st.bad_epochs = True, 0
             else:
                 st.bad_epochs += 1
-        ckpt = self.save_checkpoint(st, row)
         if improved:
+            # recorded before the checkpoint is written, so the state saved with it (what a
+            # killed job resumes from) already knows it is the best; ``save_checkpoint`` fills
+            # in where the checkpoint lives
             st.best = {"step": st.step, "full_valid_loss": row["full_valid_loss"],
-                       "checkpoint": ckpt}
+                       "checkpoint": None, "path": None}
+        self.save_checkpoint(st, row)
         p = self.hp.early_stopping_patience
         if p and st.bad_epochs >= p and st.epoch < self.hp.n_epochs:
             st.finished = True
