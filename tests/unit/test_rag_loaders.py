@@ -390,8 +390,88 @@ def test_debian_faq_pdf(faq_pdf):
     assert all(b.page is not None for b in doc.blocks)
     # word gaps are spaces, not glued words
     assert "This document answers questions frequently asked about Debian GNU/Linux." in doc.text
-    hits = [b.page for b in doc.blocks if "7.13 How do I install a source package?" in b.text]
-    assert hits[0] < 8 and hits[1:] == [40]  # its line in the table of contents, then its page
+    hits = [(b.kind, b.page) for b in doc.blocks
+            if "7.13 How do I install a source package?" in b.text]
+    assert hits == [("heading", 40)]  # the contents pages (3-6) are gone, the heading is found
+    assert doc.metadata["toc_pages"] == [3, 4, 5, 6]
+    levels: dict[int, list[str]] = {}
+    for h in doc.headings:
+        levels.setdefault(h.level, []).append(h.text)
+    assert len(levels[2]) == 112  # the FAQ's 112 numbered questions, from font size + outline
+    assert "Chapter 1. Definitions and overview" in levels[1]
+    assert "1.2 What is Debian GNU/Linux?" in levels[2]
+    # running headers ("CHAPTER 7. BASICS OF THE DEBIAN PACKAGE...") are not text
+    assert not any(b.text.startswith("CHAPTER ") for b in doc.blocks)
     page40 = " ".join(b.text for b in doc.blocks if b.page == 40)
     assert "Debian source packages can\u2019t actually be" in page40
     assert not re.search(r"[a-z]{40,}", doc.text)
+
+
+def _styled_pdf(pages: list[list[tuple[str, int, bool]]], outline: list[tuple[str, int]] = ()
+                ) -> bytes:
+    """A PDF whose lines have their own size and weight: (text, points, bold) per line."""
+    from pypdf import PdfWriter
+
+    from io import BytesIO
+
+    raw = _tiny_pdf(["x"] * len(pages))
+    writer = PdfWriter(clone_from=BytesIO(raw))
+    from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+
+    bold = DictionaryObject({NameObject("/Type"): NameObject("/Font"),
+                             NameObject("/Subtype"): NameObject("/Type1"),
+                             NameObject("/BaseFont"): NameObject("/Helvetica-Bold")})
+    for page, lines in zip(writer.pages, pages):
+        ops, y = ["BT"], 740
+        for text, size, is_bold in lines:
+            ops.append(f"/{'F2' if is_bold else 'F1'} {size} Tf 1 0 0 1 72 {y} Tm ({text}) Tj")
+            y -= size + 6
+        ops.append("ET")
+        stream = DecodedStreamObject()
+        stream.set_data("\n".join(ops).encode())
+        page[NameObject("/Contents")] = writer._add_object(stream)
+        page["/Resources"]["/Font"][NameObject("/F2")] = writer._add_object(bold)
+    for title, number in outline:
+        writer.add_outline_item(title=title, page_number=number)
+    out = BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+BODY = "This sentence is ordinary body text of the manual and runs long enough."
+
+
+def test_pdf_headings_from_font_size_running_headers_and_contents_dropped(tmp_path):
+    header = ("ACME ROUTER MANUAL", 9, False)
+    pages = [[("Contents", 18, True), ("1 Setup . . . . . . . . 2", 12, False),
+              ("1.1 Power . . . . . . . . 2", 12, False), ("2 Reset . . . . . . . . 3", 12, False)],
+             [header, ("1 Setup", 18, True), (BODY, 12, False), ("1.1 Power", 14, True),
+              ("The X300 needs a 12 V adapter.", 12, False), ("2", 12, False)],
+             [header, ("2 Reset", 18, True), ("Hold reset for 8 seconds.", 12, False),
+              (BODY, 12, False), ("3", 12, False)],
+             [header, ("Appendix notes", 12, True), (BODY, 12, False), ("4", 12, False)]]
+    path = tmp_path / "manual.pdf"
+    path.write_bytes(_styled_pdf(pages, outline=[("Appendix notes", 3)]))
+    doc = load_document(path)
+    _check_offsets(doc)
+    assert doc.metadata["toc_pages"] == [1]
+    assert [(h.text, h.level, h.page) for h in doc.headings] == [
+        ("1 Setup", 1, 2), ("1.1 Power", 2, 2), ("2 Reset", 1, 3), ("Appendix notes", 1, 4)]
+    assert "ACME ROUTER MANUAL" not in doc.text and ". . . ." not in doc.text
+    assert not re.search(r"(?m)^\d$", doc.text)  # page numbers
+
+
+def test_tables_of_contents_are_dropped_from_text_formats(tmp_path):
+    toc = ("Table of Contents\n\n1. Setup\n    1.1. Power adapters\n    1.2. Which cable?\n"
+           "2. Reset\n    2.1. How do I reset it?\n\n")
+    body = ("1.1. Power adapters\n\nThe X300 needs a 12 V adapter.\n\n"
+            "2.1. How do I reset it?\n\nHold the button for 8 seconds.\n")
+    (path := tmp_path / "manual.txt").write_text("Manual\n\n" + toc + body)
+    doc = load_document(path)
+    _check_offsets(doc)
+    assert "Table of Contents" not in doc.text and "Which cable?" not in doc.text
+    assert doc.text.count("How do I reset it?") == 1 and doc.metadata["dropped_blocks"] == 2
+    # a real numbered procedure (sentences) is content, not a table of contents
+    steps = "Steps\n\n1.1. Unplug the router.\n1.2. Wait ten seconds.\n1.3. Plug it in again.\n"
+    (p2 := tmp_path / "steps.txt").write_text(steps)
+    assert "Wait ten seconds." in load_document(p2).text

@@ -25,6 +25,7 @@ from afinar.store.atomic import atomic_dir
 from afinar.store.tables import KbChunk, KbDocument
 
 STOPWORDS = "en"
+INDEX_FORMAT = 2  # 2: BM25 over ``lexical_text`` (title root out, section title twice)
 ANN_THRESHOLD = 20_000  # chunks; below it exact search (one BLAS product) is fast and exact
 ANN_MIN_ALLOWED = 0.05  # below this share of readable chunks, exact search over them is cheaper
 
@@ -37,6 +38,28 @@ def build_ann(vectors: np.ndarray):
     ann.init_index(max_elements=len(vectors), ef_construction=200, M=32, random_seed=0)
     ann.add_items(vectors, np.arange(len(vectors)))
     return ann
+
+
+def lexical_text(text: str, heading_path: list[str] | None) -> str:
+    """What BM25 indexes for a chunk: its text with two changes to the heading path line.
+
+    - The path's root, the document title (chunking puts it first), is left out when the path
+      has more: it is the same in every chunk of the document, so a question that shares words
+      with the title ("What is Debian GNU/Linux?" in "The Debian GNU/Linux FAQ") matched every
+      chunk equally and BM25 ranked by the remaining words ("what"). The dense index still
+      embeds the full line.
+    - The chunk's own section title is counted twice (BM25F's title-field weighting, weight 2):
+      BM25's length normalisation otherwise lets a short neighbour that repeats the question's
+      words in passing outrank the long section whose title is the question.
+    Measured on the Debian FAQ (txt, pdf, html): "What is Debian GNU/Linux?" ranks section 1.2
+    first lexically in all three formats (``tests/unit/test_rag_kb.py``); before, 1.3 or the
+    table of contents did."""
+    if not heading_path:
+        return text
+    first, sep, body = text.partition("\n")
+    if len(heading_path) >= 2 and first.startswith(heading_path[0]):
+        first = " > ".join(heading_path[1:])
+    return f"{first}{sep}{body}\n{heading_path[-1]}"
 
 
 def _tokenize(texts: list[str]):
@@ -77,7 +100,8 @@ class KbIndex:
                     KbDocument.kb_id == kb_id, KbDocument.status == "ready").order_by(
                     KbDocument.id))]
         pos = {d.id: i for i, d in enumerate(docs)}
-        rows = session.execute(select(KbChunk.rowid, KbChunk.doc_id, KbChunk.text, KbChunk.vector)
+        rows = session.execute(select(KbChunk.rowid, KbChunk.doc_id, KbChunk.text, KbChunk.vector,
+                                      KbChunk.heading_path)
                                .where(KbChunk.kb_id == kb_id).order_by(KbChunk.rowid)).all()
         rows = [r for r in rows if r.doc_id in pos]
         rowids = np.array([r.rowid for r in rows], dtype=np.int64)
@@ -87,7 +111,8 @@ class KbIndex:
                    .reshape(len(rows), dim) if rows else np.zeros((0, 0), np.float32))
         bm25 = bm25s.BM25()
         if rows and searchable:
-            bm25.index(_tokenize([r.text for r in rows]), show_progress=False)
+            bm25.index(_tokenize([lexical_text(r.text, r.heading_path) for r in rows]),
+                       show_progress=False)
         return cls(version, rowids, doc_of, docs, vectors, bm25,
                    ann_threshold=ANN_THRESHOLD if searchable else len(rows) + 1)
 
@@ -101,7 +126,7 @@ class KbIndex:
             if self.ann is not None:
                 self.ann.save_index(str(tmp / "hnsw.bin"))
             (tmp / "meta.json").write_text(json.dumps({
-                "version": self.version, "size": self.size, "docs": [d.id for d in self.docs],
+                "version": self.version, "format": INDEX_FORMAT, "size": self.size, "docs": [d.id for d in self.docs],
                 "fingerprint": self.fingerprint()}))
 
     @classmethod
@@ -116,6 +141,8 @@ class KbIndex:
             bm25 = bm25s.BM25.load(str(folder / "bm25")) if meta["size"] else bm25s.BM25()
         except (OSError, ValueError, KeyError):
             return None
+        if meta.get("format") != INDEX_FORMAT:
+            return None  # built by an older version (other lexical text): rebuilt
         by_id = {d.id: d for d in session.scalars(select(KbDocument).where(
             KbDocument.kb_id == kb_id))}
         if any(i not in by_id for i in meta["docs"]):

@@ -4,7 +4,8 @@
 ``InvalidRequest`` with code ``unreadable_document``) whose message names the file and the reason:
 unsupported extension, missing or empty file, binary junk, a parser error, or no text extracted.
 ``load_many(paths)`` yields a ``Document`` or a ``LoadFailure`` per path and never stops on a bad
-file, so one corrupt upload cannot sink a batch.
+file, so one corrupt upload cannot sink a batch. Tables of contents are dropped from every
+format after loading (``afinar.rag.boilerplate``).
 
 Formats, one module each: ``text`` (.txt), ``markdown`` (.md), ``html`` (.html, .htm, .xhtml),
 ``pdf``, ``docx``, ``jsonl`` (.jsonl, .ndjson, .json) and ``csv`` (.csv, .tsv). A new format is a
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from afinar.errors import InvalidRequest
+from afinar.rag.boilerplate import strip_boilerplate
 from afinar.rag.document import Document
 
 __all__ = ["LOADERS", "LoadFailure", "LoadOptions", "UnreadableDocument", "load_document",
@@ -138,6 +140,7 @@ def load_document(path: str | os.PathLike, *, text_field: str = "text",
                                          f"{type(exc).__name__}: {exc}") from exc
     if not doc.blocks or not doc.text.strip():
         raise UnreadableDocument(source, "no text could be extracted")
+    doc = strip_boilerplate(doc)
     doc.source = source
     doc.metadata.setdefault("format", p.suffix.lower().lstrip("."))
     return doc
