@@ -19,8 +19,6 @@ from afinar.cli import (
     serve_cmd,
     tune_cmd,
 )
-from afinar.cli.common import err_console
-from afinar.errors import AfinarError
 
 app = typer.Typer(
     name="afinar",
@@ -63,12 +61,8 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: click handles usage errors; service errors become one clear line."""
-    try:
-        app(args=argv, prog_name="afinar")
-    except AfinarError as e:
-        err_console.print(f"[bold red]error[/]: {e.message}", highlight=False)
-        sys.exit(2 if e.http_status < 500 else 1)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
+    """Entry point: every error, from click's usage errors to a missing file, becomes one
+    ``error:`` line on stderr (``afinar.cli.errors``)."""
+    from afinar.cli.errors import run_app
+
+    sys.exit(run_app(app, argv, "afinar"))

@@ -26,10 +26,13 @@ def ask(
 ) -> None:
     """Answer from a knowledge base, citing sources; says so when nothing relevant is found."""
     from afinar.cli.chat_cmd import _load
-    from afinar.models import SamplingParams
+    from afinar.models import Catalog, SamplingParams
     from afinar.rag.answer import ask as ask_service
+    from afinar.rag.kb import KnowledgeBases
     from afinar.settings import get_settings
 
+    KnowledgeBases().get(kb)  # an unknown base or model is refused before any model loads
+    Catalog().get(model or get_settings().default_model)
     lm = _load(model or get_settings().default_model)
     mems = None
     if user:
@@ -75,16 +78,21 @@ def mem_list(user: str, as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         print_json([m.__dict__ for m in ms])
         return
+    if not ms:
+        console.print(f"no memories for user {user!r}", markup=False, soft_wrap=True)
     for m in ms:
-        console.print(f"{m.id}  {m.text}")
+        console.print(f"{m.id}  {m.text}", markup=False, soft_wrap=True)
 
 
 @memory_app.command("search")
 def mem_search(user: str, query: str, k: int = typer.Option(5, "-k")) -> None:
     from afinar.rag.memory import Memories
 
-    for m in Memories(user).search(query, k):
-        console.print(f"{m.score:.2f}  {m.id}  {m.text}")
+    found = Memories(user).search(query, k)
+    for m in found:
+        console.print(f"{m.score:.2f}  {m.id}  {m.text}", markup=False, soft_wrap=True)
+    if not found:
+        console.print(f"no memories of user {user!r} match", markup=False, soft_wrap=True)
 
 
 @memory_app.command("forget")

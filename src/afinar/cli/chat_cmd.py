@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from afinar.cli.common import err_console, status
+from afinar.cli.common import err_console, existing_file, status
 from afinar.models import Generator, LoadedModel, ModelCache, SamplingParams
 from afinar.settings import get_settings
 
@@ -53,7 +53,7 @@ def chat(
     stop: list[str] = typer.Option(None, "--stop", help="Stop string (repeatable, up to 4)."),
     seed: int = typer.Option(None, help="Same seed, same answer."),
     tools: Path = typer.Option(None, "--tools", help="YAML file of HTTP tools the model may "
-                               "call (one question only)."),
+                               "call (one question only).", callback=existing_file),
     tool_choice: str = typer.Option("auto", "--tool-choice", help="auto or required."),
     max_calls: int = typer.Option(3, "--max-calls", help="Tool calls allowed per answer."),
 ) -> None:
@@ -73,13 +73,13 @@ def chat(
         err = e.errors()[0]
         raise InvalidRequest(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: "
                              f"{err['msg']}") from None
+    if tools is not None and question is None:
+        raise typer.BadParameter("--tools needs a question", param_hint="--tools")
     gen = Generator(_load(model))
     base: list[dict] = [{"role": "system", "content": system}] if system else []
     if tools is not None:
         from afinar.rag.tools import ToolRegistry, answer_with_tools, model_generate
 
-        if question is None:
-            raise typer.BadParameter("--tools needs a question")
         a = answer_with_tools(model_generate(gen), base + [{"role": "user", "content": question}],
                               ToolRegistry.from_yaml(tools), max_calls, tool_choice)
         for c in a.calls:

@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
+import os
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import (BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Column
+from rich.text import Text
 
 console = Console(highlight=False)
 if not console.is_terminal:  # piped output: do not squeeze tables into 80 columns
     console.width = 160
 err_console = Console(stderr=True, highlight=False)
+
+
+def existing_file(path: Path | None) -> Path | None:
+    """A typer ``callback`` for input files: a missing file, or a folder, is refused while the
+    arguments are parsed, before anything loads (the message comes from ``cli.errors``)."""
+    if path is None or path.is_file():
+        return path
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
 
 
 def human_count(n: int | None) -> str:
@@ -39,8 +58,68 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
+class StepsColumn(ProgressColumn):
+    """``12/200 steps``; the task's ``phase`` field instead while there is one ("loading
+    model"), and nothing while the total is unknown (never ``0/None``)."""
+
+    def __init__(self, unit: str):
+        self.unit = unit
+        super().__init__(table_column=Column(no_wrap=True))
+
+    def render(self, task) -> Text:
+        if task.fields.get("phase"):
+            return Text(str(task.fields["phase"]), style="yellow")
+        if task.total is None:
+            return Text("")
+        return Text(f"{int(task.completed)}/{int(task.total)} {self.unit}")
+
+
+def progress_columns(unit: str, label_width: int = 14, *extra: ProgressColumn
+                     ) -> list[ProgressColumn]:
+    """A progress line that fits 80 columns: a label cut to ``label_width``, a 20-cell bar, the
+    count, ``extra`` columns, elapsed time and ETA."""
+    return [TextColumn("[bold]{task.description}", table_column=Column(
+                width=label_width, no_wrap=True, overflow="ellipsis")),
+            BarColumn(bar_width=20), StepsColumn(unit), *extra, TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn()]
+
+
+class StatsProgress(Progress):
+    """A progress bar with one more line under it, ``stats`` (the latest metrics), so that the
+    bar line itself keeps its count and ETA at 80 columns."""
+
+    stats: str = ""
+
+    def get_renderables(self):
+        yield self.make_tasks_table(self.tasks)
+        if self.stats:
+            yield Text("  " + self.stats, no_wrap=True, overflow="ellipsis")
+
+
 @contextlib.contextmanager
 def status(message: str) -> Iterator[Any]:
     """A spinner on stderr while something slow runs; ``update(msg)`` changes its text."""
     with err_console.status(message) as st:
         yield st
+
+
+@contextlib.contextmanager
+def quiet_libraries(*loggers: str) -> Iterator[None]:
+    """Keep libraries' own warnings (``pypdf``'s "EOF marker not found"...) off the terminal:
+    the command reports each failure itself, in one line."""
+    saved = []
+    for name in loggers:
+        lg = logging.getLogger(name)
+        saved.append((lg, lg.level, lg.propagate, lg.handlers[:]))
+        lg.handlers[:] = [logging.NullHandler()]
+        lg.propagate = False
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level, propagate, handlers in saved:
+            lg.handlers[:] = handlers
+            lg.propagate = propagate
+            lg.setLevel(level)

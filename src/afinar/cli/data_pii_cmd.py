@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from afinar.cli.common import console, err_console, print_json
+from afinar.cli.common import console, err_console, existing_file, print_json
 from afinar.data.issues import Issue
 from afinar.data.pii import Finding, mask, redact_file, scan_file
 from afinar.errors import InvalidRequest
@@ -28,7 +28,8 @@ def _report_skipped(issues: list[Issue]) -> None:
 
 
 def pii(
-    file: Path = typer.Argument(..., help="A dataset file: .jsonl, .json, .csv, .txt or .md."),
+    file: Path = typer.Argument(..., help="A dataset file: .jsonl, .json, .csv, .txt or .md.",
+                                callback=existing_file),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (values masked)."),
     redact: Path = typer.Option(None, "--redact", metavar="OUT",
                                 help="Write a JSONL copy to OUT with each value replaced by a "

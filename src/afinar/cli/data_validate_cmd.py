@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from afinar.cli.common import console, err_console, print_json, status
+from afinar.cli.common import console, err_console, existing_file, print_json, status
 from afinar.data.formats import detect, parse_example
 from afinar.data.issues import Issue
 from afinar.data.reader import iter_rows
@@ -28,7 +28,8 @@ def _fmt_num(v: float) -> str:
 
 
 def validate(
-    file: Path = typer.Argument(..., help="JSONL, JSON array, CSV or text dataset."),
+    file: Path = typer.Argument(..., help="JSONL, JSON array, CSV or text dataset.",
+                                callback=existing_file),
     model: str = typer.Option(None, "-m", "--model", help="Target model (its tokenizer and "
                               "template count the tokens); default: the settings' model."),
     max_seq_len: int = typer.Option(None, "--max-seq-len", help="Default: the model's context."),
@@ -100,7 +101,7 @@ def _stats_table(st: dict) -> None:
 
 
 def preview(
-    file: Path = typer.Argument(...),
+    file: Path = typer.Argument(..., callback=existing_file),
     n: int = typer.Option(3, "-n", help="How many examples."),
     model: str = typer.Option(None, "-m", "--model"),
     plain: bool = typer.Option(False, "--plain", help="Mark trained tokens with [[ ]] instead "
@@ -141,7 +142,8 @@ def preview(
 
 
 def convert(
-    file: Path = typer.Argument(..., help="A CSV, JSON or JSONL file (evals rows convert too)."),
+    file: Path = typer.Argument(..., help="A CSV, JSON or JSONL file (evals rows convert too).",
+                                callback=existing_file),
     out: Path = typer.Option(..., "--out", "-o", help="The chat JSONL to write."),
     to: str = typer.Option("chat", "--to", help="Target format (chat)."),
     system: str = typer.Option(None, "--system", help="System prompt added to every example."),

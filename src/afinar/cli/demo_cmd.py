@@ -7,6 +7,7 @@ recommendation and an HTML report.
 
 from __future__ import annotations
 
+import errno
 import time
 from pathlib import Path
 
@@ -34,16 +35,19 @@ def demo(
     t_start = time.perf_counter()
     model = model or get_settings().default_model
     question = "In two sentences, what is fine-tuning a language model?"
+    need = [examples / n for n in ("train.jsonl", "test.jsonl", "eval.yaml", "kb")]
+    if not quick and not examples.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such folder", str(examples))
+    if not quick and not all(p.exists() for p in need):  # before anything loads
+        raise typer.BadParameter(f"{examples} needs kb/, train.jsonl, test.jsonl and eval.yaml "
+                                 "(run make demo from the repository root)",
+                                 param_hint="--examples")
     err_console.rule("1. chat with the embedded model")
     err_console.print(f"[bold]model[/]: {model}\n[bold]question[/]: {question}")
     _answer(Generator(_load(model)), [{"role": "user", "content": question}],
             SamplingParams(temperature=0.0, max_tokens=120))
     if quick:
         return
-    need = [examples / n for n in ("train.jsonl", "test.jsonl", "eval.yaml", "kb")]
-    if not all(p.exists() for p in need):
-        raise typer.BadParameter(f"{examples} needs kb/, train.jsonl, test.jsonl and eval.yaml "
-                                 "(run make demo from the repository root)")
     train, test, eval_yaml, kb_dir = need
     _validate(model, train, test)
     tuned = _fine_tune(model, train)

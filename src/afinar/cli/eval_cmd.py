@@ -5,31 +5,32 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.markup import escape
 from rich.table import Table
 
-from afinar.cli.common import console, err_console, print_json
+from afinar.cli.common import console, err_console, existing_file, print_json, progress_columns
 
 app = typer.Typer(help="Evaluate strategies side by side (base, few-shot, RAG, fine-tuned, "
                        "both) on held-out data and get a recommendation.", no_args_is_help=True)
 
 
 def run_with_bars(config, resume: str | None = None):
+    """Run the evaluation under one progress line per strategy (then scoring), each within 80
+    columns with its count and ETA; "loading model" until a strategy's first answer."""
     from afinar.evals.runner import run
 
-    cols = [TextColumn("[bold]{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn()]
-    with Progress(*cols, console=err_console) as bar:
+    with Progress(*progress_columns("cases", 22), console=err_console) as bar:
         tasks: dict[tuple[str, str], int] = {}
 
         def progress(stage: str, name: str, done: int, total: int) -> None:
             key = (stage, name)
             label = {"answer": name, "score": "scoring",
                      "forgetting": f"forgetting: {name.split(':')[-1]}"}[stage]
+            phase = "loading model" if stage == "answer" and done == 0 else None
             if key not in tasks:
-                tasks[key] = bar.add_task(label[:28], total=total)
-            bar.update(tasks[key], completed=done, total=total)
+                tasks[key] = bar.add_task(escape(label), total=total, phase=phase)
+            bar.update(tasks[key], completed=done, total=total, phase=phase)
 
         return run(config, resume=resume, progress=progress)
 
@@ -77,9 +78,12 @@ def print_summary(summary: dict) -> None:
 
 @app.command("run")
 def run_cmd(
-    config: Path = typer.Argument(None, help="eval.yaml (flags below override it)."),
-    test_file: Path = typer.Option(None, "--test", help="Held-out chat JSONL."),
-    train_file: Path = typer.Option(None, "--train", help="Few-shot pool."),
+    config: Path = typer.Argument(None, help="eval.yaml (flags below override it).",
+                                  callback=existing_file),
+    test_file: Path = typer.Option(None, "--test", help="Held-out chat JSONL.",
+                                   callback=existing_file),
+    train_file: Path = typer.Option(None, "--train", help="Few-shot pool.",
+                                    callback=existing_file),
     strategies: str = typer.Option(None, "--strategies", "-s",
                                    help="Comma-separated: base,few_shot,rag,fine_tuned,"
                                         "fine_tuned_rag."),

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TextColumn
 from rich.table import Table
 
-from afinar.cli.common import console, err_console, print_json
+from afinar.cli.common import console, err_console, existing_file, print_json, progress_columns, \
+    quiet_libraries
 
 app = typer.Typer(help="Knowledge bases for RAG: hybrid search with access control.",
                   no_args_is_help=True)
@@ -49,22 +51,25 @@ def create(name: str, embedding_model: str = typer.Option(None, "--embedding-mod
 
 
 def _ingest(fn, *args, **kw):
-    cols = [TextColumn("[bold]ingesting"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("files, {task.fields[chunks]} chunks, {task.fields[rate]:.1f} chunks/s"),
-            TimeElapsedColumn()]
-    with Progress(*cols, console=err_console) as bar:
-        task = bar.add_task("", total=None, chunks=0, rate=0.0)
+    """Run an ingestion under a progress bar; one line per file that failed, exit 1 if any."""
+    cols = progress_columns("files", 9, TextColumn("{task.fields[chunks]} chunks"))
+    with quiet_libraries("pypdf", "pdfminer", "docx", "bs4"), \
+            Progress(*cols, console=err_console) as bar:
+        task = bar.add_task("ingesting", total=None, chunks=0)
 
         def progress(p):
-            bar.update(task, completed=p["files"], total=p["total"], chunks=p["chunks"],
-                       rate=p["chunks_per_s"])
+            bar.update(task, completed=p["files"], total=p["total"], chunks=p["chunks"])
 
         r = fn(*args, progress=progress, **kw)
+        bar.update(task, chunks=r.chunks)
     console.print(f"added {len(r.added)}, updated {len(r.updated)}, unchanged "
                   f"{len(r.unchanged)}, deleted {len(r.deleted)}, failed {len(r.failed)}; "
-                  f"{r.chunks} chunks in {r.seconds:.1f}s")
+                  f"{r.chunks} chunks in {r.seconds:.1f}s", soft_wrap=True)
     for src, msg in r.failed:
-        err_console.print(f"[yellow]skipped[/] {src}: {msg}")
+        reason = msg[len(src) + 2:] if msg.startswith(f"{src}: ") else msg
+        err_console.print(f"failed {src}: {reason}", markup=False, soft_wrap=True)
+    if r.failed:
+        raise typer.Exit(1)
     return r
 
 
@@ -75,14 +80,24 @@ def add(name: str, paths: list[Path],
         attr: list[str] = typer.Option(None, "--attr", help="Attribute KEY=VALUE (repeatable).")
         ) -> None:
     """Add files or folders (unchanged files are skipped, changed ones replaced)."""
-    _ingest(_kbs().add, name, paths, group or [], _attrs(attr))
+    for p in paths:  # a missing path or an unknown base is refused before the progress bar
+        if not p.exists():
+            existing_file(p)
+    kbs = _kbs()
+    kbs.get(name)
+    _ingest(kbs.add, name, paths, group or [], _attrs(attr))
 
 
 @app.command("sync")
 def sync(name: str, folder: Path, group: list[str] = typer.Option(None, "--group", "-g"),
          attr: list[str] = typer.Option(None, "--attr")) -> None:
     """Make the knowledge base equal to FOLDER: add new, replace changed, delete removed files."""
-    _ingest(_kbs().sync, name, folder, group or [], _attrs(attr))
+    if not folder.is_dir():
+        raise (NotADirectoryError if folder.exists() else FileNotFoundError)(
+            errno.ENOTDIR if folder.exists() else errno.ENOENT, "not a folder", str(folder))
+    kbs = _kbs()
+    kbs.get(name)
+    _ingest(kbs.sync, name, folder, group or [], _attrs(attr))
 
 
 @app.command("search")
@@ -93,8 +108,11 @@ def search(name: str, query: str, k: int = typer.Option(5, "-k"),
            threshold: float = typer.Option(0.0, "--threshold"),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Search: documents outside your groups are never considered."""
-    hits = _kbs().search(name, query, groups=group or [], k=k, mode=mode,
-                         filters=json.loads(filters) if filters else None,
+    try:
+        flt = json.loads(filters) if filters else None
+    except ValueError as e:
+        raise typer.BadParameter(f"not JSON ({e})", param_hint="--filters") from None
+    hits = _kbs().search(name, query, groups=group or [], k=k, mode=mode, filters=flt,
                          score_threshold=threshold)
     if as_json:
         print_json([h.__dict__ for h in hits])
@@ -157,7 +175,8 @@ def delete(name: str) -> None:
 
 @app.command("tune-fusion")
 def tune_fusion(name: str, labelled: Path = typer.Argument(..., help="JSONL of {\"query\": ..., "
-                                                            "\"relevant\": [file names]}"),
+                                                            "\"relevant\": [file names]}",
+                                                            callback=existing_file),
                 group: list[str] = typer.Option(None, "--group", "-g")) -> None:
     """Choose RRF or a weighted fusion (and its weight) by nDCG@10 on your labelled queries."""
     kbs = _kbs()

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from rich import box
+from rich.markup import escape
+from rich.table import Column, Table
 
-from afinar.cli.common import console, err_console, print_json, status
+from afinar.cli.common import StatsProgress, console, err_console, existing_file, human_count, \
+    print_json, progress_columns, status
 from afinar.errors import InvalidRequest
 
 app = typer.Typer(help="Fine-tuning jobs (OpenAI's fine_tuning.jobs, locally).",
@@ -43,8 +45,9 @@ def _parse_option(o: str) -> tuple[str, Any]:
 def create(
     model: str = typer.Option(None, "--model", "-m", help="Base model id."),
     train: Path = typer.Option(None, "--train", help="Training file (chat/completion/preference "
-                               "JSONL, or text for continued pretraining)."),
-    val: Path = typer.Option(None, "--val", help="Validation file."),
+                               "JSONL, or text for continued pretraining).",
+                               callback=existing_file),
+    val: Path = typer.Option(None, "--val", help="Validation file.", callback=existing_file),
     val_split: float = typer.Option(None, "--val-split", help="Hold out this fraction of train."),
     method: str = typer.Option(None, "--method", help="lora (default), dora, qlora, full, "
                                "prompt_tuning, continued_pretraining, dpo."),
@@ -60,7 +63,8 @@ def create(
                                      "(e.g. r=8, target_modules='[\"q_proj\"]')."),
     suffix: str = typer.Option(None, "--suffix"),
     seed: int = typer.Option(None, "--seed"),
-    config: Path = typer.Option(None, "--config", "-c", help="YAML file with the same options."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML file with the same options.",
+                                callback=existing_file),
     detach: bool = typer.Option(False, "--detach", help="Queue and return without following."),
 ) -> None:
     """Validate the data, queue a job, start a worker and follow it with a progress bar."""
@@ -70,7 +74,8 @@ def create(
     if config:
         import yaml
 
-        cfg = yaml.safe_load(config.read_text()) or {}
+        with open(config, encoding="utf-8") as f:  # a YAML error then names the file
+            cfg = yaml.safe_load(f) or {}
         if not isinstance(cfg, dict):
             raise InvalidRequest(f"{config}: expected a mapping of options", param="config")
     flags = {"model": model, "train": str(train) if train else None,
@@ -111,10 +116,12 @@ def create(
                         method={"type": mtype, mtype: options}, hyperparameters=hp,
                         suffix=opts.get("suffix"), seed=opts.get("seed"),
                         val_split=opts.get("val_split"))
-    console.print(f"created [bold]{job.id}[/] ({mtype} on {model_id}, seed {job.seed})")
+    console.print(f"created [bold]{job.id}[/] ({escape(mtype)} on {escape(model_id)}, seed "
+                  f"{job.seed})", soft_wrap=True)
     spawn_worker()
     if detach:
-        console.print(f"follow it with: afinar tune wait {job.id}")
+        console.print(f"follow it with: afinar tune wait {job.id}", markup=False,
+                      soft_wrap=True)
         return
     _follow(job.id)
 
@@ -138,34 +145,50 @@ def _precheck(train: Path, model_id: str, method: str, max_seq_len: int | None) 
         raise DatasetRejected(r, "training_file", train.name)
 
 
+def _phase(status: str, started: bool, metrics: bool) -> str:
+    """What the job is doing, for the progress line: the model loads between the job turning
+    ``running`` and the runner's "Fine-tuning started" (tens of seconds on a CPU)."""
+    if metrics or started:
+        return "training"
+    return {"running": "loading model", "validating_files": "validating"}.get(status, status)
+
+
 def _follow(job_id: str) -> str:
-    """Show events and a progress bar until the job ends; Ctrl-C detaches (the job goes on)."""
+    """Show events and a progress bar until the job ends; Ctrl-C detaches (the job goes on).
+
+    The bar line keeps its step count and ETA within 80 columns; the latest metrics (epoch,
+    losses, accuracy, speed) are a second line under it."""
     from afinar.tuning import Jobs, spawn_worker
 
     jobs = Jobs()
-    seq, last_spawn = 0, time.time()
-    cols = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/"
-            "{task.total} steps"), TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
-            TextColumn("ETA"), TimeRemainingColumn()]
+    job = jobs.get(job_id)  # an unknown id fails here, before any bar is drawn
+    err_console.print(f"following {job_id} (Ctrl-C detaches; the job goes on)", soft_wrap=True,
+                      markup=False)
+    seq, last_spawn, started, got_metrics = 0, time.time(), False, False
     try:
-        with Progress(*cols, console=err_console, transient=False) as bar:
-            task = bar.add_task(job_id, total=None, stats="")
+        with StatsProgress(*progress_columns("steps"), console=err_console,
+                           transient=False) as bar:
+            task = bar.add_task(_phase(job.status, False, False), total=None)
             while True:
                 for ev in jobs.events(job_id, after_seq=seq):
                     seq = ev.seq
                     if ev.type == "metrics" and ev.data:
                         d = ev.data
-                        stats = (f"epoch {d.get('epoch')} loss {d['train_loss']:.3f} "
+                        got_metrics = True
+                        stats = (f"epoch {d.get('epoch')}  loss {d['train_loss']:.3f}  "
                                  f"acc {d.get('train_mean_token_accuracy', 0):.2f}")
                         if d.get("valid_loss") is not None:
-                            stats += f" val {d['valid_loss']:.3f}"
-                        stats += f" {d.get('tokens_per_second', 0):.0f} tok/s"
-                        bar.update(task, completed=d["step"], total=d.get("total_steps"),
-                                   stats=stats)
+                            stats += f"  val {d['valid_loss']:.3f}"
+                        stats += f"  {d.get('tokens_per_second', 0):.0f} tok/s"
+                        bar.stats = stats
+                        bar.update(task, completed=d["step"], total=d.get("total_steps"))
                     else:
+                        started = started or ev.message.startswith(("Fine-tuning started",
+                                                                    "Resumed from step"))
                         colour = {"warn": "yellow", "error": "red"}.get(ev.level, "dim")
-                        bar.console.print(f"[{colour}]{ev.message}[/]")
+                        bar.console.print(f"[{colour}]{escape(ev.message)}[/]", soft_wrap=True)
                 job = jobs.get(job_id)
+                bar.update(task, description=_phase(job.status, started, got_metrics))
                 if job.status in ("succeeded", "failed", "cancelled", "paused"):
                     break
                 if job.status in ("queued", "validating_files") and time.time() - last_spawn > 5:
@@ -173,13 +196,14 @@ def _follow(job_id: str) -> str:
                     last_spawn = time.time()
                 time.sleep(0.5)
     except KeyboardInterrupt:
-        err_console.print(f"detached; the job goes on. Follow it with: afinar tune wait {job_id}")
+        err_console.print(f"detached; the job goes on. Follow it with: afinar tune wait {job_id}",
+                          soft_wrap=True, markup=False)
         raise typer.Exit(130) from None
     job = jobs.get(job_id)
     colour = "green" if job.status == "succeeded" else "red"
-    console.print(f"[{colour}]{job.status}[/]" + (f": {job.fine_tuned_model}"
-                                                  if job.fine_tuned_model else "")
-                  + (f" ({job.error['message']})" if job.error else ""))
+    console.print(f"[{colour}]{job.status}[/]" + escape(
+        (f": {job.fine_tuned_model}" if job.fine_tuned_model else "")
+        + (f" ({job.error['message']})" if job.error else "")), soft_wrap=True)
     if job.status == "failed":
         raise typer.Exit(1)
     return job.status
@@ -200,10 +224,16 @@ def list_jobs(limit: int = typer.Option(20), as_json: bool = typer.Option(False,
     if as_json:
         print_json([_job_dict(j) for j in jobs])
         return
-    t = Table("id", "status", "model", "method", "fine_tuned_model", "trained tokens")
+    # ids are never cut (they are what you copy); the fine-tuned model id wraps whole
+    t = Table(Column("id", no_wrap=True, min_width=len(jobs[0].id) if jobs else 2),
+              Column("status", no_wrap=True), Column("method", no_wrap=True),
+              Column("model / fine-tuned model", overflow="fold"),
+              Column("tokens", justify="right", no_wrap=True), box=box.SIMPLE_HEAD,
+              pad_edge=False)
     for j in jobs:
-        t.add_row(j.id, j.status, j.model, j.method.get("type"), j.fine_tuned_model or "",
-                  str(j.trained_tokens or ""))
+        model = j.model + (f"\n{j.fine_tuned_model}" if j.fine_tuned_model else "")
+        t.add_row(j.id, j.status, j.method.get("type") or "", model,
+                  human_count(j.trained_tokens) if j.trained_tokens else "")
     console.print(t)
 
 
@@ -236,7 +266,9 @@ def checkpoints(job_id: str) -> None:
     """Checkpoints (each usable as a model id)."""
     from afinar.tuning import Jobs
 
-    t = Table("step", "model id", "train loss", "full valid loss")
+    t = Table(Column("step", justify="right"), Column("model id", overflow="fold"),
+              Column("train loss", justify="right"), Column("valid loss", justify="right"),
+              box=box.SIMPLE_HEAD, pad_edge=False)
     for c in Jobs().checkpoints(job_id):
         m = c.metrics or {}
         t.add_row(str(c.step_number), c.model_id, f"{m.get('train_loss') or 0:.4f}",

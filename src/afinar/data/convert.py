@@ -50,7 +50,8 @@ def convert_to_chat(src: str | Path, dst: str | Path, *, system: str | None = No
     if dst.exists() and dst.resolve() == src.resolve():
         raise InvalidRequest("the output must not be the input file", param="out")
     summary = ConvertSummary(out=str(dst))
-    with atomic_open(dst, "w") as f:
+    checked = False
+    with atomic_open(dst, "w") as f:  # nothing is written unless the block ends cleanly
         for item in iter_rows(src):
             if isinstance(item, Issue):
                 summary.skipped.append(item)
@@ -58,6 +59,9 @@ def convert_to_chat(src: str | Path, dst: str | Path, *, system: str | None = No
             if not isinstance(item.data, dict):
                 summary.skipped.append(Issue("data_type", "not an object", item.line))
                 continue
+            if not checked and not {"messages", "input"} & set(item.data):
+                _check_columns(src, item, user_col, assistant_col)
+                checked = True
             try:
                 chat = _row_to_chat(item.data, item.line, system, user_col, assistant_col)
             except ValueError as e:
@@ -65,4 +69,22 @@ def convert_to_chat(src: str | Path, dst: str | Path, *, system: str | None = No
                 continue
             f.write(json.dumps(chat, ensure_ascii=False) + "\n")
             summary.written += 1
+        if not summary.written:
+            why = "; ".join(str(i) for i in summary.skipped[:3]) or "it has no rows"
+            raise InvalidRequest(f"no row of {src.name} could be converted ({why}); nothing "
+                                 "was written", param="file")
     return summary
+
+
+def _check_columns(src: Path, row, user_col: str | None, assistant_col: str | None) -> None:
+    """A column mapping that names a column the file does not have is refused before anything
+    is written (once, naming the columns there are, rather than once per row)."""
+    columns = ", ".join(map(str, row.data)) or "none"
+    if not user_col or not assistant_col:
+        raise InvalidRequest(f"{src.name} is not chat or evals rows: give --user-col and "
+                             f"--assistant-col to map its columns ({columns})",
+                             param="user_col" if not user_col else "assistant_col")
+    for param, col in (("user_col", user_col), ("assistant_col", assistant_col)):
+        if col not in row.data:
+            raise InvalidRequest(f"{src.name} has no column {col!r} (line {row.line}); its "
+                                 f"columns: {columns}", param=param)

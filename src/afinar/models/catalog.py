@@ -7,6 +7,7 @@ stored; registered ones live in the ``models`` table.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
 import re
@@ -143,10 +144,14 @@ class Catalog:
         with self.db.session() as s:
             rec = s.get(ModelRecord, model_id)
             if rec is None:
-                known = ", ".join(m.id for m in self.list()) or "none"
+                ids = [b.id for b in BUILTINS] + list(s.scalars(
+                    select(ModelRecord.id).order_by(ModelRecord.created_at, ModelRecord.id)))
+                close = difflib.get_close_matches(model_id, ids, n=1, cutoff=0.5) or \
+                    [i for i in ids if model_id.lower() in i.lower()][:1]
+                hint = f"did you mean {close[0]!r}? " if close else ""
                 raise NotFound(
-                    f"no model {model_id!r} (known: {known}); register one with "
-                    f"`afinar models add NAME PATH`",
+                    f"no model {model_id!r}; {hint}known: {', '.join(ids) or 'none'} "
+                    f"(register one with `afinar models add NAME PATH`)",
                     code="model_not_found",
                     param="model",
                 )
