@@ -54,6 +54,19 @@ class Settings(BaseSettings):
         description="llama.cpp engine: serve a LoRA fine-tune as a merged GGUF model of its own "
         "(fast) or as a runtime LoRA on the shared base context (less memory).",
     )
+    job_lease_s: float = Field(
+        default=60.0, gt=0,
+        description="A running fine-tuning job whose worker has not written a heartbeat for this "
+        "long is taken as lost: queued again for the next worker (which resumes from the last "
+        "checkpoint), or failed after job_max_attempts lost workers.",
+    )
+    job_heartbeat_s: float = Field(
+        default=10.0, gt=0, description="How often a worker writes its job's heartbeat (at most "
+        "a third of job_lease_s).",
+    )
+    job_max_attempts: int = Field(
+        default=3, ge=1, description="Workers a job may lose before it fails.",
+    )
 
     @field_validator("home", mode="after")
     @classmethod

@@ -81,7 +81,7 @@ class Jobs:
             job = s.get(JobRecord, job_id)
         if job is None:
             raise NotFound(f"no fine-tuning job {job_id!r}", param="fine_tuning_job_id")
-        return job
+        return self._leased([job])[0]
 
     def list(self, after: str | None = None, limit: int = 20) -> list[JobRecord]:
         q = select(JobRecord).order_by(JobRecord.created_at.desc(), JobRecord.id.desc())
@@ -91,7 +91,55 @@ class Jobs:
                 if ref is not None:
                     q = q.where((JobRecord.created_at < ref.created_at) | (
                         (JobRecord.created_at == ref.created_at) & (JobRecord.id < ref.id)))
-            return list(s.scalars(q.limit(limit)))
+            found = list(s.scalars(q.limit(limit)))
+        return self._leased(found)
+
+    # -- leases: a running job's worker proves it is alive by its heartbeat ----------------
+    def _leased(self, jobs: list[JobRecord]) -> list[JobRecord]:
+        """The jobs as they stand once every ``running`` one whose heartbeat is older than the
+        lease (``AFINAR_JOB_LEASE_S``) has been released as lost, so that a read never reports a
+        dead worker's job as ``running``."""
+        lease, now = self.settings.job_lease_s, time.time()
+        out = []
+        for job in jobs:
+            if job.status == "running" and (job.heartbeat_at is None
+                                            or now - job.heartbeat_at > lease):
+                seen = f"{now - job.heartbeat_at:.0f} s" if job.heartbeat_at else "ever"
+                self.release_lost(job, f"no heartbeat for {seen} (lease {lease:g} s)")
+                with self.db.session() as s:
+                    job = s.get(JobRecord, job.id) or job
+            out.append(job)
+        return out
+
+    def release_lost(self, job: JobRecord, why: str) -> bool:
+        """A running job whose worker is gone goes back to ``queued`` for the next worker (which
+        resumes from its last checkpoint), or to ``failed`` once ``AFINAR_JOB_MAX_ATTEMPTS``
+        workers have been lost on it. Only if it is still as ``job`` shows it (same status,
+        worker and heartbeat): a worker that is alive after all, or another reader releasing
+        it at the same moment, wins. True if this call released it."""
+        lost = int((job.info or {}).get("lost_workers", 0)) + 1
+        limit = self.settings.job_max_attempts
+        values: dict[str, Any] = {"worker": None, "info": {**(job.info or {}),
+                                                          "lost_workers": lost}}
+        if lost >= limit:
+            msg = (f"The job's worker was lost {lost} time(s) (last: {why}); it is not retried "
+                   f"after {limit} (AFINAR_JOB_MAX_ATTEMPTS)")
+            values.update(status="failed", finished_at=int(time.time()), requested=None,
+                          error={"code": "worker_lost", "message": msg, "param": None})
+        else:
+            msg = (f"The worker running this job stopped ({why}); queued again: the next "
+                   "worker resumes from its last checkpoint")
+            values.update(status="queued")
+        same = [JobRecord.id == job.id, JobRecord.status == "running",
+                JobRecord.worker.is_(None) if job.worker is None
+                else JobRecord.worker == job.worker,
+                JobRecord.heartbeat_at.is_(None) if job.heartbeat_at is None
+                else JobRecord.heartbeat_at == job.heartbeat_at]
+        with self.db.session() as s:
+            n = s.execute(update(JobRecord).where(*same).values(**values)).rowcount
+        if n:
+            self.event(job.id, "error" if lost >= limit else "warn", "message", msg)
+        return bool(n)
 
     def events(self, job_id: str, after_seq: int = 0, limit: int | None = None
                ) -> list[EventRecord]:

@@ -13,12 +13,13 @@ import io
 import json
 import random
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from afinar.errors import AfinarError, NotFound
 from afinar.ids import new_id
@@ -37,7 +38,42 @@ from afinar.tuning.methods import BuildContext, get_method
 from afinar.tuning.samples import load_samples
 from afinar.tuning.trainer import Trainer, TrainState
 
-HEARTBEAT_S = 5
+
+class Heartbeat:
+    """The worker's proof of life: the job's ``heartbeat_at``, written every
+    ``AFINAR_JOB_HEARTBEAT_S`` (at most a third of the lease) from a thread of its own, so that
+    loading a model, checking data or one long optimizer step never looks like a dead worker.
+    It writes only while this worker holds the job; a reader that finds the heartbeat older than
+    the lease releases the job (``Jobs.release_lost``)."""
+
+    def __init__(self, jobs: Jobs, job_id: str, worker: str):
+        st = jobs.settings
+        self.jobs, self.job_id, self.worker = jobs, job_id, worker
+        self.every = min(st.job_heartbeat_s, st.job_lease_s / 3)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="afinar-heartbeat")
+
+    def __enter__(self) -> Heartbeat:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def beat(self) -> None:
+        with self.jobs.db.session() as s:
+            s.execute(update(JobRecord).where(JobRecord.id == self.job_id,
+                                              JobRecord.worker == self.worker).values(
+                heartbeat_at=int(time.time())))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.beat()
+            except Exception:  # noqa: BLE001 - a busy database now and then; beat again later
+                pass
 
 
 class JobRunner:
@@ -45,7 +81,6 @@ class JobRunner:
         self.job, self.settings, self.worker = job, settings, worker
         self.jobs = Jobs(settings)
         self.dir = settings.home / "jobs" / job.id
-        self._beat = 0.0
         self._pace: tuple[float, int] | None = None  # (time, step) of the first reported step
 
     def event(self, level: str, type_: str, message: str, data: dict | None = None) -> None:
@@ -62,7 +97,8 @@ class JobRunner:
 
     def run(self) -> str:
         try:
-            return self._run()
+            with Heartbeat(self.jobs, self.job.id, self.worker):
+                return self._run()
         except AfinarError as e:
             self._fail(e.code, e.message, e.param)
         except Exception as e:  # noqa: BLE001 - any crash must end as "failed", never "running"
@@ -114,8 +150,10 @@ class JobRunner:
         if not val:
             self.event("warn", "message", "No validation data: overfitting will be invisible "
                        "(pass a validation file or --val-split 0.1)")
-        self.jobs.update(job.id, status="running", started_at=job.started_at or int(time.time()),
-                       hyperparameters={**hp_in.model_dump(), "resolved": hp.model_dump()})
+        self.jobs.update(job.id, status="running", worker=self.worker,
+                         heartbeat_at=int(time.time()),
+                         started_at=job.started_at or int(time.time()),
+                         hyperparameters={**hp_in.model_dump(), "resolved": hp.model_dump()})
         self.event("info", "message", "Hyperparameters: " + ", ".join(
             f"{k}={v}" for k, v in hp.model_dump().items() if v is not None))
 
@@ -137,6 +175,10 @@ class JobRunner:
             self.event("info", "message", "Fine-tuning started")
         t0 = time.time()
         st = trainer.run(st)
+        if st.stop_reason == "lost":  # the job is another worker's now; leave it as it is
+            self.event("warn", "message", f"Worker {self.worker} lost this job at step "
+                       f"{st.step} (its heartbeat was older than the lease) and stopped")
+            return "lost"
         if st.stop_reason == "cancel":
             self.jobs.update(job.id, status="cancelled", finished_at=int(time.time()),
                            worker=None, requested=None)
@@ -152,11 +194,9 @@ class JobRunner:
 
     # -- control, checkpoints -------------------------------------------------------------
     def _control(self) -> str | None:
-        now = time.time()
         job = self.jobs.get(self.job.id)
-        if now - self._beat > HEARTBEAT_S:
-            self.jobs.update(self.job.id, heartbeat_at=int(now))
-            self._beat = now
+        if job.worker != self.worker:  # released as lost (no heartbeat within the lease)
+            return "lost"
         return job.requested
 
     @staticmethod

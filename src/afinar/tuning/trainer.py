@@ -26,7 +26,7 @@ from afinar.tuning.methods.base import Method
 from afinar.tuning.samples import Sample, collate, epoch_batches
 
 Emit = Callable[[str, str, str, dict | None], None]  # level, type, message, data
-Control = Callable[[], str | None]  # returns "cancel" | "pause" | None
+Control = Callable[[], str | None]  # returns "cancel" | "pause" | "lost" | None
 
 
 @dataclass

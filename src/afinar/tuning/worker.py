@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from afinar.settings import Settings, get_settings
 from afinar.store.tables import JobRecord
@@ -58,16 +58,11 @@ class WorkerLock:
 
 
 def recover_orphans(jobs: Jobs) -> list[str]:
-    """Jobs left ``running`` by a dead worker go back to the queue (call with the lock held)."""
+    """Jobs left ``running`` by a dead worker go back to the queue, or fail once they have lost
+    ``AFINAR_JOB_MAX_ATTEMPTS`` workers (call with the lock held: no worker is alive here)."""
     with jobs.db.session() as s:
-        ids = list(s.scalars(select(JobRecord.id).where(JobRecord.status == "running")))
-        if ids:
-            s.execute(update(JobRecord).where(JobRecord.id.in_(ids)).values(
-                status="queued", worker=None))
-    for job_id in ids:
-        jobs.event(job_id, "warn", "message", "The worker running this job stopped; the job "
-                   "resumes from its last checkpoint")
-    return ids
+        orphans = list(s.scalars(select(JobRecord).where(JobRecord.status == "running")))
+    return [j.id for j in orphans if jobs.release_lost(j, "its worker is gone")]
 
 
 def _exit_on_sigterm():
