@@ -82,7 +82,6 @@ CASES = [
     ("bad tools", {**chat(), "tools": [{"type": "function"}]}, "invalid_tools", "tools[0]"),
     ("image part", bad_msg(role="assistant", content=[{"type": "image_url", "image_url": {}}]),
      "unsupported_content", "messages[1].content[0]"),
-    ("duplicate", chat("question 0?", "answer 0"), "duplicate_example", None),
     ("invalid JSON", '{"messages": [', "invalid_json", None),
     ("other format", {"prompt": "a", "completion": "b"}, "inconsistent_format", None),
 ]
@@ -176,7 +175,9 @@ def test_token_statistics_are_exact(tmp_path, tok):
                for x in rows]  # + <|im_end|>
     assert st["total_trained_tokens"] == sum(answers)
     assert st["default_epochs"] == 8  # 100 // 12
-    assert st["estimated_training_tokens"] == sum(lengths) * 8
+    # auto: batch 1, and 9 epochs so that the job takes >= 100 optimiser steps (12 x 8 = 96)
+    assert (st["epochs"], st["auto_batch_size"]) == (9, 1)
+    assert st["estimated_training_tokens"] == sum(lengths) * 9
     assert st["messages_per_example"]["median"] == 3
 
 

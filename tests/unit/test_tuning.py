@@ -120,8 +120,9 @@ def test_rejected_data_never_reaches_running(tiny_home, tmp_path):
     assert "bad.jsonl" in j.error["message"] and "line 13" in j.error["message"]
     assert not any("started" in e.message for e in Jobs().events(job.id))
     pref = upload(tmp_path, pref_rows(12), "pref.jsonl")
-    job = Jobs().create(model="tiny", training_file=pref, method={"type": "lora"})
-    assert run_job(job) == "failed" and "preference" in Jobs().get(job.id).error["message"]
+    with pytest.raises(InvalidRequest, match="preference"):  # refused before a job exists
+        Jobs().create(model="tiny", training_file=pref, method={"type": "lora"})
+    assert len(Jobs().list()) == 1
 
 
 def test_bad_job_options_fail_fast(tiny_home, tmp_path):
@@ -132,10 +133,10 @@ def test_bad_job_options_fail_fast(tiny_home, tmp_path):
             Jobs().create(model="tiny", training_file=train, **kw)
 
 
-def test_auto_hyperparameters():
+def test_auto_hyperparameters():  # the rules' table: tests/unit/test_small_data.py
     r = resolve(Hyperparameters(), 20, 2e-4, 8192)
-    assert (r.n_epochs, r.batch_size, r.learning_rate_multiplier) == (5, 8, 1.0)
-    assert r.max_seq_len == 2048 and r.steps_per_epoch == 3 and r.total_steps == 15
+    assert (r.n_epochs, r.batch_size, r.learning_rate_multiplier) == (5, 1, 1.0)
+    assert r.max_seq_len == 2048 and r.steps_per_epoch == 20 and r.total_steps == 100
     r = resolve(Hyperparameters(), 30000, 2e-4, 256)
     assert (r.n_epochs, r.batch_size, r.learning_rate_multiplier) == (1, 64, 2.0)
     assert r.learning_rate == pytest.approx(4e-4) and r.max_seq_len == 256

@@ -38,9 +38,17 @@ def validate(
     epochs: int = typer.Option(None, "--epochs", help="Estimate training tokens for N epochs "
                                "(default: OpenAI's auto rule)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    dedupe: bool = typer.Option(False, "--dedupe", help="Write a copy without exact duplicate "
+                                "examples to --out (the first one is kept)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Where --dedupe writes the copy."),
 ) -> None:
-    """Check a training file: every error with line, field and code; exact token statistics."""
-    from afinar.data.validate import validate_file
+    """Check a training file: every error with line, field and code; exact token statistics.
+    Only errors block training; warnings (duplicates, ...) are shown with counts and lines."""
+    from afinar.data.validate import dedupe_file, validate_file
+
+    if dedupe and out is None:
+        raise typer.BadParameter("--dedupe needs --out FILE for the deduplicated copy",
+                                 param_hint="--out")
 
     tok, model_id = None, None
     if not no_tokens:
@@ -50,6 +58,10 @@ def validate(
     with status(f"validating {file.name}"):
         r = validate_file(file, tok, model=model_id, max_seq_len=max_seq_len,
                           max_per_code=max_per_code, n_epochs=epochs)
+    if dedupe:
+        kept, dropped = dedupe_file(file, out)
+        note = f"--dedupe: wrote {out} ({kept} rows, {len(dropped)} duplicates dropped)"
+        (err_console if as_json else console).print(note)
     if as_json:
         print_json(r.to_dict())
         raise typer.Exit(0 if r.ok else 1)

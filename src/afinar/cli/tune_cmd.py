@@ -66,6 +66,8 @@ def create(
     config: Path = typer.Option(None, "--config", "-c", help="YAML file with the same options.",
                                 callback=existing_file),
     detach: bool = typer.Option(False, "--detach", help="Queue and return without following."),
+    dedupe: bool = typer.Option(False, "--dedupe", help="Drop exact duplicate examples of the "
+                                "training file (the first one is kept) before uploading it."),
 ) -> None:
     """Validate the data, queue a job, start a worker and follow it with a progress bar."""
     from afinar.tuning import Jobs, spawn_worker
@@ -82,7 +84,8 @@ def create(
              "val": str(val) if val else None, "val_split": val_split, "method": method,
              "epochs": epochs, "batch_size": batch_size, "lr_multiplier": lr_multiplier,
              "max_seq_len": max_seq_len, "eval_every": eval_every, "patience": patience,
-             "checkpoint_every": checkpoint_every, "beta": beta, "suffix": suffix, "seed": seed}
+             "checkpoint_every": checkpoint_every, "beta": beta, "suffix": suffix, "seed": seed,
+             "dedupe": dedupe or None}
     opts = {**cfg, **{k: v for k, v in flags.items() if v is not None}}
     options = dict(cfg.get("options") or {})
     options.update(dict(_parse_option(o) for o in option or []))
@@ -105,7 +108,10 @@ def create(
                         ("checkpoint_every", "checkpoint_every_steps")):
         if opts.get(k_cli) is not None:
             hp[k_hp] = int(opts[k_cli])
-    _precheck(Path(opts["train"]), model_id, mtype, hp.get("max_seq_len"))
+    if opts.get("dedupe"):
+        opts["train"] = _dedupe(Path(opts["train"]))
+    _precheck(Path(opts["train"]), model_id, mtype, hp.get("max_seq_len"),
+              Path(opts["val"]) if opts.get("val") else None)
     from afinar.store.files import Files
 
     files = Files()
@@ -126,19 +132,42 @@ def create(
     _follow(job.id)
 
 
-def _precheck(train: Path, model_id: str, method: str, max_seq_len: int | None) -> None:
-    """Refuse data the validator rejects before a job exists."""
+def _dedupe(train: Path) -> str:
+    """A copy of ``train`` without exact duplicates (same file name, in a private temp dir)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from afinar.data.validate import dedupe_file
+
+    tmp = Path(tempfile.mkdtemp(prefix="afinar-dedupe-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    kept, dropped = dedupe_file(train, tmp / train.name)
+    console.print(f"--dedupe: {len(dropped)} duplicate examples dropped"
+                  + (f" (lines {', '.join(map(str, dropped[:10]))}"
+                     f"{', ...' if len(dropped) > 10 else ''})" if dropped else "")
+                  + f"; {kept} kept")
+    return str(tmp / train.name)
+
+
+def _precheck(train: Path, model_id: str, method: str, max_seq_len: int | None,
+              val: Path | None = None) -> None:
+    """Refuse data the validator rejects, or the method cannot train on, before a job exists."""
     from afinar.data.validate import validate_file
     from afinar.models import Catalog, load_tokenizer
+    from afinar.tuning.jobs import check_data
     from afinar.tuning.methods import get_method
     from afinar.tuning.samples import DatasetRejected
 
-    get_method(method)
+    check_data(method, get_method(method).data_kind, (train, train.name),
+               (val, val.name) if val else None)
     info = Catalog().get(model_id)
     with status(f"validating {train.name} for {model_id}"):
         tok = load_tokenizer(info)
         r = validate_file(train, tok, max_seq_len=max_seq_len or min(info.context_length or 2048,
                                                                       2048))
+    for line in r.warning_lines():
+        err_console.print(f"  warning: {line}")
     if not r.ok:
         for e in r.errors[:10]:
             err_console.print(f"  {e}")

@@ -1,26 +1,38 @@
 """Validate a dataset file for training: every problem with its line, field and code, plus exact
 token statistics computed with the target model's tokenizer and chat template.
 
-Streaming: rows are read one at a time; what is kept per example is a few integers and a 16-byte
-digest for duplicate detection, so memory stays bounded for files of gigabytes.
+Errors block training (an upload for fine-tuning, a job): they make training impossible or wrong.
+Warnings (duplicates, near duplicates, few examples, no system message, label imbalance, ...) are
+reported with counts and lines and never block; ``dedupe_file`` drops exact duplicates. Which
+code is which: ``afinar.data.issues.CODES`` and docs/data-validation.md.
+
+Streaming: rows are read one at a time; what is kept per example is a few integers and two 8-byte
+digests for duplicate detection, so memory stays bounded for files of gigabytes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from afinar.data.encode import Encoded, TemplateError, encode_example
 from afinar.data.formats import Example, content_text, detect, parse_example
-from afinar.data.issues import Issue
+from afinar.data.issues import CODES, Issue
 from afinar.data.reader import Row, iter_rows
-from afinar.data.stats import default_epochs, summary
+from afinar.data.split import example_text, normalize
+from afinar.data.stats import choose_epochs_and_batch, default_epochs, summary
+from afinar.store.atomic import atomic_write_bytes
 
-MIN_EXAMPLES, ADVISED_EXAMPLES = 10, 50
+MIN_EXAMPLES, ADVISED_EXAMPLES = 10, 50  # the minimum is OpenAI's, for training files only
+IMBALANCE_RATIO = 10  # most common label over least common one
+LINES_SHOWN = 5  # lines listed per warning code in a summary line
 LABEL_MAX_CHARS, LABEL_MAX_WORDS = 32, 4
 MAX_LABELS = 1000  # distinct short answers tracked; more means it is not a label set
 
@@ -46,6 +58,24 @@ class ValidationReport:
     @property
     def n_errors(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def n_warnings(self) -> int:
+        return sum(self.warning_counts.values())
+
+    def warning_lines(self) -> list[str]:
+        """One line per warning code: how many, at which lines, what to do (for job events and
+        the CLI)."""
+        out = []
+        for code, n in self.warning_counts.items():
+            shown = [w for w in self.warnings if w.code == code]
+            lines = [str(w.line) for w in shown if w.line is not None][:LINES_SHOWN]
+            where = (f" (line{'s' if len(lines) > 1 else ''} {', '.join(lines)}"
+                     + (", ..." if n > len(lines) else "") + ")") if lines else ""
+            what = shown[0].message if n == 1 and shown else CODES.get(code, ("", code))[1]
+            hint = ("; --dedupe drops them" if code == "duplicate_example" else "")
+            out.append(f"{code} x{n}{where}: {what}{hint}")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,19 +143,23 @@ def _special_tokens_in(tok, ex: Example) -> list[tuple[str, str]]:
 
 def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
                   max_seq_len: int | None = None, max_per_code: int = 10,
-                  expected_format: str | None = None,
-                  n_epochs: int | None = None) -> ValidationReport:
-    """Check every example of ``path``; with a tokenizer, also token statistics and lengths."""
+                  expected_format: str | None = None, n_epochs: int | None = None,
+                  role: str = "training") -> ValidationReport:
+    """Check every example of ``path``; with a tokenizer, also token statistics and lengths.
+
+    ``role="validation"``: a validation file, which has no minimum size (OpenAI sets none)."""
     p = Path(path)
     report = ValidationReport(str(p), model=model, max_seq_len=max_seq_len)
     out = _Collector(report, max_per_code)
     fmt = expected_format
-    # Per example, a few bytes in compact arrays (aligned by example): an 8-byte digest and its
-    # line for duplicate detection after the pass, token counts and a label index.
-    digests, lines = array("Q"), array("l")
+    # Per example, a few bytes in compact arrays (aligned by example): 8-byte digests of the
+    # example and of its normalized text, and its line, for duplicate detection after the pass;
+    # token counts and a label index.
+    digests, norms, lines = array("Q"), array("Q"), array("l")
     n_tok, n_trained, n_msgs, label_ix = array("i"), array("i"), array("i"), array("i")
     label_names: dict[str, int] = {}
     over = no_system = no_user = 0
+    no_system_lines: list[int] = []
     for item in iter_rows(p):
         if isinstance(item, Issue):
             out.add(item)
@@ -147,14 +181,16 @@ def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
             except TemplateError as e:
                 out.add(Issue("template_error", e.message, row.line))
                 continue
-        digests.append(int.from_bytes(hashlib.blake2b(ex.canonical().encode(),
-                                                      digest_size=8).digest(), "little"))
+        digests.append(_digest(ex.canonical()))
+        norms.append(_digest(normalize(example_text(row.data)) or ex.canonical()))
         lines.append(row.line)
         report.n_examples += 1
         if ex.format in ("chat", "preference"):
             roles = {m.get("role") for m in ex.messages}
             n_msgs.append(len(ex.messages) + (1 if ex.format == "preference" else 0))
             no_system += "system" not in roles
+            if "system" not in roles and len(no_system_lines) < LINES_SHOWN:
+                no_system_lines.append(row.line)
             no_user += "user" not in roles
         lab = _label(ex)
         if lab is not None and (lab in label_names or len(label_names) < MAX_LABELS):
@@ -182,56 +218,113 @@ def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
                               f"{max_seq_len}; only untrained tokens would be cut", row.line,
                               severity="warning"))
     report.format = fmt
-    keep = _duplicates(digests, lines, out)
-    report.n_examples = n = int(keep.sum())
-    n_tok, n_trained = _kept(n_tok, keep), _kept(n_trained, keep)
-    if len(n_msgs) == len(keep):
-        n_msgs = _kept(n_msgs, keep)
+    n_dups = _duplicates(digests, norms, lines, out)
+    n = report.n_examples  # duplicates are trained too (as by OpenAI) unless dropped (--dedupe)
+    n_tok, n_trained, n_msgs = (np.frombuffer(a, dtype=np.int32) if len(a) else
+                                np.zeros(0, np.int32) for a in (n_tok, n_trained, n_msgs))
     names = {i: lab for lab, i in label_names.items()}
-    ix = _kept(label_ix, keep)
+    ix = np.frombuffer(label_ix, dtype=np.int32) if len(label_ix) else np.zeros(0, np.int32)
     labels = Counter(names[i] for i in ix.tolist() if i >= 0)
     n_labelled = int((ix >= 0).sum())
-    if report.n_rows and n < MIN_EXAMPLES and not (fmt == "text" and n > 0):
-        out.add(Issue("too_few_examples", f"{n} valid examples; at least {MIN_EXAMPLES} are "
-                      "required", None))
-    elif report.n_rows and n < ADVISED_EXAMPLES and fmt != "text":
+    minimum = MIN_EXAMPLES if role == "training" else 1
+    if report.n_rows and n < minimum and not (fmt == "text" and n > 0):
+        out.add(Issue("too_few_examples", f"{n} valid examples; at least {minimum} "
+                      f"{'are' if minimum > 1 else 'is'} required", None))
+    elif report.n_rows and n < ADVISED_EXAMPLES and fmt != "text" and role == "training":
         out.add(Issue("few_examples", f"{n} examples; {ADVISED_EXAMPLES}-100 are advised to see "
                       "clear gains", None, severity="warning"))
     if no_system and fmt in ("chat", "preference"):
-        out.add(Issue("missing_system_message", f"{no_system} examples have no system message",
-                      None, severity="warning"))
-    report.stats = _stats(n, n_msgs, n_tok, n_trained, labels, n_labelled, over, no_system,
+        shown = ", ".join(map(str, no_system_lines)) + (", ..." if no_system > LINES_SHOWN
+                                                        else "")
+        out.add(Issue("missing_system_message", f"{no_system} of {n} examples have no system "
+                      f"message (lines {shown})", None, severity="warning"))
+    _imbalance(labels, n, n_labelled, out)
+    st_labels = labels if n and n_labelled >= 0.9 * n else Counter()
+    report.stats = _stats(n, n_msgs, n_tok, n_trained, st_labels, n_labelled, over, no_system,
                           no_user, max_seq_len, n_epochs)
+    report.stats["duplicates"] = n_dups
     return report
 
 
-def _duplicates(digests: array, lines: array, out: _Collector):
-    """Mark repeats of an earlier example (by 8-byte digest) and report them; returns the mask
-    of examples to keep."""
-    import numpy as np
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
-    d = np.frombuffer(digests, dtype=np.uint64) if len(digests) else np.zeros(0, np.uint64)
-    ln = np.asarray(lines, dtype=np.int64)
-    keep = np.ones(len(d), dtype=bool)
+
+def _repeats(d: np.ndarray, ln: np.ndarray) -> list[tuple[int, int]]:
+    """(line, first line) for each example whose digest appeared on an earlier line."""
     if len(d) < 2:
-        return keep
+        return []
     order = np.lexsort((ln, d))  # by digest, then by line
     sd = d[order]
     dup = np.zeros(len(d), dtype=bool)
     dup[1:] = sd[1:] == sd[:-1]
     first_line = ln[order][np.maximum.accumulate(np.where(~dup, np.arange(len(d)), 0))]
-    found = sorted(zip(ln[order][dup].tolist(), first_line[dup].tolist()))
-    for line, first in found:
-        out.add(Issue("duplicate_example", f"same example as line {first}", line))
-    keep[order[dup]] = False
-    return keep
+    return sorted(zip(ln[order][dup].tolist(), first_line[dup].tolist()))
 
 
-def _kept(values: array, keep):
-    import numpy as np
+def _duplicates(digests: array, norms: array, lines: array, out: _Collector) -> int:
+    """Warn about repeats of an earlier example: exact (the same example, weights aside) and
+    near (the same text once casefolded, punctuation and whitespace removed). Returns the
+    number of exact repeats."""
+    def arr(a):
+        return np.frombuffer(a, dtype=np.uint64) if len(a) else np.zeros(0, np.uint64)
 
-    a = np.frombuffer(values, dtype=np.int32) if len(values) else np.zeros(0, np.int32)
-    return a[keep[: len(a)]] if len(a) == len(keep) else a
+    ln = np.asarray(lines, dtype=np.int64)
+    exact = _repeats(arr(digests), ln)
+    for line, first in exact:
+        out.add(Issue("duplicate_example", f"same example as line {first}", line,
+                      severity="warning"))
+    seen = {line for line, _ in exact}
+    for line, first in _repeats(arr(norms), ln):
+        if line not in seen:
+            out.add(Issue("near_duplicate_example", f"same text as line {first} but for case, "
+                          "punctuation or spacing", line, severity="warning"))
+    return len(exact)
+
+
+def _imbalance(labels: Counter, n: int, n_labelled: int, out: _Collector) -> None:
+    """Warn when examples end in a short label (a classification set) and the most common label
+    outnumbers the rarest ``IMBALANCE_RATIO`` times or more."""
+    if not n or n_labelled < 0.9 * n or not 1 < len(labels) <= 50:
+        return
+    (top, c_top), (low, c_low) = labels.most_common()[0], labels.most_common()[-1]
+    if c_top >= IMBALANCE_RATIO * c_low:
+        out.add(Issue("label_imbalance", f"label {top!r} has {c_top} examples, {low!r} only "
+                      f"{c_low}: the model may learn to favour {top!r}", None,
+                      severity="warning"))
+
+
+def dedupe_file(src: str | Path, dst: str | Path) -> tuple[int, list[int]]:
+    """Copy ``src`` to ``dst`` without exact duplicate examples (the first occurrence is kept;
+    rows that do not parse are kept as they are, for the validator to report). Returns (rows
+    written, lines dropped). JSONL lines are copied byte for byte."""
+    src, dst = Path(src), Path(dst)
+    if dst.resolve() == src.resolve():
+        from afinar.errors import InvalidRequest
+
+        raise InvalidRequest(f"writing {dst} would overwrite the input; choose another --out",
+                             param="out")
+    seen: set[int] = set()
+    kept: list[bytes] = []
+    dropped: list[int] = []
+    fmt = None
+    for row in iter_rows(src):
+        if isinstance(row, Issue):
+            continue
+        if fmt is None:
+            fmt = detect(row.data)
+            fmt = "chat" if fmt == "evals" else fmt
+        ex, _ = parse_example(row.data, row.line, fmt)
+        if ex is not None:
+            d = _digest(ex.canonical())
+            if d in seen:
+                dropped.append(row.line)
+                continue
+            seen.add(d)
+        kept.append(row.raw if row.raw is not None else json.dumps(
+            row.data, ensure_ascii=False).encode())
+    atomic_write_bytes(dst, b"".join(line + b"\n" for line in kept))
+    return len(kept), dropped
 
 
 def _stats(n, n_msgs, n_tok, n_trained, labels, n_labelled, over, no_system, no_user,
@@ -239,16 +332,14 @@ def _stats(n, n_msgs, n_tok, n_trained, labels, n_labelled, over, no_system, no_
     st: dict[str, Any] = {"examples": n, "messages_per_example": summary(n_msgs),
                           "missing_system": no_system, "missing_user": no_user}
     if len(n_tok):
-        import numpy as np
-
         billed = int(np.minimum(n_tok, max_seq_len).sum()) if max_seq_len else int(n_tok.sum())
-        epochs = n_epochs or default_epochs(n)
+        epochs, batch = choose_epochs_and_batch(n, n_epochs or "auto", "auto")
         st.update({
             "tokens_per_example": summary(n_tok),
             "trained_tokens_per_example": summary(n_trained),
             "total_tokens": int(n_tok.sum()), "total_trained_tokens": int(n_trained.sum()),
             "examples_over_max_seq_len": over,
-            "default_epochs": default_epochs(n), "epochs": epochs,
+            "default_epochs": default_epochs(n), "epochs": epochs, "auto_batch_size": batch,
             "estimated_training_tokens": billed * epochs,
         })
     if n and n_labelled >= 0.9 * n and 1 < len(labels) <= 50:

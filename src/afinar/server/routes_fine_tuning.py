@@ -6,9 +6,11 @@ method name (``lora``, ``dora``, ``qlora``, ``full``, ``prompt_tuning``,
 ``continued_pretraining``); ``method[type]`` holds ``hyperparameters`` and, for afinar methods,
 the method's options. The deprecated top-level ``hyperparameters`` still work; values under
 ``method`` win. Training runs in a worker process, started here when none runs
-(``app.state.spawn_workers = False`` turns that off, for tests or an external worker). As with
-OpenAI, the training file is validated by the job (``validating_files``), not by this request;
-a rejected file makes the job ``failed`` with ``error.param = "training_file"``.
+(``app.state.spawn_workers = False`` turns that off, for tests or an external worker). Before a
+job exists, ``Jobs.create`` refuses (400) a method the data's format does not fit (``dpo`` on chat
+rows, SFT on preference rows) and a validation file with errors; as with OpenAI, the training
+file's full check runs in the job (``validating_files``), and a rejected file makes the job
+``failed`` with ``error.param = "training_file"``.
 
 Access (``afinar.store.access``): a job belongs to the creating key's project; it is visible to
 that key, keys sharing one of its groups and the project's admins (to others: 404), and only

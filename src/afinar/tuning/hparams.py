@@ -1,23 +1,51 @@
 """Hyperparameters with OpenAI's names and ``auto`` semantics, resolved before training starts.
 
-- ``n_epochs`` auto: OpenAI's rule (3 passes, at least 100 and at most 25,000 example-passes,
-  1..25 epochs; see ``afinar.data.stats.default_epochs``).
-- ``batch_size`` auto: OpenAI's legacy rule, ~0.2% of the training examples capped at 256, rounded
-  to a power of two, and at least 8 here because a CPU only reaches its throughput with a few
-  sequences per step.
-- ``learning_rate_multiplier`` auto: scales the method's base learning rate (LoRA 2e-4, full 2e-5,
-  …) by 1, 2 or 4 for batches of up to 16, 64 or more, the shape of OpenAI's legacy rule (0.05 /
-  0.1 / 0.2 by batch size): larger batches average out noise and take larger steps.
+What OpenAI publishes (``/work/shared/FIELD-NOTES.md`` §1.3): the current guide only says the
+defaults are picked "based on dataset size"; the cookbook's cost notebook encodes the default
+epochs (3 passes, at least 100 and at most 25,000 example-passes, 1..25 epochs); the legacy
+``/v1/fine-tunes`` reference gave the batch size as ~0.2% of the training examples capped at 256,
+and a learning-rate multiplier of 0.05, 0.1 or 0.2 by the final batch size. So 37 examples train
+at batch 1 for 3 epochs, 111 optimiser steps (148 with ``n_epochs=4``).
+
+afinar's rules, applied in this order to the parameters left ``auto`` (explicit values are kept):
+
+1. ``batch_size``: ~0.2% of the examples (OpenAI's legacy rule), the nearest power of two in
+   1..256, at most the number of examples. Small sets therefore train one example per step, as
+   with OpenAI; a CPU's throughput comes from ``max_tokens_per_forward`` (one padded forward pass
+   of up to 1,024 tokens) and from length-grouped batches, not from a batch-size floor. (Before
+   this rule afinar used a floor of 8: 37 examples x 4 epochs were 20 steps and ended at training
+   loss 0.42 without learning a constant field of the answer.)
+2. ``n_epochs``: OpenAI's default-epochs rule. (Rules 1-3 live in ``afinar.data.stats``, so that
+   ``afinar data validate`` estimates with the same numbers.)
+3. Enough optimiser steps: small datasets need a minimum number of updates (``MIN_STEPS`` = 100,
+   about what OpenAI's rules give the smallest files: 10 examples x 10 epochs, 37 x 3), using
+   only the parameters left auto. With ``batch_size`` auto it halves until the job takes ``MIN_STEPS`` steps (or
+   reaches 1); then, with ``n_epochs`` auto, epochs rise to reach ``MIN_STEPS``, never past
+   OpenAI's 25. An explicit ``n_epochs`` and ``batch_size`` are never changed; a job that still
+   takes fewer than ``MIN_STEPS`` steps gets a warning event before training.
+4. ``learning_rate_multiplier``: scales the method's base learning rate (LoRA 2e-4, full 2e-5,
+   ...) by 1, 2 or 4 for batches of up to 16, up to 64, or more: the shape of OpenAI's legacy rule
+   (0.05 / 0.1 / 0.2 by batch size, relative to a base afinar does not know), since larger batches
+   average out noise and take larger steps.
+
+Token counts do not change these choices; they size forward passes (``max_tokens_per_forward``)
+and the training-token estimate of ``afinar data validate``. After training, ``convergence_note``
+reads the loss curve and says when a job ended far from converged (a ``warn`` event).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from afinar.data.stats import default_epochs
+from afinar.data.stats import (  # noqa: F401  (the rules live with the data statistics)
+    MIN_STEPS,
+    auto_batch_size,
+    choose_epochs_and_batch,
+    default_epochs,
+    steps_per_epoch,
+)
 
 Auto = Literal["auto"]
 
@@ -78,11 +106,6 @@ class Resolved(BaseModel):
     total_steps: int = 0
 
 
-def auto_batch_size(n_examples: int) -> int:
-    raw = max(1, round(0.002 * n_examples))
-    return int(min(256, max(8, 2 ** math.ceil(math.log2(raw)))))
-
-
 def auto_lr_multiplier(batch_size: int) -> float:
     return 1.0 if batch_size <= 16 else 2.0 if batch_size <= 64 else 4.0
 
@@ -90,18 +113,17 @@ def auto_lr_multiplier(batch_size: int) -> float:
 def resolve(hp: Hyperparameters, n_examples: int, base_lr: float, context_length: int,
             is_dpo: bool = False) -> Resolved:
     hp.check_ranges()
-    epochs = default_epochs(n_examples) if hp.n_epochs == "auto" else hp.n_epochs
-    bs = auto_batch_size(n_examples) if hp.batch_size == "auto" else hp.batch_size
-    bs = min(bs, max(1, n_examples))
-    mult = (auto_lr_multiplier(bs) if hp.learning_rate_multiplier == "auto"
+    ga = hp.gradient_accumulation_steps
+    epochs, bs = choose_epochs_and_batch(n_examples, hp.n_epochs, hp.batch_size, ga)
+    mult = (auto_lr_multiplier(bs * ga) if hp.learning_rate_multiplier == "auto"
             else float(hp.learning_rate_multiplier))
-    steps = math.ceil(math.ceil(n_examples / bs) / hp.gradient_accumulation_steps)
+    steps = steps_per_epoch(n_examples, bs, ga)
     return Resolved(
         n_epochs=epochs, batch_size=bs, learning_rate_multiplier=mult,
         learning_rate=base_lr * mult,
         max_seq_len=hp.max_seq_len or min(context_length, 2048),
         warmup_ratio=hp.warmup_ratio, scheduler=hp.scheduler,
-        gradient_accumulation_steps=hp.gradient_accumulation_steps,
+        gradient_accumulation_steps=ga,
         weight_decay=hp.weight_decay, eval_every_steps=hp.eval_every_steps,
         eval_sample_size=hp.eval_sample_size, early_stopping_patience=hp.early_stopping_patience,
         checkpoint_every_steps=hp.checkpoint_every_steps, keep_checkpoints=hp.keep_checkpoints,
@@ -109,3 +131,41 @@ def resolve(hp: Hyperparameters, n_examples: int, base_lr: float, context_length
         beta=(0.1 if hp.beta == "auto" else hp.beta) if is_dpo else None,
         steps_per_epoch=steps, total_steps=steps * epochs,
     )
+
+
+def few_steps_note(r: Resolved) -> str | None:
+    """A warning when a job will take fewer than ``MIN_STEPS`` optimiser steps (only possible
+    when the user fixed n_epochs or batch_size, or the dataset is tiny)."""
+    if r.total_steps >= MIN_STEPS:
+        return None
+    return (f"Only {r.total_steps} optimiser steps ({r.n_epochs} epochs x {r.steps_per_epoch} "
+            f"steps): small datasets usually need {MIN_STEPS} or more to learn a format. Leave "
+            "batch_size and n_epochs auto, or lower batch_size / raise n_epochs")
+
+
+# Loss-curve checks after training (``convergence_note``): the mean training loss of the last
+# fifth of the steps against the fifth before it and against the first fifth.
+STILL_FALLING, BARELY_MOVED, MIN_CURVE_STEPS = 0.1, 0.8, 5
+
+
+def convergence_note(losses: list[float]) -> str | None:
+    """Why training looks far from converged, or None. Two signs, on the mean training loss of
+    fifths of the run: the last fifth still fell by over 10% of the prev fifth and over 10% of
+    the whole run's fall (still falling steeply when the schedule ended), or it is over 80% of
+    the first fifth's (barely moved)."""
+    if len(losses) < MIN_CURVE_STEPS:
+        return None
+    w = max(1, len(losses) // 5)
+    first = sum(losses[:w]) / w
+    last = sum(losses[-w:]) / w
+    prev = sum(losses[-2 * w:-w]) / w
+    hint = "; more epochs (n_epochs) or a higher learning_rate_multiplier may help"
+    fell, total = prev - last, first - last
+    if fell > STILL_FALLING * prev and total > 0 and fell > STILL_FALLING * total:
+        return (f"Training may have ended far from converged: the training loss was still "
+                f"falling steeply at the end ({prev:.3f} -> {last:.3f} over the last "
+                f"{2 * w} steps){hint}")
+    if first > 0 and last > BARELY_MOVED * first:
+        return (f"Training may have ended far from converged: the training loss barely moved "
+                f"({first:.3f} over the first {w} steps, {last:.3f} over the last {w}){hint}")
+    return None

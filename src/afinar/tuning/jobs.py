@@ -29,6 +29,56 @@ ORG = "afinar"
 _SUFFIX = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 
+# What each kind of method trains on, as the message of a refusal shows it.
+SCHEMAS = {
+    "sft": ("chat rows {messages: [..., {role: assistant, content}]} or completion rows "
+            "{prompt, completion}", ("chat", "completion")),
+    "preference": ("preference rows {input: {messages}, preferred_output: [assistant message], "
+                   "non_preferred_output: [assistant message]}", ("preference",)),
+    "text": ("text rows {text}", ("text",)),
+}
+FORMAT_NAMES = {"chat": "a chat example", "completion": "a completion example",
+                "preference": "a preference (DPO) row", "text": "a text document"}
+
+
+def first_format(path) -> tuple[int, str | None] | None:
+    """(line, format) of the first row that parses as JSON, or None for a file without one."""
+    from afinar.data.formats import detect
+    from afinar.data.reader import Row, iter_rows
+
+    for row in iter_rows(path):
+        if isinstance(row, Row):
+            fmt = detect(row.data)
+            return row.line, "chat" if fmt == "evals" else fmt
+    return None
+
+
+def check_data(method: str, data_kind: str, train: tuple, val: tuple | None = None) -> None:
+    """Refuse, before a job exists, data the method cannot train on, and a validation file with
+    errors. ``train`` and ``val`` are (path, name shown) pairs. The training file's full check
+    (with the model's tokenizer) is the job's, as with OpenAI; a file's format is read from its
+    first row."""
+    from afinar.data.validate import validate_file
+
+    schema, accepted = SCHEMAS[data_kind]
+    for param, pair in (("training_file", train), ("validation_file", val)):
+        if not pair:
+            continue
+        found = first_format(pair[0])
+        if found and found[1] and found[1] not in accepted:
+            line, fmt = found
+            raise InvalidRequest(f"method {method} expects {schema}; line {line} of {pair[1]} "
+                                 f"is {FORMAT_NAMES.get(fmt, fmt)}", code=f"invalid_{param}",
+                                 param=param)
+    if val:
+        r = validate_file(val[0], role="validation")
+        if not r.ok:
+            first = "; ".join(str(e) for e in r.errors[:3])
+            raise InvalidRequest(f"{val[1]} is not a valid validation file ({r.n_errors} "
+                                 f"errors): {first}", code="invalid_validation_file",
+                                 param="validation_file")
+
+
 def model_id_for(job: JobRecord) -> str:
     return f"ft:{job.model}:{ORG}:{job.suffix or ''}:{job.id[-8:]}"
 
@@ -54,7 +104,10 @@ class Jobs:
             raise InvalidRequest("suffix must be 1-64 letters, digits, '-' or '_'", param="suffix")
         method = dict(method or {"type": "lora"})
         mtype = method.get("type", "lora")
-        get_method(mtype, method.get(mtype))  # checks the name and options now
+        kind = get_method(mtype, method.get(mtype)).data_kind  # checks the name and options now
+        check_data(mtype, kind, (files.path(training_file), files.get(training_file).filename),
+                   (files.path(validation_file), files.get(validation_file).filename)
+                   if validation_file else None)
         hp = Hyperparameters(**(hyperparameters or {}))
         hp.check_ranges()
         if val_split is not None and not 0 < val_split < 0.5:

@@ -32,7 +32,7 @@ from afinar.store.atomic import atomic_dir, atomic_write_text
 from afinar.store.blobs import sha256_file
 from afinar.store.files import Files
 from afinar.store.tables import CheckpointRecord, JobRecord, ModelRecord
-from afinar.tuning.hparams import Hyperparameters, resolve
+from afinar.tuning.hparams import Hyperparameters, convergence_note, few_steps_note, resolve
 from afinar.tuning.jobs import Jobs, model_id_for
 from afinar.tuning.methods import BuildContext, get_method
 from afinar.tuning.samples import load_samples
@@ -128,13 +128,16 @@ class JobRunner:
         hp_in = Hyperparameters(**job.hyperparameters)
         max_len = hp_in.max_seq_len or min(info.context_length or 2048, 2048)
         files = Files(s)
-        train, _ = load_samples(files.path(job.training_file), tok, method.data_kind, max_len,
-                                "training_file", files.get(job.training_file).filename)
+        train, report = load_samples(files.path(job.training_file), tok, method.data_kind,
+                                     max_len, "training_file",
+                                     files.get(job.training_file).filename)
+        warnings = [("Training file", report)]
         val = None
         if job.validation_file:
-            val, _ = load_samples(files.path(job.validation_file), tok, method.data_kind,
-                                  max_len, "validation_file",
-                                  files.get(job.validation_file).filename)
+            val, vreport = load_samples(files.path(job.validation_file), tok, method.data_kind,
+                                        max_len, "validation_file",
+                                        files.get(job.validation_file).filename, role="validation")
+            warnings.append(("Validation file", vreport))
         elif job.info.get("val_split"):
             order = list(range(len(train)))
             random.Random(f"afinar-split:{job.seed}").shuffle(order)
@@ -147,9 +150,14 @@ class JobRunner:
             self.jobs.update(job.id, status="queued")
             self.event("info", "message", f"Files validated: {len(train)} training examples"
                        + (f", {len(val)} validation examples" if val else ""))
+            for what, r in warnings:
+                for line in r.warning_lines():
+                    self.event("warn", "message", f"{what}: {line}")
         if not val:
             self.event("warn", "message", "No validation data: overfitting will be invisible "
                        "(pass a validation file or --val-split 0.1)")
+        if note := few_steps_note(hp):
+            self.event("warn", "message", note)
         self.jobs.update(job.id, status="running", worker=self.worker,
                          heartbeat_at=int(time.time()),
                          started_at=job.started_at or int(time.time()),
@@ -189,6 +197,9 @@ class JobRunner:
             self.jobs.update(job.id, status="paused", worker=None, requested=None)
             self.event("info", "message", f"Job paused at step {st.step}")
             return "paused"
+        if st.stop_reason is None and (note := convergence_note(
+                [r["train_loss"] for r in st.history])):
+            self.event("warn", "message", note)
         self._finish(trainer, st, method, info, tok, hp, time.time() - t0)
         return "succeeded"
 

@@ -49,9 +49,9 @@ def _accepted_formats(data_kind: str) -> tuple[str, ...]:
 
 
 def load_samples(path: str | Path, tok, data_kind: str, max_seq_len: int,
-                 param: str = "training_file", name: str | None = None
-                 ) -> tuple[list[Sample], ValidationReport]:
-    report = validate_file(path, tok, max_seq_len=max_seq_len)
+                 param: str = "training_file", name: str | None = None,
+                 role: str = "training") -> tuple[list[Sample], ValidationReport]:
+    report = validate_file(path, tok, max_seq_len=max_seq_len, role=role)
     if not report.ok:
         raise DatasetRejected(report, param, name)
     if report.format not in _accepted_formats(data_kind):
