@@ -41,10 +41,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 import weakref
@@ -52,45 +49,13 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from afinar.errors import AfinarError
 from afinar.models import adapters as peft_adapters
 from afinar.models.catalog import ModelInfo
 from afinar.models.engines.base import Engine
+from afinar.models.gguf import EngineUnavailable, convert_dir, convert_hf, merge_lora, run_convert
 from afinar.models.loader import LoadedModel, Progress, hf_folder, load_causal_lm
 from afinar.settings import Settings
 from afinar.store.atomic import atomic_dir
-
-
-class EngineUnavailable(AfinarError):
-    code = "engine_unavailable"
-    http_status = 500
-
-
-_CONVERT = r"""
-import runpy, sys
-d = sys.argv[1]
-sys.path[:0] = [d, d + "/gguf-py"]
-import conversion.base as b
-_pre = b.TextModel.get_vocab_base_pre
-def pre(self, tok):  # afinar never uses llama.cpp's tokenizer: token ids are passed in
-    try:
-        return _pre(self, tok)
-    except NotImplementedError:
-        return "default"
-b.TextModel.get_vocab_base_pre = pre
-sys.argv = sys.argv[2:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-def convert_dir() -> Path:
-    d = Path(os.environ.get("AFINAR_LLAMA_CONVERT") or Path(sys.prefix) / "share"
-             / "afinar-llama.cpp")
-    if not (d / "convert_hf_to_gguf.py").is_file():
-        raise EngineUnavailable(
-            f"llama.cpp's conversion scripts are not in {d}: run `make` (it extracts them from "
-            "the llama-cpp-python sdist) or set AFINAR_LLAMA_CONVERT to a llama.cpp checkout")
-    return d
 
 
 def unavailable_reason() -> str | None:
@@ -124,15 +89,6 @@ def _key(*paths: Path) -> str:
     return h.hexdigest()[:20]
 
 
-def _run_convert(script: str, args: list[str], what: str) -> None:
-    d = convert_dir()
-    r = subprocess.run([sys.executable, "-c", _CONVERT, str(d), str(d / script), *args],
-                       capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        tail = "\n".join(r.stderr.strip().splitlines()[-5:])
-        raise EngineUnavailable(f"converting {what} to GGUF failed: {tail}")
-
-
 def base_gguf(folder: Path, settings: Settings, progress: Progress | None = None) -> Path:
     """The GGUF of an HF folder in ``settings.llama_weights`` (converted once, cached by the
     folder's files and the weight type)."""
@@ -143,8 +99,7 @@ def base_gguf(folder: Path, settings: Settings, progress: Progress | None = None
         if progress:
             progress(f"converting {folder.name} to GGUF {outtype} for llama.cpp (once)")
         with atomic_dir(dest) as tmp:
-            _run_convert("convert_hf_to_gguf.py", [str(folder), "--outfile",
-                         str(tmp / "model.gguf"), "--outtype", outtype], str(folder))
+            convert_hf(folder, tmp / "model.gguf", outtype)
     return out
 
 
@@ -154,7 +109,7 @@ def lora_gguf(adapter: Path, base_folder: Path, settings: Settings) -> Path:
     out = dest / "adapter.gguf"
     if not out.is_file():
         with atomic_dir(dest) as tmp:
-            _run_convert("convert_lora_to_gguf.py", [str(adapter), "--base", str(base_folder),
+            run_convert("convert_lora_to_gguf.py", [str(adapter), "--base", str(base_folder),
                          "--outfile", str(tmp / "adapter.gguf"), "--outtype", "f32"],
                          str(adapter))
     return out
@@ -169,24 +124,12 @@ def merged_gguf(adapter: Path, base_folder: Path, settings: Settings,
     out = dest / "model.gguf"
     if out.is_file():
         return out
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     if progress:
         progress(f"merging {adapter.name} into its base and converting it to GGUF {outtype} "
                  "for llama.cpp (once)")
     with atomic_dir(dest) as tmp:
-        hf = tmp / "hf"
-        base = AutoModelForCausalLM.from_pretrained(str(base_folder), dtype=torch.float32)
-        merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
-        merged.save_pretrained(str(hf))
-        for f in base_folder.iterdir():  # tokenizer, chat template, generation config
-            if f.is_file() and f.suffix not in (".safetensors", ".bin") and not (hf / f.name).exists():
-                shutil.copy2(f, hf / f.name)
-        del base, merged
-        _run_convert("convert_hf_to_gguf.py", [str(hf), "--outfile", str(tmp / "model.gguf"),
-                     "--outtype", outtype], str(adapter))
+        hf = merge_lora(adapter, base_folder, tmp / "hf")
+        convert_hf(hf, tmp / "model.gguf", outtype, str(adapter))
         shutil.rmtree(hf)
     return out
 

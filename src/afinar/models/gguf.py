@@ -1,0 +1,87 @@
+"""Hugging Face folders to GGUF with llama.cpp's own ``convert_hf_to_gguf.py`` (and LoRA adapters
+with ``convert_lora_to_gguf.py``), shared by the llama.cpp engine and ``afinar models export``.
+
+The conversion scripts come from the llama-cpp-python sdist (``make`` extracts them into
+``.venv/share/afinar-llama.cpp``; ``AFINAR_LLAMA_CONVERT`` names another folder). An unrecognised
+BPE pre-tokenizer is written as ``default`` rather than refused: afinar tokenizes with the model's
+Hugging Face tokenizer and hands llama.cpp token ids.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from afinar.errors import AfinarError
+
+
+class EngineUnavailable(AfinarError):
+    code = "engine_unavailable"
+    http_status = 500
+
+
+_CONVERT = r"""
+import runpy, sys
+d = sys.argv[1]
+sys.path[:0] = [d, d + "/gguf-py"]
+import conversion.base as b
+_pre = b.TextModel.get_vocab_base_pre
+def pre(self, tok):  # afinar never uses llama.cpp's tokenizer: token ids are passed in
+    try:
+        return _pre(self, tok)
+    except NotImplementedError:
+        return "default"
+b.TextModel.get_vocab_base_pre = pre
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def convert_dir() -> Path:
+    d = Path(os.environ.get("AFINAR_LLAMA_CONVERT") or Path(sys.prefix) / "share"
+             / "afinar-llama.cpp")
+    if not (d / "convert_hf_to_gguf.py").is_file():
+        raise EngineUnavailable(
+            f"llama.cpp's conversion scripts are not in {d}: run `make` (it extracts them from "
+            "the llama-cpp-python sdist) or set AFINAR_LLAMA_CONVERT to a llama.cpp checkout")
+    return d
+
+
+def run_convert(script: str, args: list[str], what: str) -> None:
+    d = convert_dir()
+    r = subprocess.run([sys.executable, "-c", _CONVERT, str(d), str(d / script), *args],
+                       capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        tail = "\n".join(r.stderr.strip().splitlines()[-5:])
+        raise EngineUnavailable(f"converting {what} to GGUF failed: {tail}")
+
+
+def convert_hf(folder: Path, outfile: Path, outtype: str, what: str | None = None) -> Path:
+    """``folder`` (a Hugging Face model folder) as one GGUF file in ``outtype``
+    (f32, f16, q8_0...)."""
+    run_convert("convert_hf_to_gguf.py", [str(folder), "--outfile", str(outfile),
+                "--outtype", outtype], what or str(folder))
+    return outfile
+
+
+def merge_lora(adapter: Path, base_folder: Path, dest: Path) -> Path:
+    """A LoRA fine-tune merged into its base in fp32 (PEFT ``merge_and_unload``), saved as a
+    Hugging Face folder ``dest`` with the base's tokenizer, chat template and generation config."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(base_folder), dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    merged.save_pretrained(str(dest))
+    for f in base_folder.iterdir():  # tokenizer, chat template, generation config
+        if f.is_file() and f.suffix not in (".safetensors", ".bin") and not (dest / f.name).exists():
+            shutil.copy2(f, dest / f.name)
+    del base, merged
+    return dest
+
+
+__all__ = ["EngineUnavailable", "convert_dir", "convert_hf", "merge_lora", "run_convert"]
