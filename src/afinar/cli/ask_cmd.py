@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
+from rich import box
+from rich.table import Column, Table
+from rich.text import Text
 
-from afinar.cli.common import console, err_console, print_json
+from afinar.cli.common import console, err_console, print_json, score_legend
 
 memory_app = typer.Typer(help="Per-user memories (passive RAG) that can be forgotten for real.",
                          no_args_is_help=True)
@@ -22,6 +24,8 @@ def ask(
     k: int = typer.Option(5, "-k"),
     threshold: float = typer.Option(0.3, "--threshold", help="Minimum relevance (cosine)."),
     max_tokens: int = typer.Option(256, "--max-tokens"),
+    explain: bool = typer.Option(False, "--explain", help="Also each retriever's score and "
+                                 "rank for every source (dense cosine, lexical BM25)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Answer from a knowledge base, citing sources; says so when nothing relevant is found."""
@@ -46,20 +50,38 @@ def ask(
         print_json({"answer": a.text, "found": a.found, "usage": a.usage,
                     "sources": [{"n": i + 1, "source": h.source, "chunk_id": h.chunk_id,
                                  "pages": h.pages, "start": h.start, "end": h.end,
-                                 "score": h.score} for i, h in enumerate(a.sources)],
+                                 "score": h.score, "score_kind": h.score_kind,
+                                 "dense_score": h.dense_score, "dense_rank": h.dense_rank,
+                                 "lexical_score": h.lexical_score,
+                                 "lexical_rank": h.lexical_rank}
+                                for i, h in enumerate(a.sources)],
                     "citations": [c.__dict__ for c in a.citations]})
         return
     console.print(a.text)
     if a.sources:
-        t = Table("n", "source", "section", "pages", "offsets", "score", title="sources",
-                  title_justify="left")
+        t = Table(Column("n", justify="right"), Column("source", overflow="fold"),
+                  Column("section", overflow="fold"), Column("pages", overflow="fold"),
+                  Column("offsets", no_wrap=True), Column("score", justify="right"),
+                  title="sources", title_justify="left", box=box.SIMPLE_HEAD)
+        if explain:
+            t.add_column("dense (#)", justify="right", no_wrap=True)
+            t.add_column("lexical (#)", justify="right", no_wrap=True)
         for i, h in enumerate(a.sources, 1):
-            t.add_row(str(i), Path(h.source).name, " > ".join(h.heading_path[-1:]),
-                      ",".join(map(str, h.pages)), f"{h.start}-{h.end}", f"{h.score:.2f}")
+            row = [str(i), Text(Path(h.source).name), Text(" > ".join(h.heading_path[-1:])),
+                   ",".join(map(str, h.pages)), f"{h.start}-{h.end}", f"{h.score:.3f}"]
+            if explain:
+                row += [_score(h.dense_score, h.dense_rank, ".3f"),
+                        _score(h.lexical_score, h.lexical_rank, ".2f")]
+            t.add_row(*row)
         console.print(t)
+        console.print(score_legend(a.sources), style="dim", markup=False)
     for c in a.unsupported:
         err_console.print(f"[yellow]unsupported citation [{c.number}][/]: {c.sentence!r} "
                           f"(overlap {c.support:.0%})")
+
+
+def _score(score: float | None, rank: int | None, fmt: str) -> str:
+    return "-" if score is None else f"{score:{fmt}}" + (f" ({rank})" if rank else "")
 
 
 @memory_app.command("add")

@@ -34,6 +34,32 @@ def existing_file(path: Path | None) -> Path | None:
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
 
 
+SCORE_LEGEND = {
+    "rrf": "rrf, reciprocal rank fusion of the dense and lexical rankings (1 = first in both)",
+    "weighted": "weighted sum of cosine and scaled BM25",
+    "cosine": "cosine similarity (dense)",
+    "bm25": "BM25 / the best candidate's (lexical)",
+    "rerank": "the reranker's score",
+}
+
+
+def score_legend(hits) -> str:
+    """One line saying which score the results show, e.g. for ``kb search`` and ``ask``."""
+    kinds = sorted({h.score_kind for h in hits})
+    return "score: " + "; ".join(SCORE_LEGEND.get(k, k) for k in kinds) + \
+        ", best first; --explain shows each retriever's score and rank"
+
+
+def explain_hit(h) -> str:
+    """``dense 0.612 (#1)  lexical 7.31 (#3)``: what each retriever said about a hit."""
+    parts = []
+    for name, score, rank, fmt in (("dense", h.dense_score, h.dense_rank, ".3f"),
+                                   ("lexical", h.lexical_score, h.lexical_rank, ".2f")):
+        parts.append(f"{name} -" if score is None else
+                     f"{name} {score:{fmt}}" + (f" (#{rank})" if rank else ""))
+    return "  ".join(parts)
+
+
 def human_count(n: int | None) -> str:
     if n is None:
         return "-"

@@ -9,9 +9,10 @@ from pathlib import Path
 import typer
 from rich.progress import Progress, TextColumn
 from rich.table import Table
+from rich.text import Text
 
-from afinar.cli.common import console, err_console, existing_file, print_json, progress_columns, \
-    quiet_libraries
+from afinar.cli.common import console, err_console, existing_file, explain_hit, \
+    print_json, progress_columns, quiet_libraries, score_legend
 
 app = typer.Typer(help="Knowledge bases for RAG: hybrid search with access control.",
                   no_args_is_help=True)
@@ -105,9 +106,13 @@ def search(name: str, query: str, k: int = typer.Option(5, "-k"),
            group: list[str] = typer.Option(None, "--group", "-g", help="Your groups."),
            mode: str = typer.Option("hybrid", help="hybrid, weighted, dense or lexical."),
            filters: str = typer.Option(None, "--filters", help="OpenAI filter JSON."),
-           threshold: float = typer.Option(0.0, "--threshold"),
+           threshold: float = typer.Option(0.0, "--threshold", help="Minimum relevance: the "
+                                           "cosine in hybrid mode, else the shown score."),
+           explain: bool = typer.Option(False, "--explain", help="Also each retriever's score "
+                                        "and rank (dense cosine, lexical BM25)."),
            as_json: bool = typer.Option(False, "--json")) -> None:
-    """Search: documents outside your groups are never considered."""
+    """Search: documents outside your groups are never considered. Results are in rank order,
+    with the score they are ranked by (its kind is printed first)."""
     try:
         flt = json.loads(filters) if filters else None
     except ValueError as e:
@@ -115,16 +120,23 @@ def search(name: str, query: str, k: int = typer.Option(5, "-k"),
     hits = _kbs().search(name, query, groups=group or [], k=k, mode=mode, filters=flt,
                          score_threshold=threshold)
     if as_json:
-        print_json([h.__dict__ for h in hits])
+        print_json([dict(h.__dict__) for h in hits])
         return
+    if not hits:
+        console.print("no results")
+        return
+    console.print(score_legend(hits), style="dim", markup=False)
     for n, h in enumerate(hits, 1):
         where = " > ".join(h.heading_path[-2:])
         page = f" p.{','.join(map(str, h.pages))}" if h.pages else ""
-        console.print(f"[bold][{n}] {h.score:.3f}[/] {Path(h.source).name}{page} [dim]{where}[/]")
-        body = h.text.split("\n", 1)[-1]
-        console.print("    " + body[:300].replace("\n", " ") + ("…" if len(body) > 300 else ""))
-    if not hits:
-        console.print("no results")
+        line = Text.assemble((f"[{n}] {h.score:.3f}", "bold"), f"  {Path(h.source).name}{page}",
+                             (f"  {where}" if where else "", "dim"))
+        line.truncate(console.width, overflow="ellipsis")
+        console.print(line, no_wrap=True)
+        if explain:
+            console.print("    " + explain_hit(h), style="dim", markup=False)
+        body = " ".join(h.text.split("\n", 1)[-1].split())
+        console.print("    " + body[:300] + ("…" if len(body) > 300 else ""), markup=False)
 
 
 @app.command("list")

@@ -264,7 +264,8 @@ class RetrievalRecall(Metric):
 @register
 class CitationSupport(Metric):
     """Share of the answer's sentences that a given source supports (``afinar.rag.answer.cite``:
-    explicit [n] markers checked, unmarked sentences attributed to their best source)."""
+    explicit [n] markers checked, unmarked sentences attributed to their best source; a source's
+    heading path is not evidence, so repeating it supports nothing)."""
 
     name = "citation_support"
     description = "share of answer sentences supported by a retrieved source (grounded answers)"
@@ -275,7 +276,8 @@ class CitationSupport(Metric):
         if not pred.sources:
             return None
         hits = [SimpleNamespace(source=s["source"], text=s["text"], chunk_id=s.get("chunk_id"),
-                                pages=[], start=None, end=None) for s in pred.sources]
+                                heading_path=s.get("heading_path"), pages=[], start=None,
+                                end=None) for s in pred.sources]
         sentences = [s for s in _SENT.split(pred.text) if content_words(s)]
         if not sentences:
             return Score(0.0, "empty answer")

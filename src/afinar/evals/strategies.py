@@ -116,7 +116,8 @@ class Strategy:
 
         hits = KnowledgeBases().search(self.kb, case.question, k=self.spec.k or 3,
                                        groups=self.spec.groups)
-        return [{"source": h.source, "text": h.text, "chunk_id": h.chunk_id} for h in hits]
+        return [{"source": h.source, "text": h.text, "chunk_id": h.chunk_id,
+                 "heading_path": h.heading_path} for h in hits]
 
     def prompt(self, case: Case) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
         """The messages to send and the sources they hold (None: no retrieval)."""

@@ -64,9 +64,24 @@ def content_words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text) if w.lower() not in _STOP and len(w) > 1}
 
 
-def support(sentence: str, chunk: str) -> float:
+def chunk_body(text: str, heading_path: list[str] | None) -> str:
+    """A chunk's text without its heading-path line (``chunking.py`` puts "Guide > Wi-Fi" on
+    the first line): headings say where a passage is, so a sentence that only repeats them is
+    not supported by it."""
+    if not heading_path:
+        return text
+    first, sep, rest = text.partition("\n")
+    if sep and content_words(first) <= content_words(" ".join(heading_path)):
+        return rest
+    return text
+
+
+def support(sentence: str, chunk: str, heading_path: list[str] | None = None) -> float:
+    """Share of the sentence's content words found in the chunk's body (its heading path
+    excluded)."""
     words = content_words(_CITE.sub("", sentence))
-    return len(words & content_words(chunk)) / len(words) if words else 0.0
+    body = content_words(chunk_body(chunk, heading_path))
+    return len(words & body) / len(words) if words else 0.0
 
 
 def build_messages(question: str, hits: list[Hit], lm: LoadedModel, answer_tokens: int,
@@ -106,13 +121,13 @@ def cite(text: str, sources: list[Hit]) -> list[Citation]:
         for n in numbers:
             if 1 <= n <= len(sources):
                 h = sources[n - 1]
-                sc = support(sent, h.text)
+                sc = support(sent, h.text, getattr(h, "heading_path", None))
                 out.append(Citation(n, h.source, h.chunk_id, h.pages, h.start, h.end, sent, sc,
                                     sc >= SUPPORT))
             else:  # a source that was never given: an invented citation
                 out.append(Citation(n, None, None, [], None, None, sent, 0.0, False))
         if not numbers and sources and content_words(sent):
-            scores = [support(sent, h.text) for h in sources]
+            scores = [support(sent, h.text, getattr(h, "heading_path", None)) for h in sources]
             best = max(range(len(sources)), key=lambda i: scores[i])
             if scores[best] >= SUPPORT:
                 h = sources[best]

@@ -52,8 +52,11 @@ class Hit:
     start: int
     end: int
     attributes: dict[str, Any]
-    dense_score: float | None = None
-    lexical_score: float | None = None
+    dense_score: float | None = None  # cosine similarity to the query
+    lexical_score: float | None = None  # BM25
+    dense_rank: int | None = None  # 1-based rank among the dense candidates
+    lexical_rank: int | None = None
+    score_kind: str = "rrf"  # what ``score`` is: rrf, weighted, cosine, bm25 (fusion.py), rerank
 
 
 @dataclass
@@ -338,7 +341,7 @@ class KnowledgeBases:
         """Top ``k`` chunks for ``query``. ``groups``: the caller's groups (documents with no
         groups are public); ``None`` means an unrestricted (administrative) search."""
         from afinar.rag.filters import validate_filter
-        from afinar.rag.fusion import fuse
+        from afinar.rag.fusion import SCORE_KINDS, fuse
 
         if not query.strip():
             raise InvalidRequest("query is empty", param="query")
@@ -364,26 +367,27 @@ class KnowledgeBases:
         if weight is None:
             weight = float(rec.info.get("fusion_weight", 0.5))
         cosine = (lambda i: float(idx.vectors[i] @ qv)) if qv is not None else None
-        ranked = fuse(dense, lex, mode, weight, cosine)
-        ranked = [(i, sc, d, lx) for i, sc, d, lx in ranked
-                  if sc >= score_threshold and (sc > 0 or score_threshold <= 0)]
+        ranked = [f for f in fuse(dense, lex, mode, weight, cosine)
+                  if f.relevance >= score_threshold and (f.relevance > 0 or score_threshold <= 0)]
+        kind = SCORE_KINDS[mode]
         if reranker is None:
-            return self._hits(idx, ranked[:k])
+            return self._hits(idx, ranked[:k], kind)
         # rerank a wider pool; the ACL mask was already applied to it
-        return reranker.rerank(query, self._hits(idx, ranked[:max(k, 3 * k)]))[:k]
+        return reranker.rerank(query, self._hits(idx, ranked[:max(k, 3 * k)], kind))[:k]
 
-    def _hits(self, idx: KbIndex, ranked) -> list[Hit]:
+    def _hits(self, idx: KbIndex, ranked, kind: str) -> list[Hit]:
         if not ranked:
             return []
-        rowids = [int(idx.rowids[i]) for i, *_ in ranked]
+        rowids = [int(idx.rowids[f.index]) for f in ranked]
         with self.db.session() as s:
             rows = {c.rowid: c for c in s.scalars(select(KbChunk).where(
                 KbChunk.rowid.in_(rowids)))}
         out = []
-        for (i, score, d, lx), rid in zip(ranked, rowids):
-            c, doc = rows[rid], idx.docs[int(idx.doc_of[i])]
-            out.append(Hit(rid, doc.id, doc.source, c.text, float(score), c.heading_path,
-                           c.pages, c.start, c.end, doc.attributes, d, lx))
+        for f, rid in zip(ranked, rowids):
+            c, doc = rows[rid], idx.docs[int(idx.doc_of[f.index])]
+            out.append(Hit(rid, doc.id, doc.source, c.text, float(f.score), c.heading_path,
+                           c.pages, c.start, c.end, doc.attributes, f.dense_score,
+                           f.lexical_score, f.dense_rank, f.lexical_rank, kind))
         return out
 
     def tune_fusion(self, kb: str, labelled: list[tuple[str, set[str]]], groups=None,

@@ -37,7 +37,7 @@ class OverlapReranker:
         scored = [(len(q & content_words(h.text)) / max(len(q), 1), i, h)
                   for i, h in enumerate(hits)]
         scored.sort(key=lambda t: (-t[0], t[1]))
-        return [replace(h, score=s) for s, _, h in scored]
+        return [replace(h, score=s, score_kind="rerank") for s, _, h in scored]
 
 
 @register("cross-encoder")
@@ -55,7 +55,7 @@ class CrossEncoderReranker:
         raw = np.asarray(self.model.predict([(query, h.text) for h in hits]), dtype=float)
         probs = 1 / (1 + np.exp(-raw)) if raw.min() < 0 or raw.max() > 1 else raw
         order = sorted(range(len(hits)), key=lambda i: (-probs[i], i))
-        return [replace(hits[i], score=float(probs[i])) for i in order]
+        return [replace(hits[i], score=float(probs[i]), score_kind="rerank") for i in order]
 
 
 def get_reranker(name: str, **kw) -> Reranker:

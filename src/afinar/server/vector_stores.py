@@ -286,10 +286,16 @@ class Found:
     filename: str
 
     def result(self) -> dict[str, Any]:
-        """A ``vector_store.search_results`` item."""
-        return {"file_id": self.file_id, "filename": self.filename, "score": self.hit.score,
-                "attributes": self.hit.attributes or {},
-                "content": [{"type": "text", "text": self.hit.text}]}
+        """A ``vector_store.search_results`` item; ``ranking`` (an addition to OpenAI's shape)
+        says which score ``score`` is (``rrf``, ``weighted``, ``cosine``, ``bm25``, ``rerank``)
+        and what each retriever scored and ranked the chunk."""
+        h = self.hit
+        return {"file_id": self.file_id, "filename": self.filename, "score": h.score,
+                "attributes": h.attributes or {},
+                "content": [{"type": "text", "text": h.text}],
+                "ranking": {"score": h.score_kind, "dense_score": h.dense_score,
+                            "dense_rank": h.dense_rank, "lexical_score": h.lexical_score,
+                            "lexical_rank": h.lexical_rank}}
 
 
 def search(kbs: KnowledgeBases, store_ids: list[str], queries: list[str], *,
