@@ -1,0 +1,107 @@
+"""``afinar models export``/``verify`` on the tiny model: every format exports and verifies; the
+adapter loads with plain PEFT; the f32 GGUF's greedy outputs through llama.cpp equal the
+transformers model's; a broken template (Modelfile TEMPLATE or exported tokenizer) fails
+verification with the reason. The GGUF tests skip (and say why) without llama.cpp."""
+
+import json
+
+import pytest
+
+from afinar.models import Catalog
+from afinar.models.engines.llamacpp import unavailable_reason
+from afinar.models.export import ExportFailed, export_model, verify_export
+from afinar.models.export.gotemplate import ollama_data, render
+from tests.unit.test_adapters import ANSWERS, train_adapter
+
+needs_llama = pytest.mark.skipif(unavailable_reason() is not None,
+                                 reason=str(unavailable_reason()))
+
+
+@pytest.fixture
+def ft(home, tiny_model_template, tmp_path):
+    Catalog().add("tiny", tiny_model_template)
+    return train_adapter("ft:tiny:afinar:colours:00000001", ANSWERS["colours"],
+                         tmp_path / "adapter", steps=10)
+
+
+def test_go_template_subset_renders_ollama_syntax():
+    tpl = ('{{- range $i, $m := .Messages }}{{ if eq $m.Role "user" }}U:{{ .Content }}'
+           '{{ else }}{{ $m.Role }}={{ $m.Content }}{{ end }}'
+           '{{ if and (eq (len (slice $.Messages $i)) 1) (ne $m.Role "assistant") }} >'
+           '{{ end }}\n{{- end }}')
+    msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]
+    assert render(tpl, ollama_data(msgs)) == "system=sU:hi >"
+
+
+def test_adapter_export_loads_with_plain_peft(ft, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from afinar.models import load_causal_lm
+
+    out, checks = export_model(ft, "adapter", tmp_path / "out")
+    assert {c.name for c in checks} >= {"template", "adapter loads with plain PEFT"}
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    base = AutoModelForCausalLM.from_pretrained(cfg["base_model_name_or_path"],
+                                                dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(out)).eval()
+    tok = AutoTokenizer.from_pretrained(str(out))
+    ids = tok.apply_chat_template([{"role": "user", "content": "question 3"}],
+                                  add_generation_prompt=True, return_tensors="pt",
+                                  return_dict=True)["input_ids"]
+    served = load_causal_lm(Catalog().get(ft))
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, served.model(ids).logits, atol=1e-4)
+    assert verify_export(out)[0].ok
+
+
+def test_merged_export_of_a_base_model(home, tiny_model_template, tmp_path):
+    Catalog().add("tiny", tiny_model_template)
+    out, checks = export_model("tiny", "merged", tmp_path / "m")
+    assert all(c.ok for c in checks) and (out / "model.safetensors").is_file()
+
+
+def test_adapter_format_refuses_a_base_model(home, tiny_model_template, tmp_path):
+    Catalog().add("tiny", tiny_model_template)
+    with pytest.raises(Exception, match="not an adapter fine-tune"):
+        export_model("tiny", "adapter", tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+
+
+def test_an_altered_tokenizer_template_fails_verification(ft, tmp_path):
+    out, _ = export_model(ft, "merged", tmp_path / "m")
+    # the newline after the role dropped from the chat template, wherever transformers wrote it
+    f = next(p for p in (out / "chat_template.jinja", out / "tokenizer_config.json")
+             if p.is_file() and "message['role']" in p.read_text())
+    text = f.read_text()
+    broken = text.replace("message['role'] + '\n'", "message['role'] + ' '").replace(
+        "message['role'] + '\\n'", "message['role'] + ' '")
+    assert broken != text
+    f.write_text(broken)
+    with pytest.raises(ExportFailed, match="template"):
+        verify_export(out)
+
+
+@needs_llama
+def test_ollama_export_of_a_fine_tune_verifies_and_gguf_greedy_equals_transformers(ft, tmp_path):
+    out, checks = export_model(ft, "ollama", tmp_path / "o", quant="f32")
+    by = {c.name: c for c in checks}
+    assert by["llama.cpp greedy"].ok and "3/3 greedy" in by["llama.cpp greedy"].detail
+    assert by["Modelfile TEMPLATE"].ok and by["stop tokens"].ok
+    mf = (out / "Modelfile").read_text()
+    assert mf.startswith("FROM ./model.gguf\n") and 'PARAMETER stop "<|im_end|>"' in mf
+    # a TEMPLATE missing the newline after the role is caught without Ollama
+    (out / "Modelfile").write_text(mf.replace("{{ $m.Role }}\n", "{{ $m.Role }}", 1)
+                                   .replace('"user" }}<|im_start|>user\n',
+                                            '"user" }}<|im_start|>user', 1))
+    with pytest.raises(ExportFailed, match="Modelfile TEMPLATE"):
+        verify_export(out)
+
+
+@needs_llama
+def test_gguf_q8_0_export_of_a_base_model_reports_agreement(home, tiny_model_template, tmp_path):
+    Catalog().add("tiny", tiny_model_template)
+    out, checks = export_model("tiny", "gguf", tmp_path / "g", quant="q8_0")
+    assert (out / "model.gguf").is_file()
+    assert "top-token agreement" in {c.name: c for c in checks}["llama.cpp agreement"].detail
