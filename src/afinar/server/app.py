@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, auth: bool | None = None,
     app.state.auth = ApiKeys(settings).any() if auth is None else auth
     app.state.models = ModelCache(max_models=max_models)
     app.state.max_upload_bytes = max_upload_bytes(MAX_BYTES)
+    _recover(settings)
     app.add_middleware(BodyLimits)  # before parsing: size caps, strict JSON
     app.add_middleware(AuditMiddleware)  # who did what: afinar.store.audit
     app.add_exception_handler(TooLarge, too_large_handler)
@@ -58,3 +59,12 @@ def create_app(settings: Settings | None = None, auth: bool | None = None,
         return {"status": "ok", "version": __version__}
 
     return app
+
+
+def _recover(settings: Settings) -> None:
+    """What a killed server left half done: vector stores, file entries, staging folders
+    (``afinar.server.vector_store_recovery``)."""
+    from afinar.rag.kb import KnowledgeBases
+    from afinar.server.vector_store_recovery import recover
+
+    recover(KnowledgeBases(settings))

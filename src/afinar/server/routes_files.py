@@ -97,8 +97,20 @@ async def delete_file(file_id: str, request: Request, who: Caller = Auth) -> dic
     files = _files(request)
     rec = await run_in_threadpool(readable_file, who, files, file_id)
     who.require_owner(rec.owner_key_id, f"delete file {file_id}")
-    await run_in_threadpool(files.delete, file_id)
+    await run_in_threadpool(_delete, request, files, file_id)
     return {"id": file_id, "object": "file", "deleted": True}
+
+
+def _delete(request: Request, files: Files, file_id: str) -> None:
+    """As OpenAI: the file goes, and from every vector store with it; no copy of its content
+    stays on disk (``afinar.server.vector_store_recovery.forget_file``)."""
+    from afinar.rag.kb import KnowledgeBases
+    from afinar.server.vector_store_recovery import forget_file, scrub_database
+
+    kbs = KnowledgeBases(request.app.state.settings)
+    forget_file(kbs, files, file_id)
+    files.delete(file_id)
+    scrub_database(kbs)
 
 
 @router.get("/files/{file_id}/content")

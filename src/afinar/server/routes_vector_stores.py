@@ -26,6 +26,7 @@ from afinar.server import vector_stores as vs
 from afinar.server.common import Auth, Caller
 from afinar.server.schemas import Filter, RankingOptions, SearchQueries
 from afinar.server.routes_vector_store_files import router as files_router
+from afinar.server.vector_store_recovery import owner
 from afinar.server.vector_stores import Metadata, listing
 from afinar.store.access import set_project
 from afinar.store.tables import KbRecord
@@ -73,7 +74,8 @@ def create_store(body: CreateStore, request: Request, who: Caller = Auth) -> dic
     rec = kbs.create(None, chunking=body.chunking_strategy, info={
         "name": body.name or "", "description": body.description,
         "metadata": body.metadata or {},
-        "expires_after": body.expires_after.model_dump() if body.expires_after else None})
+        "expires_after": body.expires_after.model_dump() if body.expires_after else None,
+        "creating": owner()})  # until complete; removed at start-up if this process dies
     set_project(kbs.db, KbRecord, rec.id, who, owner_key_id=who.key_id)
     strategy = vs.chunking_strategy(kbs, rec)
     vs.update_info(kbs, rec.id, lambda info: info.update(last_active_at=rec.created_at,
@@ -85,6 +87,7 @@ def create_store(body: CreateStore, request: Request, who: Caller = Auth) -> dic
         except Exception:
             kbs.delete(rec.id)  # no half-made store when a file id is wrong
             raise
+    vs.update_info(kbs, rec.id, lambda info: info.pop("creating", None))
     return vs.store_object(kbs, vs.store(kbs, rec.id), who)
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -183,7 +182,8 @@ def store_object(kbs: KnowledgeBases, rec: KbRecord, who: Caller) -> dict[str, A
     return {"id": rec.id, "object": "vector_store", "created_at": rec.created_at,
             "name": info.get("name", rec.name), "description": info.get("description"),
             "usage_bytes": sum(f["usage_bytes"] for f in files), "file_counts": counts(files),
-            "status": "expired" if expires_at and time.time() > expires_at else "completed",
+            "status": "in_progress" if info.get("creating") else
+            "expired" if expires_at and time.time() > expires_at else "completed",
             "expires_after": exp, "expires_at": expires_at, "last_active_at": last,
             "metadata": info.get("metadata") or {}}
 
@@ -237,7 +237,11 @@ def ingest(kbs: KnowledgeBases, rec: KbRecord, items: list[tuple[str, dict]],
     ``groups`` fail the request before any ingestion.
 
     The loaders pick a parser by extension and blobs have none, so each blob is linked as
-    ``<file_id><original suffix>`` in a temporary folder; its source stays the file id."""
+    ``<file_id><original suffix>`` in a staging folder removed when ingestion ends; its source
+    stays the file id. Each file's entry is written ``in_progress`` before its document, so a
+    crash in between is settled at the next start (``vector_store_recovery``)."""
+    from afinar.server import vector_store_recovery as recovery
+
     files = Files(kbs.settings)
     recs = {fid: readable_file(who, files, fid) for fid, _ in items}
     apply_groups(files, recs, items, who)
@@ -248,20 +252,23 @@ def ingest(kbs: KnowledgeBases, rec: KbRecord, items: list[tuple[str, dict]],
         key = json.dumps([attrs or {}, acl[fid]], sort_keys=True)
         batches.setdefault(key, []).append(fid)
     errors: dict[str, str] = {}
-    kbs.settings.home.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=kbs.settings.home, prefix="vs-ingest-") as tmp:
-        for key, fids in batches.items():
-            attrs, groups = json.loads(key)
-            paths: dict[Path, str] = {}
-            for fid in dict.fromkeys(fids):
-                p = Path(tmp) / f"{fid}{Path(recs[fid].filename).suffix.lower()}"
-                _link(files.path(fid), p)
-                paths[p.resolve()] = fid
-            report = kbs.add(rec.id, list(paths), groups=groups, attributes=attrs,
-                             sources=paths)
-            errors.update(report.failed)
-    attrs_of = dict(items)
     now = int(time.time())
+
+    def begin(info: dict) -> None:
+        known = info.setdefault("files", {})
+        for fid, frec in recs.items():
+            old = known.get(fid, {})
+            known[fid] = {"filename": frec.filename, "created_at": old.get("created_at", now),
+                          "groups": acl[fid], "status": "in_progress",
+                          "owner": recovery.owner()}
+
+    update_info(kbs, rec.id, begin)
+    try:
+        _ingest_staged(kbs, rec, files, recs, batches, errors, recovery.staging)
+    except BaseException:
+        recovery.settle_entries(kbs, rec.id, mine=set(recs))  # as far as it got
+        raise
+    attrs_of = dict(items)
 
     def record(info: dict) -> None:
         known = info.setdefault("files", {})
@@ -277,6 +284,21 @@ def ingest(kbs: KnowledgeBases, rec: KbRecord, items: list[tuple[str, dict]],
             known[fid] = entry
 
     update_info(kbs, rec.id, record)
+
+
+def _ingest_staged(kbs: KnowledgeBases, rec: KbRecord, files: Files, recs: dict,
+                   batches: dict[str, list[str]], errors: dict[str, str], staging) -> None:
+    with staging(kbs.settings.home) as tmp:
+        for key, fids in batches.items():
+            attrs, groups = json.loads(key)
+            paths: dict[Path, str] = {}
+            for fid in dict.fromkeys(fids):
+                p = Path(tmp) / f"{fid}{Path(recs[fid].filename).suffix.lower()}"
+                _link(files.path(fid), p)
+                paths[p.resolve()] = fid
+            report = kbs.add(rec.id, list(paths), groups=groups, attributes=attrs,
+                             sources=paths)
+            errors.update(report.failed)
 
 
 @dataclass
