@@ -147,3 +147,15 @@ def test_deleting_a_file_leaves_no_copy_of_its_content(home):
             assert http.get(f"/v1/vector_stores/{store}/files/{fid}").status_code == 404
             assert http.post(f"/v1/vector_stores/{store}/search",
                              json={"query": marker}).json()["data"] == []
+
+
+def test_partial_uploads_of_dead_processes_are_removed_at_start(home):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    tmp = home / "blobs" / "tmp"
+    tmp.mkdir(parents=True)
+    dead, live = tmp / f"{gone}-x.part", tmp / f"{os.getpid()}-y.part"
+    dead.write_bytes(b"half an upload")
+    live.write_bytes(b"an upload this process is copying in")
+    with restart():
+        assert not dead.exists() and live.exists()

@@ -17,7 +17,7 @@ Ingestion through the API is made crash-consistent in three ways:
 - *No staging left behind.* Blobs have no extension, so ingestion links each one under a name
   with its suffix in a staging folder ``AFINAR_HOME/vs-ingest-<pid>-*``, removed when the
   ingestion ends; ``recover`` removes those of dead processes (a hard link would otherwise keep
-  a deleted file's content on disk).
+  a deleted file's content on disk), and their partial uploads (``blobs/tmp/<pid>-*.part``).
 
 Deleting a file (``forget_file``, used by ``DELETE /v1/files/{id}``) follows OpenAI: "Delete a
 file and remove it from all vector stores". Its documents and chunks go from every store, each
@@ -149,7 +149,8 @@ def settle_entries(kbs: KnowledgeBases, kb_id: str, mine: set[str] | None = None
 
 def recover(kbs: KnowledgeBases) -> dict[str, list[str]]:
     """Run when the server starts: remove stores whose creating request died, settle the file
-    entries of interrupted ingestions, remove dead processes' staging folders. What was done."""
+    entries of interrupted ingestions, remove dead processes' staging folders and partial
+    uploads. What was done."""
     done: dict[str, list[str]] = {"stores_removed": [], "files_settled": [], "staging": []}
     for rec in kbs.list(internal=True):
         creating = (rec.info or {}).get("creating")
@@ -161,6 +162,11 @@ def recover(kbs: KnowledgeBases) -> dict[str, list[str]]:
     for p in _stale_staging(kbs.settings.home):
         shutil.rmtree(p, ignore_errors=True)
         done["staging"].append(p.name)
+    here = socket.gethostname()
+    for pid, p in Files(kbs.settings).blobs.partial():  # uploads cut short
+        if pid != os.getpid() and not alive({"host": here, "pid": pid}):
+            p.unlink(missing_ok=True)
+            done["staging"].append(p.name)
     return done
 
 

@@ -79,7 +79,7 @@ class BlobStore:
         tmp_dir.mkdir(parents=True, exist_ok=True)
         h = hashlib.sha256()
         size = 0
-        fd, tmp = tempfile.mkstemp(dir=tmp_dir, suffix=".part")
+        fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f"{os.getpid()}-", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as out:
                 while chunk := stream.read(_CHUNK):
@@ -102,6 +102,16 @@ class BlobStore:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+    def partial(self) -> list[tuple[int, Path]]:
+        """Uploads being copied in (``tmp/<pid>-*.part``) with the pid of their process: what a
+        killed process leaves (``afinar.server.vector_store_recovery.recover`` removes those of
+        dead processes)."""
+        out = []
+        for p in (self.root / "tmp").glob("*.part"):
+            pid = p.name.split("-", 1)[0]
+            out.append((int(pid) if pid.isdigit() else 0, p))
+        return out
 
     def delete(self, digest: str) -> bool:
         p = self.path(digest)
