@@ -88,7 +88,8 @@ def test_kb_search_cli_names_the_score_and_explains_it(kb, capsys):
     code, out, _ = run_cli(capsys, "kb", "search", "help", "reset the router wifi", "-k", "2",
                            "--explain")
     assert code == 0
-    assert out.splitlines()[0].startswith("score: rrf, reciprocal rank fusion")
+    assert out.splitlines()[0] == ("score: rrf, reciprocal rank fusion (1 = first in both "
+                                   "rankings), best first")
     assert "dense 0." in out and "(#1)" in out and "lexical " in out
     code, out, _ = run_cli(capsys, "kb", "search", "help", "reset the router wifi", "-k", "2",
                            "--json")

@@ -35,19 +35,19 @@ def existing_file(path: Path | None) -> Path | None:
 
 
 SCORE_LEGEND = {
-    "rrf": "rrf, reciprocal rank fusion of the dense and lexical rankings (1 = first in both)",
+    "rrf": "rrf, reciprocal rank fusion (1 = first in both rankings)",
     "weighted": "weighted sum of cosine and scaled BM25",
     "cosine": "cosine similarity (dense)",
-    "bm25": "BM25 / the best candidate's (lexical)",
-    "rerank": "the reranker's score",
+    "bm25": "BM25 / the best result's (lexical)",
+    "rerank": "the reranker's",
 }
 
 
 def score_legend(hits) -> str:
-    """One line saying which score the results show, e.g. for ``kb search`` and ``ask``."""
+    """One line (under 80 columns) saying which score results show, for ``kb search`` and
+    ``ask``; ``--explain`` adds each retriever's score and rank."""
     kinds = sorted({h.score_kind for h in hits})
-    return "score: " + "; ".join(SCORE_LEGEND.get(k, k) for k in kinds) + \
-        ", best first; --explain shows each retriever's score and rank"
+    return "score: " + "; ".join(SCORE_LEGEND.get(k, k) for k in kinds) + ", best first"
 
 
 def explain_hit(h) -> str:

@@ -9,7 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 import typer
-from rich.table import Table
+from rich import box
+from rich.table import Column, Table
 from rich.text import Text
 
 from afinar.cli.common import console, err_console, existing_file, print_json
@@ -68,7 +69,9 @@ def pii(
                     "findings": [f.to_dict() for f in shown],
                     "skipped_lines": [i.line for i in skipped if i.line is not None]})
     elif total:
-        t = Table("line", "field", "kind", "value")
+        t = Table(Column("line", justify="right", no_wrap=True), Column("field", overflow="fold"),
+                  Column("kind", no_wrap=True), Column("value", overflow="fold"),
+                  box=box.SIMPLE_HEAD, pad_edge=False)
         for f in shown:
             t.add_row(str(f.line or "-"), Text(f.field or "-"), f.kind, Text(mask(f.kind, f.value)))
         console.print(t)

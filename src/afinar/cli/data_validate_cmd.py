@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
+from rich import box
+from rich.table import Column, Table
 from rich.text import Text
 
 from afinar.cli.common import console, err_console, existing_file, print_json, status
@@ -81,10 +82,12 @@ def validate(
 def _issue_table(title: str, shown: list[Issue], counts, colour: str) -> None:
     if not shown:
         return
-    t = Table("line", "code", "field", "message", title=f"[{colour}]{title}[/]",
-              title_justify="left")
+    t = Table(Column("line", justify="right", no_wrap=True), Column("code", overflow="fold"),
+              Column("field", overflow="fold"), Column("message", overflow="fold", ratio=1),
+              title=f"[{colour}]{title}[/]", title_justify="left", box=box.SIMPLE_HEAD,
+              pad_edge=False)
     for i in shown:
-        t.add_row(str(i.line or "-"), i.code, i.field or "", i.message)
+        t.add_row(str(i.line or "-"), i.code, Text(i.field or ""), Text(i.message))
     console.print(t)
     more = {c: n for c, n in counts.items() if n > sum(1 for i in shown if i.code == c)}
     if more:
@@ -96,7 +99,9 @@ def _stats_table(st: dict) -> None:
                                      "trained_tokens_per_example")]
     rows = [(k, v) for k, v in rows if v]
     if rows:
-        t = Table("per example", "min", "p5", "median", "mean", "p95", "max")
+        t = Table("per example", *(Column(c, justify="right", no_wrap=True) for c in
+                                   ("min", "p5", "median", "mean", "p95", "max")),
+                  box=box.SIMPLE_HEAD, pad_edge=False)
         for k, v in rows:
             t.add_row(k.replace("_per_example", ""), *(_fmt_num(v[c]) for c in
                                                        ("min", "p5", "median", "mean", "p95",

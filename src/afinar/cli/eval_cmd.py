@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 from rich.progress import Progress
 from rich.markup import escape
-from rich.table import Table
+from rich import box
+from rich.table import Column, Table
 
 from afinar.cli.common import console, err_console, existing_file, print_json, progress_columns
 
@@ -35,28 +36,68 @@ def run_with_bars(config, resume: str | None = None):
         return run(config, resume=resume, progress=progress)
 
 
-def print_summary(summary: dict) -> None:
+def _interval(v: dict) -> str:
+    return "n/a" if v["mean"] is None else f"{v['mean']:.2f} [{v['lo']:.2f},{v['hi']:.2f}]"
+
+
+def _mean(v: dict) -> str:
+    return "n/a" if v["mean"] is None else f"{v['mean']:.2f}"
+
+
+def _cost_cells(c: dict) -> list[str]:
+    train = f"{c['training_s']:.0f} s" if c.get("training_s") is not None else "-"
+    return [f"{c['added_prompt_tokens'] or 0:.0f}", f"{c['latency_p50_s'] or 0:.2f}",
+            f"{c['tokens_per_s'] or 0:.1f}", train]
+
+
+def summary_tables(summary: dict, wide: bool = False) -> list[Table]:
+    """The measured table. Compact (fits 80 columns): one row per strategy with the main
+    metric's mean and 95% interval and the cost columns, then the other metrics' means, one
+    row per metric. ``wide``: every metric with its interval, and prompt tokens, in one table."""
     main = summary["main_metric"]
     metrics = summary["run"]["metrics"]
-    t = Table(title=f"{summary['n_cases']} held-out cases, main metric {main} "
-                    "(mean and 95% interval)")
-    t.add_column("strategy", no_wrap=True)
-    for m in metrics:
-        t.add_column(m, justify="right")
-    for c in ("prompt tok", "+added", "p50 s", "tok/s", "training"):
-        t.add_column(c, justify="right")
-    for r in summary["strategies"]:
-        cells = []
-        for m in metrics:
-            v = r["metrics"][m]
-            cells.append("n/a" if v["mean"] is None else
-                         f"{v['mean']:.2f} [{v['lo']:.2f},{v['hi']:.2f}]")
-        c = r["cost"]
-        train = f"{c['training_s']:.0f} s" if c.get("training_s") is not None else "-"
-        t.add_row(escape(r["name"]), *cells, f"{c['prompt_tokens'] or 0:.0f}",
-                  f"{c['added_prompt_tokens'] or 0:.0f}", f"{c['latency_p50_s'] or 0:.2f}",
-                  f"{c['tokens_per_s'] or 0:.1f}", train)
-    console.print(t)
+    rows = summary["strategies"]
+    num = {"justify": "right", "no_wrap": True}
+    title = f"{summary['n_cases']} held-out cases, main metric {main} (mean, 95% interval)"
+    if wide:
+        t = Table(Column("strategy", no_wrap=True), *(Column(m, **num) for m in metrics),
+                  *(Column(c, **num) for c in ("prompt tok", "+added", "p50 s", "tok/s",
+                                               "training")), title=escape(title))
+        for r in rows:
+            t.add_row(escape(r["name"]), *(_interval(r["metrics"][m]) for m in metrics),
+                      f"{r['cost']['prompt_tokens'] or 0:.0f}", *_cost_cells(r["cost"]))
+        return [t]
+    t = Table(Column("strategy", overflow="fold", ratio=1), Column(escape(main), **num),
+              *(Column(c, **num) for c in ("+prompt", "p50 s", "tok/s", "training")),
+              title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
+    for r in rows:
+        t.add_row(escape(r["name"]), _interval(r["metrics"][main]), *_cost_cells(r["cost"]))
+    out = [t]
+    others = [m for m in metrics if m != main]
+    if others:
+        o = Table(Column("metric (mean)", overflow="fold"),
+                  *(Column(escape(r["name"]), overflow="fold", justify="right") for r in rows),
+                  box=box.SIMPLE_HEAD, pad_edge=False,
+                  caption="intervals and prompt tokens: --wide", caption_justify="left")
+        for m in others:
+            o.add_row(escape(m), *(_mean(r["metrics"][m]) for r in rows))
+        out.append(o)
+    return out
+
+
+def print_summary(summary: dict, wide: bool = False) -> None:
+    metrics = summary["run"]["metrics"]
+    for t in summary_tables(summary, wide):
+        if not wide:
+            console.print(t)
+            continue
+        saved = console.width  # as wide as it needs, whatever the terminal
+        need = console.measure(t, options=console.options.update_width(10_000)).maximum
+        console.width = max(saved, need)
+        try:
+            console.print(t)
+        finally:
+            console.width = saved
     for m in metrics:
         noted = [f"{r['name']} {n}" for r in summary["strategies"]
                  if (n := r["metrics"][m]["notes"].get("unparsable"))]
@@ -98,6 +139,8 @@ def run_cmd(
     html: Path = typer.Option(None, "--html", help="Also write the HTML report here."),
     resume: str = typer.Option(None, "--resume", help="Finish an interrupted run."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    wide: bool = typer.Option(False, "--wide", help="The full table: every metric with its "
+                              "interval (wider than 80 columns)."),
 ) -> None:
     """Answer every held-out case with every strategy; print the table and a recommendation."""
     from afinar.evals.config import load_config, parse_config
@@ -124,8 +167,9 @@ def run_cmd(
     if as_json:
         print_json(summary)
     else:
-        print_summary(summary)
-        console.print(f"\nrun {ev.id}: afinar eval report {ev.id} --html report.html")
+        print_summary(summary, wide)
+        console.print(f"\nrun {ev.id}: afinar eval report {ev.id} --html report.html",
+                      markup=False, soft_wrap=True)
     if html:
         write_html(summary, html)
         err_console.print(f"wrote {html}")
@@ -133,6 +177,7 @@ def run_cmd(
 
 @app.command("report")
 def report(run_id: str, html: Path = typer.Option(None, "--html", help="Self-contained HTML."),
+           wide: bool = typer.Option(False, "--wide", help="The full table (every interval)."),
            jsonl: Path = typer.Option(None, "--jsonl", help="The per-example view as JSONL.")
            ) -> None:
     """Print a finished run's table and advice; write its HTML report or per-example JSONL."""
@@ -140,7 +185,7 @@ def report(run_id: str, html: Path = typer.Option(None, "--html", help="Self-con
     from afinar.evals.runner import get_run
 
     summary = get_run(run_id).summary()
-    print_summary(summary)
+    print_summary(summary, wide)
     if html:
         write_html(summary, html)
         err_console.print(f"wrote {html}")
@@ -154,9 +199,9 @@ def list_cmd() -> None:
     """Evaluation runs, newest first."""
     from afinar.evals.runner import list_runs
 
-    t = Table()
-    for c in ("id", "name", "status", "recommendation"):
-        t.add_column(c)
+    t = Table(Column("id", no_wrap=True), Column("name", overflow="fold"),
+              Column("status", no_wrap=True), Column("recommendation", overflow="fold"),
+              box=box.SIMPLE_HEAD, pad_edge=False)
     for r in list_runs():
         m = r.meta
         rec = ""

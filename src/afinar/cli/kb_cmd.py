@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 from rich.progress import Progress, TextColumn
-from rich.table import Table
+from rich import box
+from rich.table import Column, Table
 from rich.text import Text
 
 from afinar.cli.common import console, err_console, existing_file, explain_hit, \
@@ -141,7 +142,10 @@ def search(name: str, query: str, k: int = typer.Option(5, "-k"),
 
 @app.command("list")
 def list_kbs() -> None:
-    t = Table("name", "id", "embedding model", "documents", "version")
+    t = Table(Column("name", overflow="fold"), Column("id", no_wrap=True),
+              Column("embeddings", no_wrap=True), Column("docs", justify="right", no_wrap=True),
+              Column("version", justify="right", no_wrap=True), box=box.SIMPLE_HEAD,
+              pad_edge=False)
     kbs = _kbs()
     for r in kbs.list():
         t.add_row(r.name, r.id, r.embedding_model, str(len(kbs.documents(r.id))), str(r.version))
@@ -151,9 +155,12 @@ def list_kbs() -> None:
 @app.command("docs")
 def docs(name: str) -> None:
     """Documents of a knowledge base."""
-    t = Table("source", "chunks", "groups", "status")
+    t = Table(Column("source", overflow="fold", ratio=1),
+              Column("chunks", justify="right", no_wrap=True), Column("groups", overflow="fold"),
+              Column("status", no_wrap=True), box=box.SIMPLE_HEAD, pad_edge=False)
     for d in _kbs().documents(name):
-        t.add_row(d.source, str(d.n_chunks), ",".join(d.groups) or "(everyone)", d.status)
+        t.add_row(Text(d.source), str(d.n_chunks), Text(",".join(d.groups) or "(everyone)"),
+                  d.status)
     console.print(t)
 
 
@@ -206,7 +213,7 @@ def tune_fusion(name: str, labelled: Path = typer.Argument(..., help="JSONL of {
             rel.update(hits)
         rows.append((obj["query"], rel))
     r = kbs.tune_fusion(name, rows, groups=group or [])
-    t = Table("fusion", "nDCG@10")
+    t = Table("fusion", Column("nDCG@10", justify="right"), box=box.SIMPLE_HEAD)
     for mode, v in sorted(r["ndcg"].items(), key=lambda kv: -kv[1]):
         t.add_row(mode + ("  <- chosen" if mode == r["best"] else ""), f"{v:.3f}")
     console.print(t)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.table import Column, Table
 
 from afinar.cli.common import console, human_bytes, human_count, print_json
@@ -32,12 +33,17 @@ def list_models(
     if as_json:
         print_json([_row(m) for m in models])
         return
-    t = Table(Column("id", no_wrap=True), "kind", "params", "context", "source", "size")
+    # ids and numbers whole at 80 columns; the source (and --paths) fold instead
+    t = Table(Column("id", no_wrap=True), Column("kind", no_wrap=True),
+              Column("params", justify="right", no_wrap=True),
+              Column("context", justify="right", no_wrap=True),
+              Column("size", justify="right", no_wrap=True), Column("source", overflow="fold"),
+              box=box.SIMPLE_HEAD, pad_edge=False)
     if paths:
         t.add_column("path", overflow="fold")
     for m in models:
         row = [m.id, m.kind, human_count(m.parameters), str(m.context_length or "-"),
-               f"{m.source}/{m.format}", human_bytes(m.size_bytes)]
+               human_bytes(m.size_bytes), f"{m.source}/{m.format}"]
         if paths:
             row.append(str(m.path) if m.available else f"[red]{m.path}[/]")
         t.add_row(*row)

@@ -10,6 +10,7 @@ import typer
 from rich import box
 from rich.markup import escape
 from rich.table import Column, Table
+from rich.text import Text
 
 from afinar.cli.common import StatsProgress, console, err_console, existing_file, human_count, \
     print_json, progress_columns, status
@@ -253,15 +254,14 @@ def list_jobs(limit: int = typer.Option(20), as_json: bool = typer.Option(False,
     if as_json:
         print_json([_job_dict(j) for j in jobs])
         return
-    # ids are never cut (they are what you copy); the fine-tuned model id wraps whole
-    t = Table(Column("id", no_wrap=True, min_width=len(jobs[0].id) if jobs else 2),
-              Column("status", no_wrap=True), Column("method", no_wrap=True),
-              Column("model / fine-tuned model", overflow="fold"),
-              Column("tokens", justify="right", no_wrap=True), box=box.SIMPLE_HEAD,
-              pad_edge=False)
+    # ids are never cut (they are what you copy): the job id, with its model under it (the
+    # fine-tuned one once there is one), and the other columns short
+    t = Table(Column("job / model", overflow="fold"), Column("status", no_wrap=True),
+              Column("method", no_wrap=True), Column("tokens", justify="right", no_wrap=True),
+              box=box.SIMPLE_HEAD, pad_edge=False)
     for j in jobs:
-        model = j.model + (f"\n{j.fine_tuned_model}" if j.fine_tuned_model else "")
-        t.add_row(j.id, j.status, j.method.get("type") or "", model,
+        t.add_row(Text.assemble(j.id, "\n", (j.fine_tuned_model or f"{j.model} (base)", "dim")),
+                  j.status, j.method.get("type") or "",
                   human_count(j.trained_tokens) if j.trained_tokens else "")
     console.print(t)
 
