@@ -38,6 +38,7 @@ from afinar.models.constrained import json_hint
 from afinar.models.toolcalls import FORCED_PREFIX, forced_call_schema, parse_tool_calls
 from afinar.models.templates import render_ids
 from afinar.rag.answer import NOTHING_FOUND, SYSTEM, build_messages, cite
+from afinar.rag.condense import standalone_query
 from afinar.rag.kb import KnowledgeBases
 from afinar.server import vector_stores as vs
 from afinar.server.common import Auth, Caller
@@ -113,12 +114,15 @@ def _grounded(app: FastAPI, model: str, messages: list[dict[str, str]],
     extra = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
     kbs = KnowledgeBases(app.state.settings)
     spec = tool.spec()
-    found = vs.search(kbs, tool.vector_store_ids, [question], groups=groups,
+    # a follow-up ("and how do I reset it?") is searched as a standalone question
+    query = standalone_query(messages, lambda: app.state.models.get(
+        model, settings=app.state.settings))
+    found = vs.search(kbs, tool.vector_store_ids, [query], groups=groups,
                       filters=spec.get("filters"), k=tool.max_num_results,
                       ranking_options=spec.get("ranking_options"))
     if not found:
         return Grounded(NOTHING_FOUND, [], {"prompt_tokens": 0, "completion_tokens": 0,
-                                            "total_tokens": 0}, [question], [])
+                                            "total_tokens": 0}, [query], [])
     lm = app.state.models.get(model, settings=app.state.settings)
     params = params or SamplingParams(temperature=0)
     answer_tokens = params.max_tokens or min(512, lm.context_length // 4)
@@ -142,7 +146,7 @@ def _grounded(app: FastAPI, model: str, messages: list[dict[str, str]],
                                 "filename": f.filename, "index": key[1]})
     usage = {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
              "total_tokens": r.total_tokens}
-    return Grounded(r.text, annotations, usage, [question], found, r.finish_reason)
+    return Grounded(r.text, annotations, usage, [query], found, r.finish_reason)
 
 
 def grounded_chat(app: FastAPI, model: str, messages: list[dict[str, str]],
