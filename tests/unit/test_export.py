@@ -11,17 +11,39 @@ from afinar.models import Catalog
 from afinar.models.engines.llamacpp import unavailable_reason
 from afinar.models.export import ExportFailed, export_model, verify_export
 from afinar.models.export.gotemplate import ollama_data, render
+from afinar.models.export.source import resolve
+from afinar.models.export.verify import check_modelfile
+from afinar.settings import get_settings
 from tests.unit.test_adapters import ANSWERS, train_adapter
 
 needs_llama = pytest.mark.skipif(unavailable_reason() is not None,
                                  reason=str(unavailable_reason()))
 
 
+@pytest.fixture(scope="module")
+def ft_home(tiny_model_template, tmp_path_factory):
+    """One AFINAR_HOME with ``tiny`` and a LoRA fine-tune of it, shared by this module's tests
+    (each exports into its own folder): training once keeps the module fast."""
+    from afinar.settings import reset_settings
+    from afinar.store.db import reset_databases
+
+    root = tmp_path_factory.mktemp("export")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AFINAR_HOME", str(root / "home"))
+        mp.delenv("AFINAR_DATABASE_URL", raising=False)
+        mp.setenv("AFINAR_THREADS", "2")
+        reset_settings()
+        reset_databases()
+        Catalog().add("tiny", tiny_model_template)
+        yield train_adapter("ft:tiny:afinar:colours:00000001", ANSWERS["colours"],
+                            root / "adapter", steps=10)
+        reset_settings()
+        reset_databases()
+
+
 @pytest.fixture
-def ft(home, tiny_model_template, tmp_path):
-    Catalog().add("tiny", tiny_model_template)
-    return train_adapter("ft:tiny:afinar:colours:00000001", ANSWERS["colours"],
-                         tmp_path / "adapter", steps=10)
+def ft(ft_home):
+    return ft_home
 
 
 def test_go_template_subset_renders_ollama_syntax():
@@ -56,14 +78,12 @@ def test_adapter_export_loads_with_plain_peft(ft, tmp_path):
     assert verify_export(out)[0].ok
 
 
-def test_merged_export_of_a_base_model(home, tiny_model_template, tmp_path):
-    Catalog().add("tiny", tiny_model_template)
+def test_merged_export_of_a_base_model(ft, tmp_path):
     out, checks = export_model("tiny", "merged", tmp_path / "m")
     assert all(c.ok for c in checks) and (out / "model.safetensors").is_file()
 
 
-def test_adapter_format_refuses_a_base_model(home, tiny_model_template, tmp_path):
-    Catalog().add("tiny", tiny_model_template)
+def test_adapter_format_refuses_a_base_model(ft, tmp_path):
     with pytest.raises(Exception, match="not an adapter fine-tune"):
         export_model("tiny", "adapter", tmp_path / "a")
     assert not (tmp_path / "a").exists()
@@ -95,13 +115,25 @@ def test_ollama_export_of_a_fine_tune_verifies_and_gguf_greedy_equals_transforme
     (out / "Modelfile").write_text(mf.replace("{{ $m.Role }}\n", "{{ $m.Role }}", 1)
                                    .replace('"user" }}<|im_start|>user\n',
                                             '"user" }}<|im_start|>user', 1))
-    with pytest.raises(ExportFailed, match="Modelfile TEMPLATE"):
-        verify_export(out)
+    fp = json.loads((out / "afinar-export.json").read_text())["template_fingerprint"]
+    bad = {c.name: c for c in check_modelfile(out, resolve(ft, get_settings()), fp)}
+    assert not bad["Modelfile TEMPLATE"].ok and "renders" in bad["Modelfile TEMPLATE"].detail
+    assert bad["Modelfile stop"].ok
 
 
-@needs_llama
-def test_gguf_q8_0_export_of_a_base_model_reports_agreement(home, tiny_model_template, tmp_path):
-    Catalog().add("tiny", tiny_model_template)
-    out, checks = export_model("tiny", "gguf", tmp_path / "g", quant="q8_0")
-    assert (out / "model.gguf").is_file()
-    assert "top-token agreement" in {c.name: c for c in checks}["llama.cpp agreement"].detail
+def test_cli_export_and_verify(ft, tmp_path, capsys):
+    from tests.helpers import run_cli
+
+    out = tmp_path / "cli-adapter"
+    code, stdout, err = run_cli(capsys, "models", "export", ft, "--format", "adapter",
+                                "--out", str(out))
+    assert code == 0, err
+    assert "ok template" in stdout and (out / "adapter_model.safetensors").is_file()
+    code, stdout, err = run_cli(capsys, "models", "verify", str(out))
+    assert code == 0 and "verified" in stdout, err
+    (out / "tokenizer_config.json").write_text("{}")
+    code, stdout, err = run_cli(capsys, "models", "verify", str(out))
+    assert code == 2 and err.startswith("error: ") and "template" in err
+    code, _, err = run_cli(capsys, "models", "export", ft, "--format", "zip", "--out",
+                           str(tmp_path / "z"))
+    assert code == 2 and "unknown format 'zip'" in err

@@ -77,12 +77,36 @@ def remove(name: str) -> None:
     console.print(f"removed {name}")
 
 
+def _print_checks(checks) -> None:
+    for c in checks:
+        mark = "[yellow]warning[/]" if c.warning else "[green]ok[/]"
+        console.print(f"  {mark} {c.name}: {c.detail}", soft_wrap=True)
+
+
 @app.command("export")
-def export(name: str, out: Path = typer.Option(..., "--out", "-o"),
-           merged: bool = typer.Option(True, "--merged/--adapter",
-                                       help="Merge into the base (default) or copy the adapter.")
-           ) -> None:
-    """Write a fine-tuned model to OUT: merged safetensors + tokenizer, or its adapter folder."""
+def export(
+    name: str = typer.Argument(..., help="A model id: a base model or a fine-tune (ft:...)."),
+    out: Path = typer.Option(None, "--out", "-o", help="A new or empty folder (default: "
+                             "./MODEL-FORMAT)."),
+    fmt: str = typer.Option(None, "--format", "-f", help="gguf, ollama, adapter or merged "
+                            "(verified before done). Without it: a fine-tune as merged "
+                            "safetensors, or its adapter folder with --adapter, unverified."),
+    quant: str = typer.Option("f32", "--quant", help="GGUF weights: f32, f16 or q8_0."),
+    merged: bool = typer.Option(True, "--merged/--adapter",
+                                help="Without --format: merge into the base (default) or copy "
+                                     "the adapter."),
+) -> None:
+    """Write a model to OUT in a format other tools load, checked before it is called done."""
+    if fmt is not None:
+        from afinar.models.export import export_model
+
+        dest = out or Path(f"{name.replace(':', '-')}-{fmt}")
+        path, checks = export_model(name, fmt, dest, quant)
+        _print_checks(checks)
+        console.print(f"exported {name} as {fmt} to {path}", soft_wrap=True)
+        return
+    if out is None:
+        raise typer.BadParameter("--out is needed without --format", param_hint="--out")
     if merged:
         from afinar.models.finetuned import export_merged
 
@@ -93,3 +117,14 @@ def export(name: str, out: Path = typer.Option(..., "--out", "-o"),
         src = Catalog().get(name).path
         path = Path(shutil.copytree(src, out))
     console.print(f"exported {name} to {path}")
+
+
+@app.command("verify")
+def verify(path: Path = typer.Argument(..., help="A folder written by `afinar models export "
+                                                 "--format`.")) -> None:
+    """Re-run an export's checks (template contract, llama.cpp vs transformers, stop tokens,
+    Modelfile TEMPLATE) against the catalog model it came from."""
+    from afinar.models.export import verify_export
+
+    _print_checks(verify_export(path))
+    console.print(f"{path}: verified", soft_wrap=True)

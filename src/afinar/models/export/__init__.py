@@ -5,6 +5,7 @@ a scratch folder)."""
 
 from __future__ import annotations
 
+import errno
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -53,7 +54,12 @@ def export_model(model_id: str, fmt: str, out: Path, quant: str = "f32",
 def verify_export(path: Path, settings: Settings | None = None) -> list[Check]:
     """Verify an exported folder against the catalog model it was exported from."""
     settings = settings or get_settings()
-    data = read_export_manifest(Path(path))
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, "no such folder", str(path))
+    if not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(path))
+    data = read_export_manifest(path)
     return verify(Path(path), resolve(data["model"], settings))
 
 
