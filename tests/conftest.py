@@ -116,3 +116,47 @@ def weather_yaml(tmp_path, monkeypatch):
     SEEN.clear()
     yield p
     srv.shutdown()
+
+
+# -- database backends (issue 18): SQLite always, a throwaway PostgreSQL where one starts ------
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server for the session (tests/pg.py); skipped with the reason if none."""
+    from tests.pg import PgServer, PgUnavailable
+
+    srv = PgServer()
+    try:
+        srv.start()
+    except PgUnavailable as e:
+        pytest.skip(f"no PostgreSQL for the postgresql variant: {e}")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_backend(request, monkeypatch) -> str:
+    """Run a test on SQLite and on PostgreSQL (``@pytest.mark.usefixtures("db_backend")`` or a
+    module's ``pytestmark``). PostgreSQL: a fresh database as AFINAR_DATABASE_URL, set after the
+    ``home`` fixture (which clears it). Returns the backend's name."""
+    if request.param == "postgresql":
+        if not {"home", "db_url"} & set(request.fixturenames):
+            pytest.skip("uses no database: its SQLite run covers it")
+        from afinar.settings import reset_settings
+        from afinar.store.db import reset_databases
+
+        url = request.getfixturevalue("pg_server").new_database()
+        if "home" in request.fixturenames:
+            request.getfixturevalue("home")
+        monkeypatch.setenv("AFINAR_DATABASE_URL", url)
+        reset_settings()
+        reset_databases()
+        request.node.pg_url = url
+    return request.param
+
+
+@pytest.fixture
+def db_url(db_backend, request, tmp_path) -> str:
+    """A fresh, empty database's URL on each backend (for tests that open ``Database`` directly)."""
+    if db_backend == "postgresql":
+        return request.node.pg_url
+    return f"sqlite:///{tmp_path}/a.db"

@@ -10,6 +10,8 @@ from afinar.errors import Conflict, InvalidRequest
 from afinar.rag.kb import KnowledgeBases
 from afinar.store.tables import KbChunk
 
+pytestmark = pytest.mark.usefixtures("db_backend")  # SQLite and PostgreSQL (tests/conftest.py)
+
 STAFF = {
     "salaries.md": "# Salaries\n\nThe 2026 salary band for senior engineers is 91,000 to "
                    "118,000 euros. Bonuses are paid every March.\n",

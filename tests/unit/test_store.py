@@ -12,29 +12,29 @@ from afinar.store.migrations import SCHEMA_VERSION
 from afinar.store.tables import ModelRecord
 
 
-def test_init_creates_versioned_schema_in_wal_mode(tmp_path):
-    db = Database(f"sqlite:///{tmp_path}/a.db")
+def test_init_creates_versioned_schema_in_wal_mode(db_url, db_backend):
+    db = Database(db_url)
     assert db.version() == 0
     assert db.init() == SCHEMA_VERSION
     assert db.version() == SCHEMA_VERSION
-    assert db.journal_mode() == "wal"
+    assert db.journal_mode() == ("wal" if db_backend == "sqlite" else None)
     assert db.init() == SCHEMA_VERSION  # idempotent
     with db.engine.connect() as c:
         n = c.execute(text("select count(*) from schema_version")).scalar()
     assert n == SCHEMA_VERSION
 
 
-def test_newer_schema_is_refused(tmp_path):
-    db = Database(f"sqlite:///{tmp_path}/a.db")
+def test_newer_schema_is_refused(db_url):
+    db = Database(db_url)
     db.init()
     with db.engine.begin() as c:
         c.execute(text("insert into schema_version values (999, 'future', 0)"))
     with pytest.raises(SchemaTooNew):
-        Database(f"sqlite:///{tmp_path}/a.db").init()
+        Database(db_url).init()
 
 
-def test_session_rolls_back_on_error(tmp_path):
-    db = Database(f"sqlite:///{tmp_path}/a.db")
+def test_session_rolls_back_on_error(db_url):
+    db = Database(db_url)
     db.init()
     rec = dict(id="m", kind="chat", format="hf", path="/x", owned_by="u", created_at=1, info={})
     with pytest.raises(RuntimeError), db.session() as s:
@@ -44,7 +44,7 @@ def test_session_rolls_back_on_error(tmp_path):
     with db.session() as s:
         assert s.get(ModelRecord, "m") is None
         s.add(ModelRecord(**rec))
-    with Database(f"sqlite:///{tmp_path}/a.db").session() as s:  # visible to a new engine
+    with Database(db_url).session() as s:  # visible to a new engine
         assert s.get(ModelRecord, "m").path == "/x"
 
 
