@@ -66,9 +66,8 @@ def test_eval_table_is_compact_at_80_columns_and_full_with_wide(at_80, capsys):
     summary = _summary(METRICS, NAMES)
     print_summary(summary)
     out = capsys.readouterr().out
-    intervals = [f"{r['metrics']['exact_match']['mean']:.2f} "
-                 f"[{r['metrics']['exact_match']['lo']:.2f},{r['metrics']['exact_match']['hi']:.2f}]"
-                 for r in summary["strategies"]]
+    main = [r["metrics"]["exact_match"] for r in summary["strategies"]]
+    intervals = [f"{v['mean']:.2f} [{v['lo']:.2f},{v['hi']:.2f}]" for v in main]
     fits(out, *intervals, "19.84", "10.9", "412 s", "3560", "citation_support",
          "retrieval_recall", "fine_tuned_rag")
     assert "--wide" in out

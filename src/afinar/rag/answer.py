@@ -127,7 +127,8 @@ def cite(text: str, sources: list[Hit]) -> list[Citation]:
             else:  # a source that was never given: an invented citation
                 out.append(Citation(n, None, None, [], None, None, sent, 0.0, False))
         if not numbers and sources and content_words(sent):
-            scores = [support(sent, h.text, getattr(h, "heading_path", None)) for h in sources]
+            scores = [support(sent, h.text, getattr(h, "heading_path", None))
+                      for h in sources]
             best = max(range(len(sources)), key=lambda i: scores[i])
             if scores[best] >= SUPPORT:
                 h = sources[best]
