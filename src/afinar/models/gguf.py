@@ -78,7 +78,8 @@ def merge_lora(adapter: Path, base_folder: Path, dest: Path) -> Path:
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     merged.save_pretrained(str(dest))
     for f in base_folder.iterdir():  # tokenizer, chat template, generation config
-        if f.is_file() and f.suffix not in (".safetensors", ".bin") and not (dest / f.name).exists():
+        if (f.is_file() and f.suffix not in (".safetensors", ".bin")
+                and not (dest / f.name).exists()):
             shutil.copy2(f, dest / f.name)
     del base, merged
     return dest

@@ -97,6 +97,18 @@ def check_gguf(gguf: Path, hf: Path, src: Source, quant: str, fp: dict) -> list[
     checks.append(Check("stop tokens", not bad,
                         f"{', '.join(bad)} would not end generation in llama.cpp" if bad else
                         f"{', '.join(fp['stop_tokens'])} end generation in llama.cpp"))
+    # Ollama and llama.cpp's own tools tokenize text with the GGUF's tokenizer (afinar's engine
+    # passes token ids, so it never does): a pre-tokenizer llama.cpp does not know is written as
+    # "default" and may split some text differently; reported, not fatal
+    split = [i + 1 for i, (msgs, _) in enumerate(_conversations()[:3])
+             if lm.llama.tokenize(tok.apply_chat_template(msgs, tokenize=False,
+                                                          add_generation_prompt=True).encode(),
+                                  add_bos=False, special=True) != _ids(tok, msgs)]
+    checks.append(Check("GGUF tokenizer", True, (
+        f"llama.cpp's own tokenizer (Ollama's) splits sample conversation(s) "
+        f"{', '.join(map(str, split))} into other ids than the model's tokenizer") if split else
+        "llama.cpp's own tokenizer gives the same ids on the sample conversations",
+        warning=bool(split)))
     same = agree = total = 0
     for msgs, _ in _conversations()[:3]:
         ids = _ids(tok, msgs)
