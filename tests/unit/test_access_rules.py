@@ -226,3 +226,26 @@ def test_jobs_are_seen_by_their_groups_and_changed_by_their_creator(keys):
     assert hr2.post(base + "/cancel").status_code == 403
     assert hr.post(base + "/pause").status_code == 200
     assert keys["admin"].post(base + "/cancel").json()["status"] == "cancelled"
+
+
+def test_a_jobs_results_file_is_read_by_the_jobs_readers(keys):
+    """The results CSV a job writes belongs to the job's creator, groups and project (it was
+    made without a key, so only admins could read it)."""
+    from afinar.settings import get_settings
+    from afinar.tuning.jobs import Jobs
+    from afinar.tuning.runner import JobRunner
+
+    http = keys["hr"].http
+    made = {n: Api(http, ApiKeys().create(f"acme {n}", g, project="acme")[1])
+            for n, g in (("hr", "hr"), ("hr2", "hr"), ("eng", "eng"))}
+    hr = made["hr"]
+    train = hr.upload("train.jsonl", chat_rows(12), "fine-tune")
+    r = hr.post("/fine_tuning/jobs", json={"model": "tiny", "training_file": train,
+                                           "hyperparameters": {"n_epochs": 1}})
+    job = r.json()["id"]
+    assert JobRunner(Jobs().get(job), get_settings(), "test").run() == "succeeded"
+    (result,) = hr.get(f"/fine_tuning/jobs/{job}").json()["result_files"]
+    assert hr.get(f"/files/{result}/content").text.startswith("step,")
+    assert made["hr2"].reads(result) and hr.reads(result)
+    assert not made["eng"].reads(result)
+    assert not keys["hr"].reads(result)  # the same group in another project: no such file

@@ -364,14 +364,19 @@ class JobRunner:
             w.writerow(["" if r.get(c) is None else r[c] for c in cols])
         atomic_write_text(self.dir / "metrics.csv", buf.getvalue())
         files = Files(self.settings)
-        # the training file's uploader may read the results too (none if it was deleted since)
-        try:
-            train = files.get(self.job.training_file)
-        except NotFound:
-            train = None
-        rec = files.create(io.BytesIO(buf.getvalue().encode()), f"{self.job.id}-results.csv",
-                           "fine-tune-results", owner_key_id=train and train.owner_key_id,
-                           owner_groups=train and train.owner_groups)
+        # the job's readers read its results: the key that created it and its groups, in the
+        # job's project (else the training file's uploader, for jobs made before keys had jobs)
+        job = self.job
+        owner, groups = job.owner_key_id, job.owner_groups
+        if owner is None:
+            try:
+                train = files.get(job.training_file)
+                owner, groups = train.owner_key_id, train.owner_groups
+            except NotFound:
+                pass
+        rec = files.create(io.BytesIO(buf.getvalue().encode()), f"{job.id}-results.csv",
+                           "fine-tune-results", owner_key_id=owner, owner_groups=groups,
+                           project_id=job.project_id or "default")
         return rec.id
 
 
