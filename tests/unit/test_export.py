@@ -107,11 +107,11 @@ def test_an_altered_tokenizer_template_fails_verification(ft, tmp_path):
 def test_ollama_export_of_a_fine_tune_verifies_and_gguf_greedy_equals_transformers(ft, tmp_path):
     out, checks = export_model(ft, "ollama", tmp_path / "o", quant="f32")
     by = {c.name: c for c in checks}
-    assert by["llama.cpp greedy"].ok and "3/3 greedy" in by["llama.cpp greedy"].detail
+    assert by["llama.cpp greedy"].ok and "greedy 3/3" in by["llama.cpp greedy"].detail
     assert by["Modelfile TEMPLATE"].ok and by["stop tokens"].ok
     # the tiny tokenizer's pre-tokenizer is unknown to llama.cpp: its non-ASCII text splits
     # differently there, which is reported as a warning
-    assert by["GGUF tokenizer"].warning and "3" in by["GGUF tokenizer"].detail
+    assert by["GGUF tokenizer"].warning and "sample(s) 3 " in by["GGUF tokenizer"].detail
     mf = (out / "Modelfile").read_text()
     assert mf.startswith("FROM ./model.gguf\n") and 'PARAMETER stop "<|im_end|>"' in mf
     # a TEMPLATE missing the newline after the role is caught without Ollama

@@ -42,6 +42,9 @@ def export_model(model_id: str, fmt: str, out: Path, quant: str = "f32",
         raise InvalidRequest(f"{out} exists and is not an empty folder", param="out")
     if out.exists():
         out.rmdir()
+    from afinar.models.loader import quiet_transformers
+
+    quiet_transformers()
     src = resolve(model_id, settings)
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.models_dir) as work, atomic_dir(out) as tmp:
@@ -60,6 +63,9 @@ def verify_export(path: Path, settings: Settings | None = None) -> list[Check]:
     if not path.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(path))
     data = read_export_manifest(path)
+    from afinar.models.loader import quiet_transformers
+
+    quiet_transformers()
     return verify(Path(path), resolve(data["model"], settings))
 
 

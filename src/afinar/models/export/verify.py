@@ -96,7 +96,7 @@ def check_gguf(gguf: Path, hf: Path, src: Source, quant: str, fp: dict) -> list[
            or llama_cpp.llama_vocab_get_text(vocab, i).decode() != t]
     checks.append(Check("stop tokens", not bad,
                         f"{', '.join(bad)} would not end generation in llama.cpp" if bad else
-                        f"{', '.join(fp['stop_tokens'])} end generation in llama.cpp"))
+                        f"{', '.join(fp['stop_tokens'])} end generation"))
     # Ollama and llama.cpp's own tools tokenize text with the GGUF's tokenizer (afinar's engine
     # passes token ids, so it never does): a pre-tokenizer llama.cpp does not know is written as
     # "default" and may split some text differently; reported, not fatal
@@ -105,9 +105,8 @@ def check_gguf(gguf: Path, hf: Path, src: Source, quant: str, fp: dict) -> list[
                                                           add_generation_prompt=True).encode(),
                                   add_bos=False, special=True) != _ids(tok, msgs)]
     checks.append(Check("GGUF tokenizer", True, (
-        f"llama.cpp's own tokenizer (Ollama's) splits sample conversation(s) "
-        f"{', '.join(map(str, split))} into other ids than the model's tokenizer") if split else
-        "llama.cpp's own tokenizer gives the same ids on the sample conversations",
+        f"llama.cpp's (Ollama's) splits sample(s) {', '.join(map(str, split))} "
+        "differently") if split else "llama.cpp's (Ollama's) gives the same ids",
         warning=bool(split)))
     same = agree = total = 0
     for msgs, _ in _conversations()[:3]:
@@ -124,12 +123,12 @@ def check_gguf(gguf: Path, hf: Path, src: Source, quant: str, fp: dict) -> list[
             if k + 1 < len(want):
                 lm._decode([t], len(ids) + k)
     rate = agree / max(total, 1)
-    detail = f"{same}/3 greedy outputs equal transformers, top-token agreement {rate:.3f}"
+    detail = f"greedy {same}/3 as transformers, top-token agreement {rate:.3f}"
     if quant == "f32":
         checks.append(Check("llama.cpp greedy", same == 3, detail))
     else:
         checks.append(Check("llama.cpp agreement", True, detail + (
-            f" (under {AGREEMENT_WARN}: {quant} changes this model's outputs)"
+            f" (under {AGREEMENT_WARN}: {quant} changes outputs)"
             if rate < AGREEMENT_WARN else ""), warning=rate < AGREEMENT_WARN))
     return checks
 
@@ -144,7 +143,7 @@ def check_modelfile(path: Path, src: Source, fp: dict) -> list[Check]:
         checks.append(Check("Modelfile", False, "FROM is not ./model.gguf beside it"))
     stops = mf["parameters"].get("stop", [])
     checks.append(Check("Modelfile stop", sorted(stops) == sorted(fp["stop_tokens"]),
-                        f"PARAMETER stop {stops}, end-of-turn tokens {fp['stop_tokens']}"))
+                        f"{stops}, end-of-turn tokens {fp['stop_tokens']}"))
     tok = src.tokenizer()
     system = mf.get("system")
     for i, (msgs, _) in enumerate(_conversations()[:3]):
@@ -160,7 +159,7 @@ def check_modelfile(path: Path, src: Source, fp: dict) -> list[Check]:
                                    f"sample conversation {i + 1} renders {got!r}, the chat "
                                    f"template renders {want!r}")]
     return [*checks, Check("Modelfile TEMPLATE", True,
-                           "renders the sample conversations as the chat template does")]
+                           "renders the samples as the chat template")]
 
 
 def _logits_close(a, b, what: str) -> Check:
