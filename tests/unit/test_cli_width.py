@@ -236,3 +236,18 @@ def test_copyable_hints_are_not_wrapped(capsys):
         common.err_console.width = saved
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_keys_projects_and_audit_fit(home, at_80, capsys):
+    from afinar.store.keys import ApiKeys
+
+    a = ApiKeys().create("ops-admin-with-a-rather-long-name", admin=True)[0]
+    b = ApiKeys().create("alice", "hr,staff,engineering,finance", project="acme-research")[0]
+    code, out, _ = run_cli(capsys, "keys", "list")
+    assert code == 0
+    fits(out, a.id, b.id, "acme-research")
+    code, out, _ = run_cli(capsys, "projects", "list")
+    assert code == 0
+    fits(out, "acme-research")
+    code, out, _ = run_cli(capsys, "audit")
+    assert code == 0 and all(len(ln) <= WIDTH for ln in out.splitlines())

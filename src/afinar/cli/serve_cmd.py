@@ -159,8 +159,8 @@ def create(
 
 @keys_app.command("list")
 def list_keys(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Keys (never their secrets): name, project, groups, role, created, last used, id (and
-    the prefix with --json)."""
+    """Keys (never their secrets): id, name, project, groups, role, created (last use and the
+    prefix with --json)."""
     from afinar.store.keys import ApiKeys
 
     keys = ApiKeys().list()
@@ -173,13 +173,19 @@ def list_keys(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     from rich import box
 
-    t = Table("name", "project", "groups", "role", "created", "last used", box=box.SIMPLE,
-              pad_edge=False)
-    t.add_column("id", no_wrap=True)  # last: 80 columns hold it whole (prefix: --json)
+    # 80 columns: the id and project whole (`keys revoke` takes the id), the creation day;
+    # names and groups wrap (times, last use and the prefix: --json)
+    t = Table(box=box.SIMPLE, pad_edge=False)
+    t.add_column("id", no_wrap=True)
+    t.add_column("name", overflow="fold", ratio=1)
+    t.add_column("project", no_wrap=True)
+    t.add_column("groups", overflow="fold", ratio=1)
+    t.add_column("role", no_wrap=True)
+    t.add_column("created", no_wrap=True)
     for k in keys:
         role = "owner" if k.owner else "admin" if k.admin else ""
-        t.add_row(k.name, k.project_id, ",".join(k.groups or []), role, _when(k.created_at),
-                  _when(k.last_used_at), k.id)
+        t.add_row(k.id, k.name, k.project_id, ",".join(k.groups or []), role,
+                  _day(k.created_at))
     console.print(t)
 
 
@@ -190,6 +196,12 @@ def revoke(key_id: str) -> None:
 
     ApiKeys().revoke(key_id)
     console.print(f"revoked {key_id}")
+
+
+def _day(ts: int | None) -> str:
+    import datetime
+
+    return "" if not ts else datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d")
 
 
 def _when(ts: int | None) -> str:
