@@ -21,6 +21,9 @@ MSGS = [{"role": "user", "content": "hello world"}]
 FT_ID = "ft:tiny:afinar:demo:abc123"
 
 
+pytestmark = pytest.mark.usefixtures("db_backend")  # SQLite and PostgreSQL (tests/conftest.py)
+
+
 def _sdk(http, key: str = "x") -> openai.OpenAI:
     return openai.OpenAI(base_url="http://testserver/v1", api_key=key, http_client=http,
                          max_retries=0)

@@ -111,6 +111,7 @@ def test_qlora_on_cpu_is_a_clear_error(tiny_home, tmp_path):
     assert "CUDA" in err["message"] and err["param"] == "method"
 
 
+@pytest.mark.usefixtures("db_backend")  # SQLite and PostgreSQL
 def test_rejected_data_never_reaches_running(tiny_home, tmp_path):
     rows = chat_rows(12) + [{"messages": [{"role": "user", "content": "no answer"}]}]
     job = Jobs().create(model="tiny", training_file=upload(tmp_path, rows, "bad.jsonl"))
@@ -125,6 +126,7 @@ def test_rejected_data_never_reaches_running(tiny_home, tmp_path):
     assert len(Jobs().list()) == 1
 
 
+@pytest.mark.usefixtures("db_backend")  # SQLite and PostgreSQL
 def test_bad_job_options_fail_fast(tiny_home, tmp_path):
     train = upload(tmp_path, chat_rows(12), "t.jsonl")
     for kw in (dict(method={"type": "magic"}), dict(hyperparameters={"n_epochs": 0}),
@@ -176,6 +178,7 @@ HP = {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 20,
       "checkpoint_every_steps": 7}
 
 
+@pytest.mark.usefixtures("db_backend")  # SQLite and PostgreSQL
 def test_pause_and_resume_give_the_same_result(tiny_home, tmp_path):
     train = upload(tmp_path, chat_rows(80), "t.jsonl")
     ref = Jobs().create(model="tiny", training_file=train, hyperparameters=HP, seed=5)
@@ -191,6 +194,7 @@ def test_pause_and_resume_give_the_same_result(tiny_home, tmp_path):
           _weights(Jobs().get(job.id).fine_tuned_model))
 
 
+@pytest.mark.usefixtures("db_backend")  # SQLite and PostgreSQL
 def test_cancel(tiny_home, tmp_path):
     train = upload(tmp_path, chat_rows(80), "t.jsonl")
     job = Jobs().create(model="tiny", training_file=train, hyperparameters=HP)
@@ -254,6 +258,7 @@ def test_early_stopping_promotes_the_best_checkpoint(tiny_home, tmp_path):
     assert len(ckpts) <= 4 and all(Catalog().get(c.model_id) for c in ckpts)
 
 
+@pytest.mark.usefixtures("db_backend")  # SQLite and PostgreSQL
 def test_orphan_recovery_requeues_running_jobs(tiny_home, tmp_path):
     job = Jobs().create(model="tiny", training_file=upload(tmp_path, chat_rows(12), "t.jsonl"))
     Jobs().update(job.id, status="running", worker="dead:1")
@@ -261,6 +266,7 @@ def test_orphan_recovery_requeues_running_jobs(tiny_home, tmp_path):
     assert Jobs().get(job.id).status == "queued"
 
 
+@pytest.mark.usefixtures("db_backend")  # SQLite and PostgreSQL
 def test_cli_create_follows_to_success(tiny_home, tmp_path, capsys):
     from afinar.cli import main
 
