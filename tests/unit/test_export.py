@@ -140,3 +140,12 @@ def test_cli_export_and_verify(ft, tmp_path, capsys):
     code, _, err = run_cli(capsys, "models", "export", ft, "--format", "zip", "--out",
                            str(tmp_path / "z"))
     assert code == 2 and "unknown format 'zip'" in err
+
+
+@needs_llama
+def test_gguf_q8_0_export_of_a_base_model_reports_agreement(ft, tmp_path):
+    out, checks = export_model("tiny", "gguf", tmp_path / "g", quant="q8_0")
+    assert (out / "model.gguf").is_file() and not (out / "Modelfile").exists()
+    agreement = {c.name: c for c in checks}["llama.cpp agreement"]
+    rate = float(agreement.detail.split("agreement ")[1].split()[0])
+    assert 0 <= rate <= 1 and agreement.warning == (rate < 0.95)
