@@ -20,8 +20,10 @@ def test_support_needs_both_and_the_advisor_says_so(home):
     KnowledgeBases().create("acme-support")
     KnowledgeBases().add("acme-support", sorted((SUPPORT / "kb").glob("*.md")))
     f = Files().create_from_path(SUPPORT / "train.jsonl", "fine-tune")
+    # batch 8 for 3 epochs (30 steps), set explicitly: CI minutes. `auto` (batch 1, 240 steps
+    # for 80 tickets, what `make demo` runs) costs several times more on 2 cores
     job = Jobs().create(model="smollm2-135m-instruct", training_file=f.id, seed=0,
-                        suffix="support")
+                        suffix="support", hyperparameters={"n_epochs": 3, "batch_size": 8})
     assert JobRunner(Jobs().get(job.id), get_settings(), "test").run() == "succeeded", \
         Jobs().get(job.id).error
     # 8 cases (two products) and no forgetting check (tested on the tiny model): CI minutes
