@@ -210,6 +210,10 @@ def test_api_upload_accepts_duplicates_and_job_creation_checks_the_method(api, t
                  files={"file": ("entities.jsonl", p.read_bytes())})
     assert r.status_code == 200, r.text
     file_id = r.json()["id"]
+    details = r.json()["status_details"]  # the warnings come back with the upload
+    assert details.startswith("warnings: ") and "duplicate_example x6" in details
+    assert "--dedupe" in details
+    assert api.get(f"/v1/files/{file_id}").json()["status"] == "processed"
     r = api.post("/v1/fine_tuning/jobs", json={"model": "tiny", "training_file": file_id,
                                                "method": {"type": "dpo"}})
     assert r.status_code == 400, r.text

@@ -112,9 +112,11 @@ class KnowledgeBases:
     # -- records ---------------------------------------------------------------------------
     def create(self, name: str | None, embedding_model: str | None = None,
                chunking: dict | None = None, internal: bool = False,
-               info: dict[str, Any] | None = None) -> KbRecord:
+               info: dict[str, Any] | None = None, owner: dict[str, Any] | None = None
+               ) -> KbRecord:
         """A new knowledge base; without a name its id is its name (the server's vector stores
-        keep their display name in ``info``)."""
+        keep their display name in ``info``). ``owner``: its project and creator columns
+        (``project_id``, ``owner_key_id``), written with the record."""
         kb_id = new_id("vs_")
         name = name or kb_id
         if not _NAME.match(name.removeprefix("_") if internal else name):
@@ -126,7 +128,8 @@ class KnowledgeBases:
                 raise Conflict(f"a knowledge base named {name!r} exists", param="name")
             rec = KbRecord(id=kb_id, name=name, embedding_model=emb.model_id,
                            dimensions=emb.dimensions, chunking=strategy.model_dump(), version=0,
-                           created_at=int(time.time()), info=dict(info or {}))
+                           created_at=int(time.time()), info=dict(info or {}),
+                           **(owner or {}))
             s.add(rec)
         return rec
 

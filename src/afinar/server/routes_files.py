@@ -28,23 +28,26 @@ router = APIRouter(dependencies=[Auth])
 MAX_ERRORS_SHOWN = 5
 
 
-def file_object(rec: FileRecord) -> dict[str, Any]:
+def file_object(rec: FileRecord, details: str | None = None) -> dict[str, Any]:
     return {"id": rec.id, "object": "file", "bytes": rec.bytes, "created_at": rec.created_at,
             "filename": rec.filename, "purpose": rec.purpose, "status": rec.status or "processed",
-            "expires_at": None, "status_details": None}
+            "expires_at": None, "status_details": details}
 
 
 def _files(request: Request) -> Files:
     return Files(request.app.state.settings)
 
 
-def _check_fine_tune(files: Files, rec: FileRecord) -> None:
-    """Validate a fine-tune upload's structure; on errors delete it and raise ``invalid_file``."""
+def _check_fine_tune(files: Files, rec: FileRecord) -> str | None:
+    """Validate a fine-tune upload's structure; on errors delete it and raise ``invalid_file``.
+    Warnings (duplicates, a missing system prompt, ...) do not block: they come back in the
+    upload's ``status_details`` (OpenAI's field for validation details), one line per code."""
     from afinar.data.validate import validate_file
 
     report = validate_file(files.path(rec.id))
     if report.ok:
-        return
+        lines = report.warning_lines()
+        return ("warnings: " + "; ".join(lines)) if lines else None
     files.delete(rec.id)
     shown = "; ".join(str(e) for e in report.errors[:MAX_ERRORS_SHOWN])
     more = report.n_errors - min(len(report.errors), MAX_ERRORS_SHOWN)
@@ -56,13 +59,12 @@ def _check_fine_tune(files: Files, rec: FileRecord) -> None:
 
 
 def _create(files: Files, upload: UploadFile, purpose: str, max_bytes: int,
-            who: Caller) -> FileRecord:
+            who: Caller) -> tuple[FileRecord, str | None]:
     rec = files.create(upload.file, upload.filename or "file", purpose, max_bytes,
                        owner_key_id=who.key_id, owner_groups=sorted(who.groups),
                        project_id=who.project)
-    if purpose == "fine-tune":
-        _check_fine_tune(files, rec)
-    return rec
+    details = _check_fine_tune(files, rec) if purpose == "fine-tune" else None
+    return rec, details
 
 
 @router.post("/files")
@@ -70,10 +72,11 @@ async def create_file(request: Request, file: UploadFile = File(...),
                       purpose: str = Form(...), who: Caller = Auth) -> dict[str, Any]:
     max_bytes = int(getattr(request.app.state, "max_upload_bytes", None) or MAX_BYTES)
     try:
-        rec = await run_in_threadpool(_create, _files(request), file, purpose, max_bytes, who)
+        rec, details = await run_in_threadpool(_create, _files(request), file, purpose,
+                                               max_bytes, who)
     finally:
         await file.close()
-    return file_object(rec)
+    return file_object(rec, details)
 
 
 @router.get("/files")

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from afinar.errors import InvalidRequest, NotFound
 from afinar.server.common import Auth, Caller, page, readable_file
-from afinar.store.access import may_see_job, set_project
+from afinar.store.access import may_see_job
 from afinar.store.files import Files
 from afinar.store.tables import JobRecord
 from afinar.tuning import Hyperparameters, Jobs, spawn_worker
@@ -116,9 +116,9 @@ def create_job(body: CreateJob, request: Request, who: Caller = Auth) -> dict:
     job = _jobs(request).create(model=body.model, training_file=body.training_file,
                                 validation_file=body.validation_file, method=method,
                                 hyperparameters=hp, suffix=body.suffix, seed=body.seed,
-                                metadata=body.metadata)
-    set_project(_jobs(request).db, JobRecord, job.id, who, owner_key_id=who.key_id,
-                owner_groups=sorted(who.groups))
+                                metadata=body.metadata, owner={
+                                    "project_id": who.project, "owner_key_id": who.key_id,
+                                    "owner_groups": sorted(who.groups)})
     _spawn(request)
     return job_object(_jobs(request).get(job.id))
 

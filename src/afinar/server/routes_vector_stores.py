@@ -28,8 +28,6 @@ from afinar.server.schemas import Filter, RankingOptions, SearchQueries
 from afinar.server.routes_vector_store_files import router as files_router
 from afinar.server.vector_store_recovery import owner
 from afinar.server.vector_stores import Metadata, listing
-from afinar.store.access import set_project
-from afinar.store.tables import KbRecord
 
 router = APIRouter(dependencies=[Auth])
 router.include_router(files_router)
@@ -75,8 +73,8 @@ def create_store(body: CreateStore, request: Request, who: Caller = Auth) -> dic
         "name": body.name or "", "description": body.description,
         "metadata": body.metadata or {},
         "expires_after": body.expires_after.model_dump() if body.expires_after else None,
-        "creating": owner()})  # until complete; removed at start-up if this process dies
-    set_project(kbs.db, KbRecord, rec.id, who, owner_key_id=who.key_id)
+        "creating": owner()},  # until complete; removed at start-up if this process dies
+        owner={"project_id": who.project, "owner_key_id": who.key_id})
     strategy = vs.chunking_strategy(kbs, rec)
     vs.update_info(kbs, rec.id, lambda info: info.update(last_active_at=rec.created_at,
                                                          chunking_strategy=strategy))

@@ -148,13 +148,6 @@ def set_file_groups(db, file_id: str, groups: list[str]) -> list[str]:
     return readers
 
 
-def set_project(db, table, object_id: str, who: Caller, **values) -> None:
-    """Stamp a new object with its project and creator (right after its service made it)."""
-    with db.session() as s:
-        s.execute(update(table).where(table.id == object_id).values(
-            project_id=who.project, **values))
-
-
 def job_readers(job: JobRecord) -> list[str]:
     if job.owner_key_id:
         return sorted(set(job.owner_groups or []) | {key_principal(job.owner_key_id)})

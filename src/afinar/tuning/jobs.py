@@ -92,7 +92,11 @@ class Jobs:
     def create(self, *, model: str, training_file: str, validation_file: str | None = None,
                method: dict[str, Any] | None = None, hyperparameters: dict[str, Any] | None = None,
                suffix: str | None = None, seed: int | None = None,
-               metadata: dict[str, str] | None = None, val_split: float | None = None) -> JobRecord:
+               metadata: dict[str, str] | None = None, val_split: float | None = None,
+               owner: dict[str, Any] | None = None) -> JobRecord:
+        """A queued job. ``owner``: the record's project and creator columns (``project_id``,
+        ``owner_key_id``, ``owner_groups``), written with the job so no worker or reader ever
+        sees it without them."""
         base = Catalog(self.settings).get(model)
         if base.kind != "chat":
             raise InvalidRequest(f"{model} is not a chat model", param="model")
@@ -122,7 +126,7 @@ class Jobs:
             method={"type": mtype, mtype: method.get(mtype) or {}},
             hyperparameters=hp.model_dump(), seed=seed, suffix=suffix, result_files=[],
             metadata_=metadata, created_at=int(time.time()),
-            info={"val_split": val_split} if val_split else {},
+            info={"val_split": val_split} if val_split else {}, **(owner or {}),
         )
         with self.db.session() as s:
             s.add(job)
