@@ -329,3 +329,18 @@ def test_timed_sections_of_two_concurrent_evaluations_never_overlap(world):
         assert {s["strategy"] for s in lat["sections"]} == {"base", "rag"}
     # one of the two runs waited for the other's sections
     assert max(s["waited_s"] for ev in runs for s in ev.summary()["latency"]["sections"]) > 0
+
+
+def test_runs_belong_to_a_project(world, capsys):
+    """A run's project (``project:`` in the config, default ``default``): another project's run
+    does not exist for it, as with keys, files and jobs."""
+    ev = run(config(world, strategies=["base"], metrics=["token_f1"], forgetting=False,
+                    project="acme-research", limit=1))
+    assert ev.project == "acme-research"
+    assert get_run(ev.id, project="acme-research").id == ev.id
+    with pytest.raises(NotFound):
+        get_run(ev.id, project="default")
+    assert ev.id in {r.id for r in list_runs(project="acme-research")}
+    assert ev.id not in {r.id for r in list_runs(project="default")}
+    code, out, _ = run_cli(capsys, "eval", "list", "--project", "default")
+    assert code == 0 and ev.id not in out

@@ -195,14 +195,16 @@ def report(run_id: str, html: Path = typer.Option(None, "--html", help="Self-con
 
 
 @app.command("list")
-def list_cmd() -> None:
+def list_cmd(project: str = typer.Option(None, "--project",
+                                         help="Only this project's runs (yaml `project:`).")
+             ) -> None:
     """Evaluation runs, newest first."""
     from afinar.evals.runner import list_runs
 
     t = Table(Column("id", no_wrap=True), Column("name", overflow="fold"),
               Column("status", no_wrap=True), Column("recommendation", overflow="fold"),
               box=box.SIMPLE_HEAD, pad_edge=False)
-    for r in list_runs():
+    for r in list_runs(project=project):
         m = r.meta
         rec = ""
         if m["status"] == "succeeded":

@@ -42,6 +42,8 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = None
+    project: str = Field("default", min_length=1, max_length=64,
+                         description="the project the run belongs to (as keys, files, jobs)")
     test_file: str
     train_file: str | None = None
     model: str | None = None

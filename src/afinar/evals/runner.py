@@ -67,6 +67,10 @@ class EvalRun:
         atomic_write_text(self.path / "run.json", json.dumps(meta, indent=1))
 
     @property
+    def project(self) -> str:
+        return self.meta["config"].get("project") or "default"  # runs before projects: default
+
+    @property
     def config(self) -> EvalConfig:
         return EvalConfig.model_validate(self.meta["config"])
 
@@ -110,18 +114,25 @@ def _append_load(ev: EvalRun, load: dict[str, Any]) -> None:
         f.write(json.dumps(load) + "\n")
 
 
-def get_run(run_id: str, settings: Settings | None = None) -> EvalRun:
+def get_run(run_id: str, settings: Settings | None = None, project: str | None = None
+            ) -> EvalRun:
+    """A run by id; with ``project``, another project's run does not exist (NotFound)."""
     if not run_id.replace("-", "").replace("_", "").isalnum():
         raise NotFound(f"no evaluation {run_id!r}", param="run_id")
     path = runs_dir(settings) / run_id
     if not (path / "run.json").is_file():
         raise NotFound(f"no evaluation {run_id!r}", param="run_id")
-    return EvalRun(path)
+    ev = EvalRun(path)
+    if project is not None and ev.project != project:
+        raise NotFound(f"no evaluation {run_id!r}", param="run_id")
+    return ev
 
 
-def list_runs(settings: Settings | None = None) -> list[EvalRun]:
+def list_runs(settings: Settings | None = None, project: str | None = None) -> list[EvalRun]:
+    """Runs, newest first; with ``project``, that project's only."""
     d = runs_dir(settings)
     runs = [EvalRun(p) for p in d.iterdir() if (p / "run.json").is_file()] if d.is_dir() else []
+    runs = [r for r in runs if project is None or r.project == project]
     return sorted(runs, key=lambda r: r.meta["created_at"], reverse=True)
 
 
