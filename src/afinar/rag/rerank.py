@@ -4,16 +4,23 @@
 folder (any local one; none ships with afinar, since no wheel carries one).
 ``OverlapReranker`` needs no model: it orders by the share of the query's content words that the
 chunk contains, a cheap tie-breaker for keyword-heavy queries.
+``LLMReranker`` (the zero-download default) asks the configured chat model, through its chat
+template, whether each passage answers the question, and scores P(yes) / (P(yes) + P(no)) from
+the logits of the first generated position; all passages go in one left-padded forward pass.
+
+Names (``get_reranker``): ``llm`` or ``llm:MODEL``, ``cross-encoder:PATH``, ``overlap``.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from afinar.rag.kb import Hit
 
 RERANKERS: dict[str, type] = {}
+RERANK_QUESTION = "Does the passage answer the question? Answer yes or no."
+_cache = None  # the ModelCache the llm reranker loads through (made on first use)
 
 
 class Reranker(Protocol):
@@ -58,10 +65,94 @@ class CrossEncoderReranker:
         return [replace(hits[i], score=float(probs[i]), score_kind="rerank") for i in order]
 
 
+def yes_no_scores(logits, yes_ids: list[int], no_ids: list[int]) -> list[float]:
+    """P(yes) / (P(yes) + P(no)) per row of next-token ``logits`` (batch x vocab); each side's
+    probability sums its token variants ("yes", "Yes", ...)."""
+    import torch
+
+    logits = logits.float()
+    yes = torch.logsumexp(logits[:, yes_ids], dim=-1)
+    no = torch.logsumexp(logits[:, no_ids], dim=-1)
+    return torch.sigmoid(yes - no).tolist()
+
+
+def _first_ids(tokenizer, words: list[str]) -> list[int]:
+    ids = {tokenizer.encode(w, add_special_tokens=False)[0] for w in words
+           if tokenizer.encode(w, add_special_tokens=False)}
+    return sorted(ids)
+
+
+@register("llm")
+class LLMReranker:
+    """Pointwise relevance from a chat model's next-token probabilities of yes / no."""
+
+    def __init__(self, model: str | None = None, lm: Any = None, max_passage_tokens: int = 384):
+        global _cache
+        if lm is None:
+            from afinar.models.loader import ModelCache
+            from afinar.settings import get_settings
+
+            if _cache is None:
+                _cache = ModelCache(max_models=1)
+            lm = _cache.get(model or get_settings().default_model)
+        self.lm, self.max_passage_tokens = lm, max_passage_tokens
+        tok = lm.tokenizer
+        self.yes_ids = _first_ids(tok, ["yes", "Yes", " yes", " Yes"])
+        self.no_ids = _first_ids(tok, ["no", "No", " no", " No"])
+
+    def prompt_ids(self, query: str, passage: str) -> list[int]:
+        from afinar.models.templates import prepare_messages
+
+        tok = self.lm.tokenizer
+        ids = tok.encode(passage, add_special_tokens=False)[: self.max_passage_tokens]
+        passage = tok.decode(ids)
+        msgs, _ = prepare_messages(tok, [{"role": "user", "content": (
+            f"Question: {query}\n\nPassage: {passage}\n\n{RERANK_QUESTION}")}])
+        text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return tok.encode(text, add_special_tokens=False)[-self.lm.context_length:]
+
+    def scores(self, query: str, passages: list[str]) -> list[float]:
+        import torch
+
+        if not passages:
+            return []
+        rows = [self.prompt_ids(query, p) for p in passages]
+        width = max(len(r) for r in rows)
+        tok = self.lm.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        with self.lm.use() as model, torch.inference_mode():
+            dev = next(model.parameters()).device
+            out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                        position_ids=pos.to(dev))
+        return yes_no_scores(out.logits[:, -1, :], self.yes_ids, self.no_ids)
+
+    def rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
+        s = self.scores(query, [h.text for h in hits])
+        order = sorted(range(len(hits)), key=lambda i: (-s[i], i))
+        return [replace(hits[i], score=float(s[i]), score_kind="rerank") for i in order]
+
+
+KNOWN = "llm, llm:MODEL, cross-encoder:PATH, overlap"
+
+
 def get_reranker(name: str, **kw) -> Reranker:
+    """The reranker a name asks for: ``llm`` (the configured chat model), ``llm:MODEL``,
+    ``cross-encoder:PATH`` (a local sentence-transformers folder) or ``overlap``."""
     from afinar.errors import InvalidRequest
 
-    if name not in RERANKERS:
-        raise InvalidRequest(f"unknown reranker {name!r}; choose {', '.join(RERANKERS)}",
+    kind, _, arg = (name or "").strip().partition(":")
+    if kind not in RERANKERS or (kind == "cross-encoder" and not arg and "model_path" not in kw):
+        raise InvalidRequest(f"unknown reranker {name!r}; choose one of: {KNOWN}",
                              param="reranker")
-    return RERANKERS[name](**kw)
+    if arg:
+        kw["model_path" if kind == "cross-encoder" else "model"] = arg
+    try:
+        return RERANKERS[kind](**kw)
+    except InvalidRequest:
+        raise
+    except (OSError, ValueError, KeyError) as e:
+        raise InvalidRequest(f"reranker {name!r} could not be loaded: {e}",
+                             param="reranker") from None

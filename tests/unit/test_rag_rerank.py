@@ -1,0 +1,79 @@
+"""Reranking a user can turn on: every registered reranker behind one interface (``llm`` over
+the chat model's yes/no next-token probabilities, ``cross-encoder:PATH``, ``overlap``)."""
+
+import pytest
+import torch
+
+from afinar.errors import InvalidRequest
+from afinar.rag.kb import Hit
+from afinar.rag.rerank import RERANKERS, LLMReranker, get_reranker, yes_no_scores
+from tests.helpers import bias_to, run_cli
+
+PASSAGES = ["Invoices are sent on the first day of each month.",
+            "To reset the router, hold the reset button for ten seconds.",
+            "The light turns blue when the router is ready."]
+QUERY = "how do I reset the router"
+
+
+def _hits() -> list[Hit]:
+    return [Hit(i, f"d{i}", f"s{i}.md", t, 1.0 - i / 10, [], [], 0, len(t), {})
+            for i, t in enumerate(PASSAGES)]
+
+
+def test_yes_no_scores_from_constructed_logits():
+    logits = torch.zeros(3, 10)
+    logits[0, 2] = 10.0  # yes
+    logits[1, 7] = 10.0  # no
+    s = yes_no_scores(logits, [2, 3], [7])
+    assert s[0] > 0.99 and s[1] < 0.01
+    # no preference: P(yes) sums its two variants against one "no" token
+    assert s[2] == pytest.approx(2 / 3)
+
+
+
+@pytest.fixture
+def llm(tiny):
+    return LLMReranker(lm=tiny)
+
+
+def test_llm_reranker_scores_in_unit_interval_and_orders_by_them(llm):
+    hits = llm.rerank(QUERY, _hits())
+    assert sorted(h.chunk_id for h in hits) == [0, 1, 2]
+    assert all(0.0 <= h.score <= 1.0 for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert {h.score_kind for h in hits} == {"rerank"}
+    # batched (padded) scores equal one-at-a-time scores
+    one = [llm.scores(QUERY, [p])[0] for p in PASSAGES]
+    assert llm.scores(QUERY, PASSAGES) == pytest.approx(one, abs=1e-4)
+
+
+def test_llm_reranker_follows_the_model_yes_probability(tiny):
+    bias_to(tiny, tiny.tokenizer.encode("yes", add_special_tokens=False)[0])
+    r = LLMReranker(lm=tiny)
+    assert all(s > 0.9 for s in r.scores(QUERY, PASSAGES))
+    bias_to(tiny, tiny.tokenizer.encode("no", add_special_tokens=False)[0])
+    assert all(s < 0.1 for s in LLMReranker(lm=tiny).scores(QUERY, PASSAGES))
+
+
+@pytest.mark.parametrize("name", sorted(RERANKERS))
+def test_every_registered_reranker(name, tiny, tmp_path):
+    if name == "cross-encoder":
+        # no cross-encoder ships; a folder that is not one is one clear error
+        with pytest.raises(InvalidRequest, match="could not be loaded"):
+            get_reranker(f"cross-encoder:{tmp_path}")
+        return
+    r = get_reranker(name, lm=tiny) if name == "llm" else get_reranker(name)
+    hits = r.rerank(QUERY, _hits())
+    assert len(hits) == 3 and {h.score_kind for h in hits} == {"rerank"}
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert r.rerank(QUERY, []) == []
+    if name == "overlap":
+        assert hits[0].chunk_id == 1
+
+
+@pytest.mark.parametrize("name", ["nope", "cross-encoder", "", "bm25:x"])
+def test_unknown_reranker_names_the_known_ones(name):
+    with pytest.raises(InvalidRequest) as e:
+        get_reranker(name)
+    for known in ("llm", "cross-encoder:PATH", "overlap"):
+        assert known in str(e.value)
