@@ -28,24 +28,13 @@ from afinar.evals.config import EvalConfig
 from afinar.evals.metrics import Judge, Prediction, build as build_metric
 from afinar.ids import new_id
 from afinar.models.loader import ModelCache
+from afinar.processes import pid_alive
 from afinar.settings import Settings, get_settings
 from afinar.store.atomic import atomic_write_text
 
 
 def runs_dir(settings: Settings | None = None) -> Path:
     return (settings or get_settings()).home / "evals"
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class EvalRun:
@@ -57,7 +46,7 @@ class EvalRun:
     def meta(self) -> dict[str, Any]:
         meta = json.loads((self.path / "run.json").read_text())
         if meta["status"] == "running" and not (meta.get("pid") == os.getpid()
-                                                or _alive(meta.get("pid"))):
+                                                or pid_alive(meta.get("pid"))):
             meta["status"] = "interrupted"
         return meta
 

@@ -43,6 +43,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, text
 
+from afinar.processes import pid_alive
 from afinar.rag.index import CACHE
 from afinar.rag.kb import KnowledgeBases
 from afinar.store.files import Files
@@ -72,13 +73,7 @@ def alive(who: dict | None) -> bool:
     pid = int(who.get("pid") or 0)
     if pid == os.getpid():
         return who.get("token") == _TOKEN
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 @contextlib.contextmanager
