@@ -77,3 +77,57 @@ def test_unknown_reranker_names_the_known_ones(name):
         get_reranker(name)
     for known in ("llm", "cross-encoder:PATH", "overlap"):
         assert known in str(e.value)
+
+
+@pytest.fixture
+def kb(tiny, tmp_path, monkeypatch):
+    import afinar.rag.rerank as rr
+    from afinar.rag.kb import KnowledgeBases
+    from afinar.settings import reset_settings
+
+    monkeypatch.setenv("AFINAR_DEFAULT_MODEL", "tiny")
+    reset_settings()
+    monkeypatch.setattr(rr, "_cache", None)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i, text in enumerate(PASSAGES):
+        (folder / f"p{i}.md").write_text(f"# Note {i}\n\n{text}\n")
+    kbs = KnowledgeBases()
+    kbs.create("help")
+    kbs.add("help", [folder])
+    return kbs
+
+
+@pytest.mark.parametrize("name", ["overlap", "llm"])
+def test_kb_search_rerank_flag(kb, capsys, name):
+    import json
+
+    code, out, err = run_cli(capsys, "kb", "search", "help", QUERY, "-k", "2", "--rerank",
+                             name, "--rerank-depth", "3", "--json")
+    assert code == 0, err
+    hits = json.loads(out)
+    assert len(hits) == 2 and {h["score_kind"] for h in hits} == {"rerank"}
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    if name == "overlap":
+        assert "reset button" in hits[0]["text"]
+    code, out, _ = run_cli(capsys, "kb", "search", "help", QUERY, "-k", "2", "--json")
+    assert code == 0 and {h["score_kind"] for h in json.loads(out)} == {"rrf"}
+
+
+def test_kb_search_unknown_reranker_is_one_error_line(kb, capsys):
+    code, out, err = run_cli(capsys, "kb", "search", "help", QUERY, "--rerank", "magic")
+    assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert "llm" in err and "cross-encoder:PATH" in err and "overlap" in err
+
+
+@pytest.mark.parametrize("name", ["llm", "overlap"])
+def test_ask_rerank_flag(kb, tiny_long, capsys, name):
+    import json
+
+    code, out, err = run_cli(capsys, "ask", QUERY, "--kb", "help", "-m", "tiny-long", "--rerank",
+                             name, "--threshold", "0", "--max-tokens", "4", "--json")
+    assert code == 0, err
+    srcs = json.loads(out)["sources"]
+    assert srcs and {s["score_kind"] for s in srcs} == {"rerank"}
+    code, _, err = run_cli(capsys, "ask", QUERY, "--kb", "help", "--rerank", "cross-encoder")
+    assert code == 2 and err.startswith("error:") and "overlap" in err

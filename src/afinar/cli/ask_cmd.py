@@ -27,6 +27,8 @@ def ask(
     explain: bool = typer.Option(False, "--explain", help="Also each retriever's score and "
                                  "rank for every source (dense cosine, lexical BM25)."),
     as_json: bool = typer.Option(False, "--json"),
+    rerank: str = typer.Option(None, "--rerank", help="Rerank the hits: llm (this chat "
+                               "model), cross-encoder:PATH or overlap."),
 ) -> None:
     """Answer from a knowledge base, citing sources; says so when nothing relevant is found."""
     from afinar.cli.chat_cmd import _load
@@ -37,7 +39,12 @@ def ask(
 
     KnowledgeBases().get(kb)  # an unknown base or model is refused before any model loads
     Catalog().get(model or get_settings().default_model)
+    from afinar.rag.rerank import get_reranker, parse_name
+
+    if rerank:
+        parse_name(rerank)  # an unknown reranker is refused before any model loads
     lm = _load(model or get_settings().default_model)
+    reranker = get_reranker(rerank, lm=lm) if rerank else None  # llm: this chat model
     mems = None
     if user:
         from afinar.rag.memory import Memories
@@ -45,7 +52,8 @@ def ask(
         mems = [m.text for m in Memories(user).search(question)]
     a = ask_service(question, lm, kb, groups=group or [], k=k, score_threshold=threshold,
                     params=SamplingParams(temperature=0, max_tokens=max_tokens,
-                                          frequency_penalty=0.5), memories=mems)
+                                          frequency_penalty=0.5), memories=mems,
+                    reranker=reranker)
     if as_json:
         print_json({"answer": a.text, "found": a.found, "usage": a.usage,
                     "sources": [{"n": i + 1, "source": h.source, "chunk_id": h.chunk_id,

@@ -111,6 +111,10 @@ def search(name: str, query: str, k: int = typer.Option(5, "-k"),
                                            "cosine in hybrid mode, else the shown score."),
            explain: bool = typer.Option(False, "--explain", help="Also each retriever's score "
                                         "and rank (dense cosine, lexical BM25)."),
+           rerank: str = typer.Option(None, "--rerank", help="Rerank: llm (the chat model), "
+                                      "llm:MODEL, cross-encoder:PATH or overlap."),
+           rerank_depth: int = typer.Option(None, "--rerank-depth", min=1, help="Hits "
+                                            "reranked (default 3 x k)."),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Search: documents outside your groups are never considered. Results are in rank order,
     with the score they are ranked by (its kind is printed first)."""
@@ -118,8 +122,18 @@ def search(name: str, query: str, k: int = typer.Option(5, "-k"),
         flt = json.loads(filters) if filters else None
     except ValueError as e:
         raise typer.BadParameter(f"not JSON ({e})", param_hint="--filters") from None
-    hits = _kbs().search(name, query, groups=group or [], k=k, mode=mode, filters=flt,
+    reranker = None
+    if rerank:
+        from afinar.rag.rerank import get_reranker, parse_name
+
+        parse_name(rerank)
+        _kbs().get(name)  # unknown names are refused before a model loads
+        reranker = get_reranker(rerank)
+    depth = max(rerank_depth or 3 * k, k) if reranker else k
+    hits = _kbs().search(name, query, groups=group or [], k=depth, mode=mode, filters=flt,
                          score_threshold=threshold)
+    if reranker:
+        hits = reranker.rerank(query, hits)[:k]
     if as_json:
         print_json([dict(h.__dict__) for h in hits])
         return

@@ -140,10 +140,11 @@ def cite(text: str, sources: list[Hit]) -> list[Citation]:
 def ask(question: str, lm: LoadedModel, kb: str, *, groups=(), k: int = 5,
         score_threshold: float = 0.3, params: SamplingParams | None = None,
         kbs: KnowledgeBases | None = None, memories: list[str] | None = None,
-        system: str | None = None) -> Answer:
+        system: str | None = None, reranker=None) -> Answer:
     kbs = kbs or KnowledgeBases()
     params = params or SamplingParams(temperature=0, max_tokens=256)
-    hits = kbs.search(kb, question, groups=groups, k=k, score_threshold=score_threshold)
+    hits = kbs.search(kb, question, groups=groups, k=k, score_threshold=score_threshold,
+                      reranker=reranker)
     if not hits and not memories:
         return Answer(NOTHING_FOUND, [], [], found=False)
     system = system or SYSTEM

@@ -138,17 +138,30 @@ class LLMReranker:
 KNOWN = "llm, llm:MODEL, cross-encoder:PATH, overlap"
 
 
-def get_reranker(name: str, **kw) -> Reranker:
-    """The reranker a name asks for: ``llm`` (the configured chat model), ``llm:MODEL``,
-    ``cross-encoder:PATH`` (a local sentence-transformers folder) or ``overlap``."""
+def parse_name(name: str) -> tuple[str, str]:
+    """(kind, argument) of a reranker name, or one clear error naming the known ones."""
     from afinar.errors import InvalidRequest
 
     kind, _, arg = (name or "").strip().partition(":")
-    if kind not in RERANKERS or (kind == "cross-encoder" and not arg and "model_path" not in kw):
+    needs_arg = kind == "cross-encoder"
+    if kind not in RERANKERS or (kind != "llm" and needs_arg != bool(arg)):
         raise InvalidRequest(f"unknown reranker {name!r}; choose one of: {KNOWN}",
                              param="reranker")
+    return kind, arg
+
+
+def get_reranker(name: str, **kw) -> Reranker:
+    """The reranker a name asks for: ``llm`` (the configured chat model, or ``lm=`` a loaded
+    one), ``llm:MODEL``, ``cross-encoder:PATH`` (a local sentence-transformers folder) or
+    ``overlap``."""
+    from afinar.errors import InvalidRequest
+
+    kind, arg = parse_name(name)
     if arg:
+        kw.pop("lm", None)
         kw["model_path" if kind == "cross-encoder" else "model"] = arg
+    if kind != "llm":
+        kw.pop("lm", None)
     try:
         return RERANKERS[kind](**kw)
     except InvalidRequest:
