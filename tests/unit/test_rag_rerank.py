@@ -131,3 +131,23 @@ def test_ask_rerank_flag(kb, tiny_long, capsys, name):
     assert srcs and {s["score_kind"] for s in srcs} == {"rerank"}
     code, _, err = run_cli(capsys, "ask", QUERY, "--kb", "help", "--rerank", "cross-encoder")
     assert code == 2 and err.startswith("error:") and "overlap" in err
+
+
+@pytest.mark.parametrize("name", ["overlap", "llm"])
+def test_eval_strategy_rerank_option(kb, tiny, name):
+    from afinar.evals import strategies as st
+    from afinar.evals.cases import Case
+
+    loaded = []
+    ctx = st.Context(load=lambda m: loaded.append(m) or tiny, default_model="tiny",
+                     knowledge_base="help")
+    case = Case("line-1", 1, [{"role": "user", "content": QUERY}], "hold the button")
+    spec = st.StrategySpec(type="rag", k=2, rerank=name)
+    srcs = st.build(spec, ctx).retrieve(case)
+    assert len(srcs) == 2
+    if name == "overlap":
+        assert "reset button" in srcs[0]["text"]
+    else:
+        assert loaded == ["tiny"]  # the strategy's chat model, through the run's loader
+    with pytest.raises(InvalidRequest, match="strategy rag: rerank: .*overlap"):
+        st.build(st.StrategySpec(type="rag", rerank="magic"), ctx)

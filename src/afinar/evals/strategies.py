@@ -46,6 +46,7 @@ class StrategySpec(BaseModel):
     instructions: str | None = None
     knowledge_base: str | None = None
     groups: list[str] | None = None  # retrieve as a reader of these groups (default: all)
+    rerank: str | None = None  # rerank the hits: llm, llm:MODEL, cross-encoder:PATH, overlap
     train_file: str | None = None
     generation: dict[str, Any] = Field(default_factory=dict)
 
@@ -98,6 +99,15 @@ class Strategy:
         if self.uses_kb and not self.kb:
             raise InvalidRequest(f"strategy {self.name} needs a knowledge_base",
                                  param="knowledge_base")
+        self._reranker = None
+        if spec.rerank:
+            from afinar.rag.rerank import parse_name
+
+            try:
+                parse_name(spec.rerank)
+            except InvalidRequest as e:
+                raise InvalidRequest(f"strategy {self.name}: rerank: {e}",
+                                     param="rerank") from None
 
     def base_messages(self, case: Case) -> list[dict[str, Any]]:
         msgs = [dict(m) for m in case.messages]
@@ -114,8 +124,13 @@ class Strategy:
     def retrieve(self, case: Case) -> list[dict[str, Any]]:
         from afinar.rag.kb import KnowledgeBases
 
+        if self.spec.rerank and self._reranker is None:
+            from afinar.rag.rerank import get_reranker
+
+            # llm: the strategy's own chat model, loaded through the run's model cache
+            self._reranker = get_reranker(self.spec.rerank, lm=self.ctx.load(self.model))
         hits = KnowledgeBases().search(self.kb, case.question, k=self.spec.k or 3,
-                                       groups=self.spec.groups)
+                                       groups=self.spec.groups, reranker=self._reranker)
         return [{"source": h.source, "text": h.text, "chunk_id": h.chunk_id,
                  "heading_path": h.heading_path} for h in hits]
 
