@@ -151,3 +151,49 @@ def test_eval_strategy_rerank_option(kb, tiny, name):
         assert loaded == ["tiny"]  # the strategy's chat model, through the run's loader
     with pytest.raises(InvalidRequest, match="strategy rag: rerank: .*overlap"):
         st.build(st.StrategySpec(type="rag", rerank="magic"), ctx)
+
+
+def test_api_ranker_maps_openai_values_and_afinar_names(monkeypatch):
+    from afinar.rag.rerank import OverlapReranker, for_ranker
+
+    monkeypatch.delenv("AFINAR_RERANKER", raising=False)
+    for v in (None, "none", "auto", "default-2024-11-15"):
+        assert for_ranker(v) is None, v
+    assert isinstance(for_ranker("overlap"), OverlapReranker)
+    monkeypatch.setenv("AFINAR_RERANKER", "overlap")
+    assert isinstance(for_ranker("auto"), OverlapReranker)
+    assert for_ranker("none") is None
+    with pytest.raises(InvalidRequest, match="overlap"):
+        for_ranker("magic")
+
+
+def test_api_unknown_ranker_is_a_400_naming_the_known_ones(home):
+    from fastapi.testclient import TestClient
+
+    from afinar.server.app import create_app
+
+    app = create_app(auth=False)
+    app.state.spawn_workers = False
+    with TestClient(app) as http:
+        r = http.post("/v1/vector_stores/vs_nope/search",
+                      json={"query": "q", "ranking_options": {"ranker": "magic"}})
+        assert r.status_code == 400, r.text
+        msg = r.json()["error"]["message"]
+        for known in ("llm", "cross-encoder:PATH", "overlap", "auto"):
+            assert known in msg
+        r = http.post("/v1/vector_stores/vs_nope/search",
+                      json={"query": "q", "ranking_options": {"ranker": "overlap"}})
+        assert r.status_code == 404, r.text  # the name is accepted; the store is unknown
+
+
+def test_vector_store_search_reranks_with_the_api_ranker(kb, monkeypatch):
+    from afinar.server import vector_stores as vs
+
+    monkeypatch.delenv("AFINAR_RERANKER", raising=False)
+    found = vs.search(kb, ["help"], [QUERY], groups=None, k=2,
+                      ranking_options={"ranker": "overlap"})
+    res = [f.result() for f in found]
+    assert len(res) == 2 and {r["ranking"]["score"] for r in res} == {"rerank"}
+    assert "reset button" in res[0]["content"][0]["text"]
+    plain = vs.search(kb, ["help"], [QUERY], groups=None, k=2, ranking_options={"ranker": "auto"})
+    assert {f.hit.score_kind for f in plain} == {"rrf"}

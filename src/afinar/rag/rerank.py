@@ -13,6 +13,8 @@ Names (``get_reranker``): ``llm`` or ``llm:MODEL``, ``cross-encoder:PATH``, ``ov
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -169,3 +171,26 @@ def get_reranker(name: str, **kw) -> Reranker:
     except (OSError, ValueError, KeyError) as e:
         raise InvalidRequest(f"reranker {name!r} could not be loaded: {e}",
                              param="reranker") from None
+
+
+OPENAI_RANKERS = ("none", "auto", "default-2024-11-15", "default_2024_08_21")
+
+
+@functools.lru_cache(maxsize=4)
+def cached_reranker(name: str) -> Reranker:
+    """One loaded reranker per name, kept for later requests (the server's ``ranker``)."""
+    return get_reranker(name)
+
+
+def for_ranker(ranker: str | None) -> Reranker | None:
+    """The reranker an API ``ranking_options.ranker`` asks for: OpenAI's ``auto`` and
+    ``default-*`` mean none unless ``AFINAR_RERANKER`` names one; ``none`` means none;
+    afinar's names (``llm``, ``cross-encoder:PATH``, ``overlap``) are an extension."""
+    if not ranker or ranker == "none":
+        return None
+    if ranker in OPENAI_RANKERS:
+        ranker = os.environ.get("AFINAR_RERANKER", "").strip()
+        if not ranker or ranker == "none":
+            return None
+    parse_name(ranker)
+    return cached_reranker(ranker.strip())

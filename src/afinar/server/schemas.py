@@ -15,7 +15,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator,
+                      model_validator)
+
+from afinar.errors import AfinarError
 
 MAX_TEXT = 1_048_576  # characters in one string field (the JSON body cap bounds the total)
 MAX_ID = 256
@@ -109,9 +112,23 @@ class HybridSearch(Strict):
 
 
 class RankingOptions(Strict):
-    ranker: Literal["none", "auto", "default-2024-11-15", "default_2024_08_21"] | None = None
+    # OpenAI's values ("auto"/"default-*": no rerank unless AFINAR_RERANKER names one) or,
+    # an afinar extension, a reranker: llm, llm:MODEL, cross-encoder:PATH, overlap
+    ranker: str | None = None
     score_threshold: float = Field(0.0, ge=0.0, le=1.0)
     hybrid_search: HybridSearch | None = None
+
+    @field_validator("ranker")
+    @classmethod
+    def _known_ranker(cls, v: str | None) -> str | None:
+        from afinar.rag.rerank import OPENAI_RANKERS, parse_name
+
+        if v is not None and v not in OPENAI_RANKERS:
+            try:
+                parse_name(v)
+            except AfinarError as e:
+                raise ValueError(f"{e}, or one of {', '.join(OPENAI_RANKERS)}") from None
+        return v
 
 
 SearchQuery = Annotated[str, Field(min_length=1, max_length=4096)]

@@ -325,8 +325,12 @@ def search(kbs: KnowledgeBases, store_ids: list[str], queries: list[str], *,
            ranking_options: dict | None = None) -> list[Found]:
     """The best ``k`` chunks over stores and queries (a chunk found twice keeps its best score)
     among the documents ``groups`` may read (``Caller.search_groups``: ``None`` unrestricted).
-    ``ranking_options.hybrid_search`` weights ask for a weighted sum of the two scores."""
+    ``ranking_options.hybrid_search`` weights ask for a weighted sum of the two scores;
+    ``ranking_options.ranker`` picks a reranker (``rag.rerank.for_ranker``)."""
+    from afinar.rag.rerank import for_ranker
+
     ro = ranking_options or {}
+    reranker = for_ranker(ro.get("ranker"))
     hybrid = ro.get("hybrid_search") or {}
     mode, weight = None, None  # None: the store's fusion (``afinar kb tune-fusion``)
     if hybrid:
@@ -338,7 +342,7 @@ def search(kbs: KnowledgeBases, store_ids: list[str], queries: list[str], *,
         named = (rec.info or {}).get("files", {})
         for q in queries:
             for h in kbs.search(rec.id, q, groups=groups, filters=filters, k=k, mode=mode,
-                                weight=weight,
+                                weight=weight, reranker=reranker,
                                 score_threshold=float(ro.get("score_threshold") or 0.0)):
                 key = (rec.id, h.chunk_id)
                 if key not in best or best[key].hit.score < h.score:
