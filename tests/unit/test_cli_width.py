@@ -152,7 +152,7 @@ def test_eval_list_fits(at_80, capsys, monkeypatch, home):
     runs = [SimpleNamespace(id=new_id("eval_", 16), meta={"status": "succeeded",
                                                           "name": "support tickets, June"},
                             summary=lambda: summary)]
-    monkeypatch.setattr(runner, "list_runs", lambda: runs)
+    monkeypatch.setattr(runner, "list_runs", lambda project=None: runs)
     code, out, _ = run_cli(capsys, "eval", "list")
     assert code == 0
     fits(out, runs[0].id, "succeeded")

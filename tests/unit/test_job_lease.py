@@ -106,7 +106,7 @@ HP = {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 20,
 
 def test_a_killed_worker_is_seen_within_the_lease_and_resumed(lease_home, tmp_path):
     train = upload(tmp_path, chat_rows(120), "t.jsonl")
-    job = Jobs().create(model="tiny", training_file=train, hyperparameters={**HP, "n_epochs": 8},
+    job = Jobs().create(model="tiny", training_file=train, hyperparameters={**HP, "n_epochs": 30},
                         seed=4)
     env = {**os.environ, "AFINAR_HOME": str(lease_home)}
     proc = subprocess.Popen([sys.executable, "-m", "afinar", "worker", "--exit-when-idle"],

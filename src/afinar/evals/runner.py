@@ -198,9 +198,9 @@ def _execute(ev: EvalRun, config: EvalConfig, settings: Settings, cache: ModelCa
             if not todo:
                 continue
             # timed alone: no other evaluation's timed section overlaps this one (timing.py)
-            with timing.quiet(settings, st.name) as load:
+            with timing.quiet(settings, st.name) as section:
                 st.warm_up(todo[0])
-                load.begin()
+                section.begin()
                 for c in todo:
                     p = st.answer(c)
                     have[c.id] = p
@@ -208,8 +208,8 @@ def _execute(ev: EvalRun, config: EvalConfig, settings: Settings, cache: ModelCa
                               + "\n")
                     out.flush()
                     progress("answer", st.name, len(have), len(cases))
-            loads.append(load.as_dict())
-            _append_load(ev, load.as_dict())
+            loads.append(section.as_dict())
+            _append_load(ev, section.as_dict())
 
     names = [s.name for s in strats]
     preds = {n: done[n] for n in names}
