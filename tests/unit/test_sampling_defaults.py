@@ -131,7 +131,7 @@ def test_a_named_tool_choice_forces_that_call_in_responses(live):
         model="tiny", input="What is the weather in Paris?", tools=tools, max_output_tokens=80,
         tool_choice={"type": "function", "name": "get_weather"}))
     calls = [o for o in r.output if o.type == "function_call"]
-    assert [c.name for c in calls] == ["get_weather"] and calls[0].call_id.startswith("call_")
+    assert [c.name for c in calls] == ["get_weather"], r.output
     assert set(_args(calls[0].arguments)) == {"city"}
     # the tool loop: the call and its output go back as input items
     follow = complete(live.sdk.responses.create(
@@ -142,3 +142,16 @@ def test_a_named_tool_choice_forces_that_call_in_responses(live):
             {"type": "function_call_output", "call_id": calls[0].call_id,
              "output": "sunny, 21 C"}]))
     assert follow.status in ("completed", "incomplete") and follow.output
+
+
+def test_a_forced_call_holds_only_the_declared_arguments():
+    from afinar.models.toolcalls import forced_call_schema
+
+    named = forced_call_schema(TOOLS, "get_weather")
+    assert named["properties"]["arguments"]["additionalProperties"] is False
+    assert named["properties"]["name"] == {"const": "get_weather"}
+    open_ = [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"type": "string"}},
+        "additionalProperties": True}}}]
+    assert forced_call_schema(open_)["properties"]["arguments"]["additionalProperties"] is True
+    assert TOOLS[1]["function"]["parameters"] is CITY and "additionalProperties" not in CITY

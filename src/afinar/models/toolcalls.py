@@ -63,7 +63,8 @@ def forced_call_schema(tools: list[dict[str, Any]], name: str | None = None) -> 
     ``name`` (a named ``tool_choice``) or of any of ``tools`` (``"required"``), with each
     function's ``parameters`` as the arguments' schema. Under constrained decoding
     (``SamplingParams.json_schema``) after ``FORCED_PREFIX`` the reply is that call and
-    ``parse_tool_calls`` reads it back. Unless every function is ``strict``, keywords that
+    ``parse_tool_calls`` reads it back. Arguments hold only the declared properties unless
+the schema says ``additionalProperties`` itself. Unless every function is ``strict``, keywords that
     cannot be enforced are ignored (llguidance's ``lenient``), as in JSON mode."""
     options, defs, strict = [], {}, True
     for t in tools:
@@ -71,6 +72,10 @@ def forced_call_schema(tools: list[dict[str, Any]], name: str | None = None) -> 
         if name is not None and fn.get("name") != name:
             continue
         params = dict(fn.get("parameters") or {"type": "object"})
+        if params.get("properties") and "additionalProperties" not in params:
+            # only the declared arguments: JSON Schema's default (extra keys allowed) let a
+            # sampled call run on with keys nobody declared until max_tokens cut it
+            params["additionalProperties"] = False
         defs.update(params.pop("$defs", None) or {})
         params.pop("x-guidance", None)
         strict = strict and bool(fn.get("strict"))
