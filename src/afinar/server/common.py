@@ -3,8 +3,6 @@ rules are ``afinar.store.access``'s), pagination."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, HTTPException, Request
@@ -54,20 +52,6 @@ async def unexpected_error_handler(_request: Request, exc: Exception) -> JSONRes
     return error_response(f"The server had an error while processing your request "
                           f"({type(exc).__name__}); the server log has the details.", 500,
                           "server_error")
-
-
-# the names pydantic gives the members of a union in an error's location ("constrained-str",
-# "list[constrained-str]", "function-after[...]"): not fields, so not part of ``param``
-_UNION_TAG = re.compile(r"^([a-z]+-[a-z-]+|[a-z]+\[.*\]|str|int|float|bool|none)$")
-
-
-async def validation_error_handler(_request: Request, exc) -> JSONResponse:
-    err = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in err.get("loc", []) if p not in ("body", "query", "path")
-           and not (isinstance(p, str) and _UNION_TAG.match(p))]
-    param = ".".join(loc) or None
-    return error_response(f"Invalid value for {param or 'request'}: {err.get('msg', 'invalid')}",
-                          400, "invalid_value", param)
 
 
 LOCAL = Caller(None, "local development mode", admin=True, owner=True)

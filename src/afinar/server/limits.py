@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 
 from afinar.errors import InvalidRequest
 from afinar.server.common import error_body, error_response
-from afinar.server.schemas import error_message
+from afinar.server.schema_errors import error_message
 
 DEFAULT_MAX_JSON = 4 * 1024 * 1024
 MULTIPART_SLACK = 64 * 1024

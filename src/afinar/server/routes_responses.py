@@ -43,8 +43,9 @@ from afinar.rag.kb import KnowledgeBases
 from afinar.server import vector_stores as vs
 from afinar.server.common import Auth, Caller
 from afinar.server.routes_chat import json_mode, sampling_defaults
-from afinar.server.schemas import FileSearchTool, FunctionCallItem, FunctionCallOutput, \
-    InputMessage, ResponsesFunctionTool, ResponsesNamedTool, ResponsesRequest
+from afinar.server.schemas import FileSearchTool
+from afinar.server.schemas_responses import FunctionCallItem, FunctionCallOutput, InputMessage, \
+    ResponsesFunctionTool, ResponsesNamedTool, ResponsesRequest
 
 router = APIRouter(dependencies=[Auth])
 RESULTS = "file_search_call.results"

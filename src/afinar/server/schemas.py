@@ -7,12 +7,12 @@ leaves open (JSON schemas, metadata values) stay open. Extensions afinar accepts
 spec are named where they are declared (vLLM's ``top_k``/``min_p``/``repetition_penalty``,
 ``seed`` on responses, the ``file_search`` tool on chat completions). Items a client copies back
 from a previous response (``file_search_call``, ``reasoning``, output messages) keep what they
-carry. Validation errors become OpenAI's error object (``validation_error_handler``).
+carry. The bodies of ``/v1/responses`` are in ``schemas_responses.py``; validation errors
+become OpenAI's error object through ``schema_errors.py``.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator,
@@ -398,160 +398,6 @@ class CompletionRequest(Sampled):
     suffix: None = None  # not supported
 
 
-# -- responses ---------------------------------------------------------------------------------
-class InputText(Strict):
-    type: Literal["input_text", "text"]
-    text: Text
-
-
-class OutputText(Copied):
-    type: Literal["output_text"]
-    text: Text
-
-
-class InputImage(Strict):
-    type: Literal["input_image"]
-    image_url: Text | None = None
-    file_id: Id | None = None
-    detail: Literal["auto", "low", "high"] | None = None
-
-
-class InputFile(Strict):
-    type: Literal["input_file"]
-    file_id: Id | None = None
-    file_data: Text | None = None
-    file_url: Text | None = None
-    filename: Short | None = None
-
-
-class Refusal(Copied):
-    type: Literal["refusal"]
-    refusal: Text
-
-
-InputPart = Annotated[InputText | OutputText | InputImage | InputFile | Refusal,
-                      Field(discriminator="type")]
-
-
-class InputMessage(Strict):
-    type: Literal["message"] | None = None
-    role: Literal["user", "assistant", "system", "developer"]
-    content: str_or_list(Text, Annotated[list[InputPart], Field(max_length=MAX_MESSAGES)],
-                         "an array of content parts")
-    id: Id | None = None  # an output message copied back
-    status: Literal["in_progress", "completed", "incomplete"] | None = None
-
-
-class FunctionCallItem(Strict):
-    type: Literal["function_call"]
-    call_id: Id
-    name: FunctionName
-    arguments: Text
-    id: Id | None = None
-    status: Literal["in_progress", "completed", "incomplete"] | None = None
-
-
-class FunctionCallOutput(Strict):
-    type: Literal["function_call_output"]
-    call_id: Id
-    output: str_or_list(Text, Annotated[list[InputPart], Field(max_length=MAX_MESSAGES)],
-                        "an array of content parts")
-    id: Id | None = None
-    status: Literal["in_progress", "completed", "incomplete"] | None = None
-
-
-class SkippedItem(Copied):
-    type: Literal["file_search_call", "reasoning"]
-
-
-def _item_kind(v: Any) -> str | None:
-    if not isinstance(v, dict):
-        return "message"  # fails there, with the type it has
-    t = v.get("type", "message")
-    return t if t in ("message", "function_call", "function_call_output") else \
-        "skipped" if t in ("file_search_call", "reasoning") else None
-
-
-InputItem = Annotated[Annotated[InputMessage, Tag("message")]
-                      | Annotated[FunctionCallItem, Tag("function_call")]
-                      | Annotated[FunctionCallOutput, Tag("function_call_output")]
-                      | Annotated[SkippedItem, Tag("skipped")],
-                      Discriminator(_item_kind, custom_error_type="invalid_item",
-                                    custom_error_message="type must be one of: message, "
-                                    "function_call, function_call_output, file_search_call, "
-                                    "reasoning")]
-
-
-class ResponsesFunctionTool(Strict):
-    type: Literal["function"]
-    name: FunctionName
-    description: Text | None = None
-    parameters: JsonObject | None = None
-    strict: bool | None = None
-
-
-ResponsesTool = Annotated[ResponsesFunctionTool | FileSearchTool, Field(discriminator="type")]
-
-
-class ResponsesNamedTool(Strict):
-    type: Literal["function"]
-    name: FunctionName
-
-
-class HostedToolChoice(Strict):
-    type: Literal["file_search"]
-
-
-class ResponsesTextFormat(Strict):
-    format: (TextFormat | JsonObjectFormat | ResponsesJsonSchema) | None = None
-    verbosity: Literal["low", "medium", "high"] | None = None
-
-
-class ResponsesJsonSchema(Strict):
-    type: Literal["json_schema"]
-    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-    schema_: JsonObject = Field(alias="schema")
-    description: Text | None = None
-    strict: bool | None = None
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-ResponsesTextFormat.model_rebuild()
-
-
-class ResponsesRequest(Strict):
-    model: Annotated[str, Field(min_length=1, max_length=MAX_ID)]
-    input: str_or_list(Text, Annotated[list[InputItem], Field(max_length=MAX_MESSAGES)],
-                       "an array of input items")
-    instructions: Text | None = None
-    tools: Annotated[list[ResponsesTool], Field(max_length=MAX_TOOLS)] = Field(
-        default_factory=list)
-    tool_choice: Literal["none", "auto", "required"] | ResponsesNamedTool | HostedToolChoice = \
-        "auto"
-    include: Annotated[list[Short], Field(max_length=16)] | None = None
-    temperature: Temperature = None
-    top_p: TopP = None
-    max_output_tokens: int | None = Field(None, ge=1)
-    seed: Seed = None  # afinar's extension (reproducible answers)
-    metadata: MetadataMap = None
-    parallel_tool_calls: bool | None = True
-    stream: bool | None = False
-    previous_response_id: Id | None = None
-    store: bool | None = None
-    text: ResponsesTextFormat | None = None
-    truncation: Literal["auto", "disabled"] | None = None
-    user: Short | None = None
-    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
-    max_tool_calls: int | None = Field(None, ge=1)
-    safety_identifier: Short | None = None
-    prompt_cache_key: Short | None = None
-
-    def sampling(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "top_p": self.top_p, "seed": self.seed,
-                "max_tokens": self.max_output_tokens}
-
-
 # -- embeddings --------------------------------------------------------------------------------
 def _embedding_input(v: Any) -> str | None:
     if isinstance(v, str):
@@ -579,58 +425,5 @@ class EmbeddingRequest(Strict):
     user: Short | None = None
 
 
-# -- validation errors in OpenAI's shape -------------------------------------------------------
-# pydantic names union members in an error's location (discriminator tags, "str",
-# "list[...]", "function-after[...]", class names): not fields, so not part of ``param``
-_UNION_TAG = re.compile(r"^([a-z]+-[a-z-]+|[a-z]+\[.*\]|str|int|float|bool|none|"
-                        r"[A-Z][A-Za-z]+|literal\[.*\])$")
-_UNION_FIELDS = {"response_format", "filters", "format", "input", "content", "output",
-                 "query", "prompt", "stop"}  # fields whose value is a tagged union
-_TAGS = {"str", "list", "texts", "tokens", "token_lists", "system", "developer", "user", "assistant", "tool", "function", "text", "image_url",
-         "input_audio", "file", "refusal", "file_search", "message", "function_call",
-         "function_call_output", "skipped", "input_text", "output_text", "input_image",
-         "input_file", "comparison", "compound", "json_object", "json_schema"}
-
-
-def error_param(loc: tuple | list) -> str | None:
-    """``("body", "messages", 0, "user", "content", "str")`` -> ``"messages.0.content"``."""
-    out, prev = [], None
-    for p in loc:
-        skip = p in ("body", "query", "path") and prev is None or isinstance(p, str) and (
-            _UNION_TAG.match(p) or p in _TAGS and (isinstance(prev, int)
-                                                   or prev in _UNION_FIELDS))
-        if not skip:
-            out.append(str(p))
-        prev = p
-    return ".".join(out) or None
-
-
-def error_message(errors: list[dict[str, Any]]) -> tuple[str, str | None, str]:
-    """(message, param, code) for pydantic's errors: the most specific one (a union's member
-    that got furthest), with the alternatives offered at the same place."""
-    depth = [len((error_param(e.get("loc", ())) or "").split(".")) for e in errors]
-    first = errors[depth.index(max(depth))] if errors else {}
-    param, kind = error_param(first.get("loc", ())), first.get("type", "")
-    ctx = first.get("ctx") or {}
-    if kind == "extra_forbidden":
-        if param and "." not in param:
-            return f"Unrecognized request argument supplied: {param}", param, "unknown_parameter"
-        return f"Unknown parameter: '{param}'.", param, "unknown_parameter"
-    if kind == "missing":
-        return f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
-    if kind == "union_tag_not_found":
-        where = f"{param}.{ctx.get('discriminator', 'type')}".strip("'") if param else "type"
-        where = where.replace("'", "")
-        return f"Missing required parameter: '{where}'.", where, "missing_required_parameter"
-    if kind == "union_tag_invalid":
-        where = f"{param}.{str(ctx.get('discriminator', 'type')).strip(chr(39))}"
-        return (f"Invalid value: {ctx.get('tag')!r}. Supported values are: "
-                f"{ctx.get('expected_tags')}.", where, "invalid_value")
-    same = [e.get("msg", "invalid") for e in errors if error_param(e.get("loc", ())) == param]
-    alternatives = list(dict.fromkeys(same))[:4]
-    return (f"Invalid value for '{param or 'request'}': " + "; or ".join(alternatives),
-            param, "invalid_value")
-
-
 __all__ = ["ChatRequest", "CompletionRequest", "EmbeddingRequest", "FileSearchTool",
-           "Filter", "RankingOptions", "ResponsesRequest", "SearchQueries", "error_message"]
+           "Filter", "RankingOptions", "SearchQueries"]
