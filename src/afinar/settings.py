@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         description="llama.cpp engine: serve a LoRA fine-tune as a merged GGUF model of its own "
         "(fast) or as a runtime LoRA on the shared base context (less memory).",
     )
+    reranker: str | None = Field(
+        default=None,
+        description="Reranker for API searches that ask for OpenAI's auto/default ranker (llm, "
+        "llm:MODEL, cross-encoder:PATH, overlap); unset: no reranking.",
+    )
     job_lease_s: float = Field(
         default=60.0, gt=0,
         description="A running fine-tuning job whose worker has not written a heartbeat for this "

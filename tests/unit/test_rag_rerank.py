@@ -156,13 +156,11 @@ def test_eval_strategy_rerank_option(kb, tiny, name):
 def test_api_ranker_maps_openai_values_and_afinar_names(monkeypatch):
     from afinar.rag.rerank import OverlapReranker, for_ranker
 
-    monkeypatch.delenv("AFINAR_RERANKER", raising=False)
     for v in (None, "none", "auto", "default-2024-11-15"):
         assert for_ranker(v) is None, v
     assert isinstance(for_ranker("overlap"), OverlapReranker)
-    monkeypatch.setenv("AFINAR_RERANKER", "overlap")
-    assert isinstance(for_ranker("auto"), OverlapReranker)
-    assert for_ranker("none") is None
+    assert isinstance(for_ranker("auto", "overlap"), OverlapReranker)  # AFINAR_RERANKER
+    assert for_ranker("none", "overlap") is None
     with pytest.raises(InvalidRequest, match="overlap"):
         for_ranker("magic")
 
@@ -197,3 +195,17 @@ def test_vector_store_search_reranks_with_the_api_ranker(kb, monkeypatch):
     assert "reset button" in res[0]["content"][0]["text"]
     plain = vs.search(kb, ["help"], [QUERY], groups=None, k=2, ranking_options={"ranker": "auto"})
     assert {f.hit.score_kind for f in plain} == {"rrf"}
+
+
+def test_the_servers_llm_ranker_uses_the_model_the_server_has_loaded(tiny):
+    from afinar.rag.rerank import for_ranker
+
+    asked = []
+
+    def load(model_id):
+        asked.append(model_id)
+        return tiny
+
+    r = for_ranker("llm:tiny-chat", load=load)
+    assert isinstance(r, LLMReranker) and r.lm is tiny and asked == ["tiny-chat"]
+    assert for_ranker("auto", "llm:tiny-chat", load=load).lm is tiny  # AFINAR_RERANKER

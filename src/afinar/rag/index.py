@@ -52,7 +52,7 @@ def lexical_text(text: str, heading_path: list[str] | None) -> str:
       BM25's length normalisation otherwise lets a short neighbour that repeats the question's
       words in passing outrank the long section whose title is the question.
     Measured on the Debian FAQ (txt, pdf, html): "What is Debian GNU/Linux?" ranks section 1.2
-    first lexically in all three formats (``tests/unit/test_rag_kb.py``); before, 1.3 or the
+    first lexically in all three formats (``tests/integration/test_faq_retrieval.py``); before, 1.3 or the
     table of contents did."""
     if not heading_path:
         return text

@@ -14,9 +14,8 @@ Names (``get_reranker``): ``llm`` or ``llm:MODEL``, ``cross-encoder:PATH``, ``ov
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from afinar.rag.kb import Hit
 
@@ -182,15 +181,22 @@ def cached_reranker(name: str) -> Reranker:
     return get_reranker(name)
 
 
-def for_ranker(ranker: str | None) -> Reranker | None:
+def for_ranker(ranker: str | None, configured: str | None = None,
+               load: Callable[[str], Any] | None = None) -> Reranker | None:
     """The reranker an API ``ranking_options.ranker`` asks for: OpenAI's ``auto`` and
-    ``default-*`` mean none unless ``AFINAR_RERANKER`` names one; ``none`` means none;
-    afinar's names (``llm``, ``cross-encoder:PATH``, ``overlap``) are an extension."""
+    ``default-*`` mean ``configured`` (``AFINAR_RERANKER``; unset: none); ``none`` means none;
+    afinar's names (``llm``, ``llm:MODEL``, ``cross-encoder:PATH``, ``overlap``) are an
+    extension. ``load`` (model id -> loaded model, the server's model cache) gives ``llm`` the
+    model already in memory instead of a second copy; other rerankers are kept by name."""
     if not ranker or ranker == "none":
         return None
     if ranker in OPENAI_RANKERS:
-        ranker = os.environ.get("AFINAR_RERANKER", "").strip()
+        ranker = (configured or "").strip()
         if not ranker or ranker == "none":
             return None
-    parse_name(ranker)
+    kind, arg = parse_name(ranker)
+    if kind == "llm" and load is not None:
+        from afinar.settings import get_settings
+
+        return LLMReranker(lm=load(arg or get_settings().default_model))
     return cached_reranker(ranker.strip())

@@ -120,7 +120,8 @@ def _grounded(app: FastAPI, model: str, messages: list[dict[str, str]],
         model, settings=app.state.settings))
     found = vs.search(kbs, tool.vector_store_ids, [query], groups=groups,
                       filters=spec.get("filters"), k=tool.max_num_results,
-                      ranking_options=spec.get("ranking_options"))
+                      ranking_options=spec.get("ranking_options"),
+                      load=lambda m: app.state.models.get(m, settings=app.state.settings))
     if not found:
         return Grounded(NOTHING_FOUND, [], {"prompt_tokens": 0, "completion_tokens": 0,
                                             "total_tokens": 0}, [query], [])

@@ -143,6 +143,8 @@ def search_store(vector_store_id: str, body: SearchRequest, request: Request,
                       filters=body.filters.model_dump() if body.filters else None,
                       k=body.max_num_results,
                       ranking_options=body.ranking_options.model_dump(exclude_none=True)
-                      if body.ranking_options else None)
+                      if body.ranking_options else None,
+                      load=lambda m: request.app.state.models.get(
+                          m, settings=request.app.state.settings))
     return {"object": "vector_store.search_results.page", "search_query": queries,
             "data": [f.result() for f in found], "has_more": False, "next_page": None}

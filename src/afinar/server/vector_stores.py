@@ -322,15 +322,16 @@ class Found:
 
 def search(kbs: KnowledgeBases, store_ids: list[str], queries: list[str], *,
            groups: list[str] | None, filters: dict | None = None, k: int = 10,
-           ranking_options: dict | None = None) -> list[Found]:
+           ranking_options: dict | None = None, load=None) -> list[Found]:
     """The best ``k`` chunks over stores and queries (a chunk found twice keeps its best score)
     among the documents ``groups`` may read (``Caller.search_groups``: ``None`` unrestricted).
     ``ranking_options.hybrid_search`` weights ask for a weighted sum of the two scores;
-    ``ranking_options.ranker`` picks a reranker (``rag.rerank.for_ranker``)."""
+    ``ranking_options.ranker`` picks a reranker (``rag.rerank.for_ranker``; ``load``: the
+    server's model loader, so the ``llm`` reranker uses the model already loaded)."""
     from afinar.rag.rerank import for_ranker
 
     ro = ranking_options or {}
-    reranker = for_ranker(ro.get("ranker"))
+    reranker = for_ranker(ro.get("ranker"), kbs.settings.reranker, load)
     hybrid = ro.get("hybrid_search") or {}
     mode, weight = None, None  # None: the store's fusion (``afinar kb tune-fusion``)
     if hybrid:
