@@ -153,7 +153,7 @@ def test_eval_strategy_rerank_option(kb, tiny, name):
         st.build(st.StrategySpec(type="rag", rerank="magic"), ctx)
 
 
-def test_api_ranker_maps_openai_values_and_afinar_names(monkeypatch):
+def test_api_ranker_maps_openai_values_and_afinar_names():
     from afinar.rag.rerank import OverlapReranker, for_ranker
 
     for v in (None, "none", "auto", "default-2024-11-15"):
