@@ -149,7 +149,7 @@ def test_all_five_strategies_every_metric_costs_forgetting_and_reports(world, tm
 
 
 def test_the_fine_tuned_strategy_answers_with_the_adapter(world):
-    from afinar.models.loader import ModelCache
+    from afinar.models import ModelCache
 
     cache = ModelCache()
     ctx = Context(load=lambda m: cache.get(m), default_model="tiny-long",
@@ -162,7 +162,7 @@ def test_the_fine_tuned_strategy_answers_with_the_adapter(world):
 
 
 def test_few_shot_picks_the_most_similar_training_examples(world):
-    from afinar.models.loader import ModelCache
+    from afinar.models import ModelCache
 
     cache = ModelCache()
     ctx = Context(load=lambda m: cache.get(m), default_model="tiny-long",
@@ -294,7 +294,7 @@ def test_timed_sections_of_two_concurrent_evaluations_never_overlap(world):
     time their strategies one after another."""
     import threading
 
-    from afinar.models.loader import ModelCache
+    from afinar.models import ModelCache
     from afinar.rag.kb import KnowledgeBases
 
     cfg = config(world, strategies=["base", {"type": "rag", "k": 2}], metrics=["token_f1"],

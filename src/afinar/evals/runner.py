@@ -27,7 +27,7 @@ from afinar.evals.cases import read_cases
 from afinar.evals.config import EvalConfig
 from afinar.evals.metrics import Judge, Prediction, build as build_metric
 from afinar.ids import new_id
-from afinar.models.loader import ModelCache
+from afinar.models import ModelCache
 from afinar.processes import pid_alive
 from afinar.settings import Settings, get_settings
 from afinar.store.atomic import atomic_write_text

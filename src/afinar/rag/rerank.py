@@ -90,7 +90,7 @@ class LLMReranker:
     def __init__(self, model: str | None = None, lm: Any = None, max_passage_tokens: int = 384):
         global _cache
         if lm is None:
-            from afinar.models.loader import ModelCache
+            from afinar.models import ModelCache
             from afinar.settings import get_settings
 
             if _cache is None:

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from afinar import __version__
 from afinar.errors import AfinarError
-from afinar.models.loader import ModelCache
+from afinar.models import ModelCache
 from afinar.server.audit import AuditMiddleware
 from afinar.server.common import afinar_error_handler, http_error_handler, \
     unexpected_error_handler
