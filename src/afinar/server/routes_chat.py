@@ -30,26 +30,18 @@ from starlette.concurrency import run_in_threadpool
 from afinar import __version__
 from afinar.errors import AfinarError, InvalidRequest
 from afinar.ids import new_id
-from afinar.models.catalog import Catalog
-from afinar.models.constrained import ANY_OBJECT, json_hint
+from afinar.models.constrained import json_hint
 from afinar.models.generation import GenerationResult, GenerationStream, Generator, SamplingParams
 from afinar.models.toolcalls import FORCED_PREFIX, forced_call_schema, parse_tool_calls
 from afinar.rag.kb import KnowledgeBases
-from afinar.server.common import Auth, error_body, require_model
+from afinar.server.common import Auth, error_body
 from afinar.server.schemas import ChatRequest, CompletionRequest, NamedToolChoice, Sampled
+from afinar.server.routes_responses import grounded_chat
+from afinar.server.sampling import json_mode, sampling_defaults
 from afinar.server.vector_stores import check_stores
 
 router = APIRouter(dependencies=[Auth])
 FINGERPRINT = f"fp_afinar_{__version__}"
-
-
-def sampling_defaults(request: Request, model: str) -> dict[str, Any]:
-    """The model's recommended sampling (``Catalog.sampling_defaults``), for what a request
-    omits; an unknown model is the catalog's 404, before anything loads, and so is another
-    project's fine-tuned model."""
-    defaults = Catalog(request.app.state.settings).sampling_defaults(model)
-    require_model(request, model)
-    return defaults
 
 
 def per_choice(req: Sampled, max_tokens: int | None, defaults: dict[str, Any]
@@ -106,25 +98,6 @@ def _active_tools(req: ChatRequest) -> tuple[list[dict[str, Any]] | None, str | 
             return named, want, True
         raise InvalidRequest(f"tool_choice names {want!r}, not in tools", param="tool_choice")
     return tools, None, choice == "required"
-
-
-def json_mode(fmt: Any) -> tuple[dict[str, Any] | None, dict | None]:
-    """(the schema to constrain to, the schema to show in the hint); ``(None, None)`` for text.
-    ``fmt``: chat's ``response_format`` (or the responses API's ``text.format``)."""
-    if fmt is None or fmt.type == "text":
-        return None, None
-    if fmt.type == "json_object":
-        return ANY_OBJECT, None
-    spec = getattr(fmt, "json_schema", fmt)  # chat nests it; responses does not
-    schema = spec.schema_
-    if not isinstance(schema, dict):
-        raise InvalidRequest("response_format json_schema needs json_schema.schema",
-                             param="response_format.json_schema")
-    if spec.strict:
-        return schema, schema
-    own = schema.get("x-guidance")  # llguidance's options inside a schema
-    lenient = {"lenient": True, **(own if isinstance(own, dict) else {})}  # unknown keys ignored
-    return {**schema, "x-guidance": lenient}, schema
 
 
 def _drain(streams: list[GenerationStream]) -> list[GenerationResult]:
@@ -196,8 +169,6 @@ async def _file_search_chat(req: ChatRequest, request: Request, tool: dict[str, 
     """afinar's extension: ``tools=[{"type": "file_search", "vector_store_ids": [...]}]`` on
     chat completions answers from the vector stores; the message carries ``annotations`` of type
     ``file_citation`` (file_id, filename, index, quote), as the Responses API does."""
-    from afinar.server.routes_responses import grounded_chat
-
     p = per_choice(req, req.max_completion_tokens or req.max_tokens, defaults)[0]
     check_stores(KnowledgeBases(request.app.state.settings), tool.get("vector_store_ids"),
                  request.state.caller)  # another project's store: 404

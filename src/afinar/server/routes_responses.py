@@ -42,7 +42,7 @@ from afinar.rag.condense import standalone_query
 from afinar.rag.kb import KnowledgeBases
 from afinar.server import vector_stores as vs
 from afinar.server.common import Auth, Caller
-from afinar.server.routes_chat import json_mode, sampling_defaults
+from afinar.server.sampling import json_mode, sampling_defaults
 from afinar.server.schemas import FileSearchTool
 from afinar.server.schemas_responses import FunctionCallItem, FunctionCallOutput, InputMessage, \
     ResponsesFunctionTool, ResponsesNamedTool, ResponsesRequest
