@@ -56,12 +56,14 @@ def _marker_ids(tokenizer) -> list[int]:
 
 
 def content_text(content: Any) -> str:
-    """Text of a message content: a string, or the text parts of a list."""
+    """Text of a message content: a string, or the text parts of a list (parts without a string
+    ``text`` add nothing: rows read before validation may hold anything)."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return "".join(p["text"] for p in content
+                   if isinstance(p, dict) and isinstance(p.get("text"), str))
 
 
 def prepare_messages(tokenizer, messages: list[dict[str, Any]],
