@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(
         default=3, ge=1, description="Workers a job may lose before it fails.",
     )
+    log_requests: bool = Field(
+        default=False, description="Keep served chat completions, completions and responses "
+        "(prompt and answers, PII-redacted) under their id, for feedback (afinar feedback).",
+    )
+    log_retention_days: float = Field(
+        default=30.0, gt=0, description="Logged requests and their feedback are deleted after "
+        "this many days.",
+    )
 
     @field_validator("home", mode="after")
     @classmethod
@@ -116,6 +124,8 @@ class Settings(BaseSettings):
             "llama_weights": self.llama_weights,
             "llama_adapters": self.llama_adapters,
             "llama_threads": str(self.llama_threads),
+            "log_requests": f"{'on' if self.log_requests else 'off'} (retention "
+                            f"{self.log_retention_days:g} days)",
         }
 
 
