@@ -22,7 +22,8 @@ from afinar.settings import Settings, get_settings
 from afinar.store.files import MAX_BYTES
 
 ROUTERS = ("routes_models", "routes_chat", "routes_files", "routes_embeddings",
-           "routes_fine_tuning", "routes_vector_stores", "routes_responses", "routes_keys")
+           "routes_fine_tuning", "routes_vector_stores", "routes_responses", "routes_keys",
+           "routes_feedback")
 
 
 def create_app(settings: Settings | None = None, auth: bool | None = None,
@@ -53,6 +54,9 @@ def create_app(settings: Settings | None = None, auth: bool | None = None,
     app.add_exception_handler(Exception, unexpected_error_handler)
     for name in ROUTERS:
         app.include_router(importlib.import_module(f"afinar.server.{name}").router, prefix="/v1")
+    from afinar.server.studio import mount as mount_studio
+
+    mount_studio(app)  # the studio at /, same port and keys (afinar.server.studio)
 
     @app.get("/health")
     def health() -> dict:
