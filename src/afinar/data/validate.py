@@ -26,14 +26,15 @@ from afinar.data.encode import Encoded, TemplateError, encode_example
 from afinar.data.formats import Example, content_text, detect, parse_example
 from afinar.data.issues import CODES, Issue
 from afinar.data.reader import Row, iter_rows
-from afinar.data.split import example_text, normalize
+from afinar.data.keys import example_text, normalize
 from afinar.data.stats import choose_epochs_and_batch, default_epochs, summary
 from afinar.store.atomic import atomic_write_bytes
 
 MIN_EXAMPLES, ADVISED_EXAMPLES = 10, 50  # the minimum is OpenAI's, for training files only
 IMBALANCE_RATIO = 10  # most common label over least common one
 LINES_SHOWN = 5  # lines listed per warning code in a summary line
-LABEL_MAX_CHARS, LABEL_MAX_WORDS = 32, 4
+LABEL_MAX_CHARS, LABEL_MAX_WORDS = 32, 4  # a short label (short_label)
+LABEL_SET_SHARE, LABEL_SET_MAX = 0.9, 50  # a label set: this share labelled, 2 to MAX labels
 MAX_LABELS = 1000  # distinct short answers tracked; more means it is not a label set
 
 
@@ -109,10 +110,21 @@ def _label(ex: Example) -> str | None:
             "tool_calls") else None
     else:
         return None
+    return short_label(text)
+
+
+def short_label(text: str | None) -> str | None:
+    """``text`` stripped when it is short enough to be a class label, else None."""
     if text is None:
         return None
     t = text.strip()
     return t if 0 < len(t) <= LABEL_MAX_CHARS and len(t.split()) <= LABEL_MAX_WORDS else None
+
+
+def is_label_set(n: int, n_labelled: int, n_labels: int) -> bool:
+    """True when ``n`` examples are a classification set: nearly all end in a short label and
+    there are a few distinct labels (label imbalance warnings, label stats, stratified splits)."""
+    return bool(n) and n_labelled >= LABEL_SET_SHARE * n and 1 < n_labels <= LABEL_SET_MAX
 
 
 def _specials(tok) -> list[str]:
@@ -239,7 +251,7 @@ def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
         out.add(Issue("missing_system_message", f"{no_system} of {n} examples have no system "
                       f"message (lines {shown})", None, severity="warning"))
     _imbalance(labels, n, n_labelled, out)
-    st_labels = labels if n and n_labelled >= 0.9 * n else Counter()
+    st_labels = labels if n and n_labelled >= LABEL_SET_SHARE * n else Counter()
     report.stats = _stats(n, n_msgs, n_tok, n_trained, st_labels, n_labelled, over, no_system,
                           no_user, max_seq_len, n_epochs)
     report.stats["duplicates"] = n_dups
@@ -285,7 +297,7 @@ def _duplicates(digests: array, norms: array, lines: array, out: _Collector) -> 
 def _imbalance(labels: Counter, n: int, n_labelled: int, out: _Collector) -> None:
     """Warn when examples end in a short label (a classification set) and the most common label
     outnumbers the rarest ``IMBALANCE_RATIO`` times or more."""
-    if not n or n_labelled < 0.9 * n or not 1 < len(labels) <= 50:
+    if not is_label_set(n, n_labelled, len(labels)):
         return
     (top, c_top), (low, c_low) = labels.most_common()[0], labels.most_common()[-1]
     if c_top >= IMBALANCE_RATIO * c_low:
@@ -342,6 +354,6 @@ def _stats(n, n_msgs, n_tok, n_trained, labels, n_labelled, over, no_system, no_
             "default_epochs": default_epochs(n), "epochs": epochs, "auto_batch_size": batch,
             "estimated_training_tokens": billed * epochs,
         })
-    if n and n_labelled >= 0.9 * n and 1 < len(labels) <= 50:
+    if is_label_set(n, n_labelled, len(labels)):
         st["labels"] = dict(labels.most_common())
     return st
