@@ -10,14 +10,9 @@ from pathlib import Path
 import pytest
 
 from afinar.cli import main
-from afinar.data.split import (
-    check_leak,
-    exact_key,
-    example_text,
-    label_of,
-    normalize,
-    split_file,
-)
+from afinar.data.keys import exact_key, example_text, normalize
+from afinar.data.leak import check_leak
+from afinar.data.split import label_of, split_file
 from afinar.errors import InvalidRequest
 from tests.conftest import SHARED, needs_shared
 

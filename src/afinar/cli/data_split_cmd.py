@@ -8,7 +8,8 @@ import typer
 from rich.table import Column, Table
 
 from afinar.cli.common import console, err_console, print_json
-from afinar.data.split import SPLITS, check_leak, split_file
+from afinar.data.leak import check_leak
+from afinar.data.split import SPLITS, split_file
 
 
 def split(

@@ -11,9 +11,10 @@ from afinar.data.convert import convert_to_chat
 from afinar.data.encode import Encoded, encode_chat, encode_example
 from afinar.data.formats import Example, detect, parse_example
 from afinar.data.issues import CODES, Issue
+from afinar.data.leak import check_leak
 from afinar.data.pii import Redactor, redact_file, scan_file, scan_text
 from afinar.data.reader import Row, iter_rows
-from afinar.data.split import check_leak, split_file
+from afinar.data.split import split_file
 from afinar.data.stats import default_epochs, summary
 from afinar.data.validate import ValidationReport, validate_file
 
