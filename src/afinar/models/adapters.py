@@ -1,6 +1,10 @@
 """Many fine-tuned models on one base: LoRA/DoRA adapters loaded by name into one PEFT model that
 wraps the shared base weights, at most ``max_adapters`` of them (least recently used evicted).
 
+``LRU`` is the one least-recently-used store of ``models/``: ``AdapterLRU`` (the base of every
+engine's adapter host: PEFT's ``AdapterHost`` here, llama.cpp's runtime adapters), llama.cpp's
+merged models and ``ModelCache``'s separate models all keep their entries in one.
+
 Every generation on a base runs under that base's lock (``LoadedModel.lock``), and
 ``LoadedModel.activate()`` is called inside the lock before the model runs: it selects the
 request's adapter (loading it again if it was evicted meanwhile) or, for the base id itself,
@@ -8,7 +12,7 @@ disables the adapter layers. So no request ever runs with another request's adap
 
 Prompt-tuned models are not hosted here: their virtual tokens live on a ``PeftModel`` of their own
 (prepended by its forward, not injected into the base layers), and PEFT cannot mix prompt-learning
-and LoRA adapters in one model; they keep the path of ``finetuned.load_finetuned``.
+and LoRA adapters in one model; they keep the path of ``loader.load_finetuned``.
 """
 
 from __future__ import annotations
@@ -18,14 +22,18 @@ import json
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from afinar.models.catalog import ModelInfo
+from afinar.models.finetuned import check_fingerprint, read_manifest, traits
 from afinar.models.loader import LoadedModel
 
 SHARED_PEFT_TYPES = ("LORA",)  # DoRA is LORA with use_dora
 _UNKNOWN = "\0unknown"  # the layers' state after PEFT changed it by itself
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def adapter_config(path: Path) -> dict:
@@ -34,8 +42,11 @@ def adapter_config(path: Path) -> dict:
 
 
 def shares_base(info: ModelInfo) -> bool:
-    """Whether this fine-tuned model is an adapter that can be hosted on its shared base."""
+    """Whether this fine-tuned model is an adapter that can be hosted on its shared base: its
+    traits say so (``finetuned.traits``) and its folder holds a PEFT adapter that injects into
+    the base layers."""
     return (info.format == "peft" and bool(info.base_model)
+            and traits(read_manifest(info.path)).shares_base
             and adapter_config(info.path).get("peft_type") in SHARED_PEFT_TYPES)
 
 
@@ -44,8 +55,62 @@ def adapter_name(info: ModelInfo) -> str:
     return "a" + hashlib.sha256(f"{info.id}\0{info.path}".encode()).hexdigest()[:16]
 
 
+class LRU(Generic[K, V]):
+    """At most ``capacity`` entries, least recently used first: the one LRU of ``models/``
+    (adapters on a base, merged llama.cpp models, the cache's separate models).
+
+    ``get(key, load)`` returns the entry (a use: it becomes the most recent) or calls ``load()``
+    to make it; entries over ``capacity`` are then dropped, oldest first, each handed to
+    ``evict(key, value)``. ``loads`` counts the entries made, ``evictions`` those dropped. Not
+    locked: its owner holds its own lock (the base's, the host's, the cache's) around every call.
+    A capacity of 0 keeps nothing (a value is made, returned and dropped at once).
+    """
+
+    def __init__(self, capacity: int, evict: Callable[[K, V], None] | None = None):
+        if capacity < 0:
+            raise ValueError("an LRU's capacity cannot be negative")
+        self.capacity, self._evict = capacity, evict
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self.loads = 0
+        self.evictions = 0
+
+    def get(self, key: K, load: Callable[[], V]) -> V:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = self._items[key] = load()
+        self.loads += 1
+        while len(self._items) > self.capacity:
+            old, dropped = self._items.popitem(last=False)
+            if self._evict is not None:
+                self._evict(old, dropped)
+            self.evictions += 1
+        return value
+
+    def peek(self, key: K) -> V:
+        """The entry for ``key`` without counting a use (``KeyError`` when absent)."""
+        return self._items[key]
+
+    def keys(self) -> list[K]:
+        """Keys, least recently used first."""
+        return list(self._items)
+
+    def values(self) -> list[V]:
+        return list(self._items.values())
+
+    def clear(self) -> None:
+        """Forget every entry (no ``evict`` calls: the owner drops what they hold)."""
+        self._items.clear()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class AdapterLRU:
-    """Adapters loaded on one base model, LRU-ordered, at most ``max_adapters``; all changes run
+    """Adapters loaded on one base model, in an ``LRU`` of ``max_adapters``; all changes run
     under the base lock. Subclasses say how an adapter is loaded, freed and selected (PEFT here,
     llama.cpp in ``engines/llamacpp.py``); selecting ``None`` runs the bare base."""
 
@@ -53,21 +118,26 @@ class AdapterLRU:
         if max_adapters < 1:
             raise ValueError("max_adapters must be at least 1")
         self.base, self.max_adapters = base, max_adapters
-        self._loaded: OrderedDict[str, Any] = OrderedDict()  # adapter name -> handle
+        self._loaded: LRU[str, Any] = LRU(max_adapters, self._evicted)  # name -> handle
         self._models: dict[tuple[str, str], LoadedModel] = {}
         self._active: str | None = None  # the adapter the layers run now (None: base)
-        self.loads = 0  # adapters read from disk (first loads and reloads after eviction)
-        self.evictions = 0
         base.activate_hook = lambda: self._select(None)
 
     @property
     def loaded(self) -> list[str]:
         """Adapter names in memory, least recently used first."""
-        return list(self._loaded)
+        return self._loaded.keys()
+
+    @property
+    def loads(self) -> int:
+        """Adapters read from disk (first loads and reloads after eviction)."""
+        return self._loaded.loads
+
+    @property
+    def evictions(self) -> int:
+        return self._loaded.evictions
 
     def get(self, info: ModelInfo) -> LoadedModel:
-        from afinar.models.finetuned import check_fingerprint, read_manifest
-
         key = (info.id, str(info.path))
         with self.base.lock:
             if key in self._models:
@@ -86,16 +156,11 @@ class AdapterLRU:
             return lm
 
     def _ensure(self, name: str, path: Path) -> None:
-        if name in self._loaded:
-            self._loaded.move_to_end(name)
-            return
-        self._loaded[name] = self._load(name, path)
-        self.loads += 1
-        while len(self._loaded) > self.max_adapters:
-            old, handle = self._loaded.popitem(last=False)
-            self._unload(old, handle)
-            self._models = {k: v for k, v in self._models.items() if v.adapter != old}
-            self.evictions += 1
+        self._loaded.get(name, lambda: self._load(name, path))
+
+    def _evicted(self, name: str, handle: Any) -> None:
+        self._unload(name, handle)
+        self._models = {k: v for k, v in self._models.items() if v.adapter != name}
 
     def _activate(self, name: str, path: Path) -> None:
         self._ensure(name, path)

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from typing import Any
 
 from afinar.errors import AfinarError, InvalidRequest
+from afinar.models.sampling import SamplingParams
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}  # OpenAI's ``json_object``: any JSON object
 
@@ -146,14 +147,12 @@ def json_hint(messages: list[dict[str, Any]], schema: dict[str, Any] | None) -> 
 
 
 def json_chat(generator, messages: list[dict[str, Any]], schema: dict[str, Any] | None = None,
-              params=None, *, hint: bool = True):
+              params: SamplingParams | None = None, *, hint: bool = True):
     """Chat whose reply is JSON for ``schema`` (``None``: any JSON object), decoded under the
     constraint; returns ``(parsed value, GenerationResult)``.
 
     Raises ``JsonIncomplete`` when ``max_tokens`` (or a stop string) cut the JSON, and
     ``InvalidRequest`` for a schema that cannot be enforced."""
-    from afinar.models.generation import SamplingParams
-
     schema = ANY_OBJECT if schema is None else schema
     params = (params or SamplingParams()).model_copy(update={"json_schema": schema})
     result = generator.chat(json_hint(messages, schema) if hint else messages, params)

@@ -1,28 +1,84 @@
-"""Fine-tuned models: a PEFT adapter (or a full model folder) plus ``afinar-manifest.json``.
+"""What a fine-tuned model is: a PEFT adapter (or a full model folder) plus
+``afinar-manifest.json``, read here and nowhere else.
+
+``traits(manifest)`` says what kind of artifact a fine-tune is (an adapter, virtual prompt tokens,
+or full weights), whether it is served on its base's shared weights, whether it merges into them,
+and what it was trained on. The training runner writes these facts into the manifest
+(``"traits"``); older manifests have only the method's name, from which the same facts follow.
+Callers ask the traits, never compare method names.
 
 Loading checks the contract that breaks most fine-tunes in other tools: the chat template and
 end-of-turn tokens at serving time must be those the model was trained with (the manifest's
-template fingerprint).
+template fingerprint, ``check_fingerprint``).
+
+A basic piece: it imports no loader, engine or cache (the loader and the adapter hosts read it).
 """
 
 from __future__ import annotations
 
 import json
-import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from afinar.errors import AfinarError
-from afinar.models.catalog import Catalog, ModelInfo
-from afinar.models.loader import LoadedModel, Progress, load_causal_lm
 from afinar.models.templates import template_fingerprint
-from afinar.settings import Settings
 
 MANIFEST = "afinar-manifest.json"
+ARTIFACTS = ("adapter", "prompt", "full")
 
 
 class TemplateMismatch(AfinarError):
     code = "template_mismatch"
     http_status = 409
+
+
+@dataclass(frozen=True)
+class FineTuneTraits:
+    artifact: str  # "adapter" (LoRA/DoRA weights), "prompt" (virtual tokens), "full" (weights)
+    shares_base: bool  # served as an adapter on its base's shared weights
+    mergeable: bool  # its weights merge into the base's (a merged export, a private copy)
+    objective: str  # what the training minimised: "sft", "dpo", "causal_lm"
+    data_kind: str  # what it trained on: "sft" (chat/completion), "text", "preference"
+
+
+# Old manifests (no "traits"): the facts of each built-in method, from what it saves
+# (tuning/methods/*.py): lora, dora, qlora and dpo save a PEFT LoRA adapter (dpo's policy is one);
+# prompt_tuning saves PEFT virtual tokens; full saves a whole model folder; continued_pretraining
+# saves a LoRA adapter, or a whole folder with its ``adapter: full`` option.
+_ADAPTER = ("adapter", True, True)
+_BY_METHOD: dict[str, tuple[tuple[str, bool, bool], str, str]] = {
+    "lora": (_ADAPTER, "sft", "sft"),
+    "dora": (_ADAPTER, "sft", "sft"),
+    "qlora": (_ADAPTER, "sft", "sft"),
+    "dpo": (_ADAPTER, "dpo", "preference"),
+    "prompt_tuning": (("prompt", False, False), "sft", "sft"),
+    "full": (("full", False, False), "sft", "sft"),
+    "continued_pretraining": (_ADAPTER, "causal_lm", "text"),
+}
+
+
+def traits(manifest: dict[str, Any]) -> FineTuneTraits:
+    """What the fine-tune with this manifest is. ``manifest["traits"]`` when the runner wrote
+    them; else derived from ``manifest["method"]`` (and its config); a manifest with neither (a
+    registered adapter from elsewhere) is taken for a LoRA adapter on an SFT objective."""
+    given = manifest.get("traits")
+    if isinstance(given, dict):
+        artifact = given.get("artifact")
+        if artifact not in ARTIFACTS:
+            raise ValueError(f"manifest traits: artifact must be one of {', '.join(ARTIFACTS)}, "
+                             f"not {artifact!r}")
+        return FineTuneTraits(artifact, bool(given.get("shares_base")),
+                              bool(given.get("mergeable")), str(given.get("objective") or "sft"),
+                              str(given.get("data_kind") or "sft"))
+    method = manifest.get("method") or "lora"
+    (artifact, shares, mergeable), objective, data_kind = _BY_METHOD.get(
+        method, _BY_METHOD["lora"])
+    if method == "continued_pretraining":
+        options = (manifest.get("method_config") or {}).get(method) or {}
+        if options.get("adapter") == "full":
+            artifact, shares, mergeable = "full", False, False
+    return FineTuneTraits(artifact, shares, mergeable, objective, data_kind)
 
 
 def read_manifest(path: Path) -> dict:
@@ -42,44 +98,5 @@ def check_fingerprint(manifest: dict, tokenizer, generation_config, model_id: st
             "differ): serving it with this base would produce the wrong format or never stop")
 
 
-def load_finetuned(info: ModelInfo, settings: Settings, progress: Progress | None = None
-                   ) -> LoadedModel:
-    from peft import PeftModel
-
-    t0 = time.perf_counter()
-    base = load_causal_lm(Catalog(settings).get(info.base_model), settings, progress)
-    manifest = read_manifest(info.path)
-    check_fingerprint(manifest, base.tokenizer, base.model.generation_config, info.id)
-    model = PeftModel.from_pretrained(base.model, str(info.path))
-    if manifest.get("method") not in ("prompt_tuning",):
-        model = model.merge_and_unload()  # this copy of the base is ours alone: merge for speed
-    model.eval()
-    return LoadedModel(info, model, base.tokenizer, base.device, time.perf_counter() - t0,
-                       "adapter")
-
-
-def export_merged(model_id: str, out: Path, settings: Settings | None = None) -> Path:
-    """Write a fine-tuned model as one plain safetensors folder (base + adapter merged, with the
-    tokenizer, chat template and manifest), loadable by transformers alone."""
-    from afinar.errors import InvalidRequest
-    from afinar.settings import get_settings
-    from afinar.store.atomic import atomic_dir
-
-    settings = settings or get_settings()
-    info = Catalog(settings).get(model_id)
-    if info.format not in ("peft", "hf") or not model_id.startswith("ft:"):
-        raise InvalidRequest(f"{model_id} is not a fine-tuned model", param="model")
-    manifest = read_manifest(info.path)
-    if manifest.get("method") == "prompt_tuning":
-        raise InvalidRequest("a prompt-tuned model has virtual tokens, not weights to merge; "
-                             "use its adapter folder with peft", param="model")
-    lm = load_causal_lm(info, settings)  # merged on load
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise InvalidRequest(f"{out} exists and is not empty", param="out")
-    with atomic_dir(out) as tmp:
-        lm.model.save_pretrained(tmp)
-        lm.tokenizer.save_pretrained(tmp)
-        (tmp / MANIFEST).write_text(json.dumps({**manifest, "exported_from": model_id,
-                                                "merged": True}, indent=1))
-    return out
+__all__ = ["ARTIFACTS", "MANIFEST", "FineTuneTraits", "TemplateMismatch", "check_fingerprint",
+           "read_manifest", "traits"]

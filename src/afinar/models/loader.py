@@ -1,4 +1,6 @@
-"""Load catalog models into memory: causal LMs (with tokenizer) and embedding models.
+"""Load catalog models into memory: causal LMs (with tokenizer; a fine-tune on a private copy of
+its base) and embedding models. A basic piece: it knows no engine and no cache (``cache.py``
+chooses the engine and keeps what is loaded).
 
 A GGUF file is dequantised by transformers on load, which costs ~15 s for the embedded 135M
 model. The first load converts it once to a safetensors folder under
@@ -13,7 +15,6 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 from afinar.errors import InvalidRequest
 from afinar.models.catalog import Catalog, ModelInfo
+from afinar.models.finetuned import MANIFEST, check_fingerprint, read_manifest, traits
 from afinar.models.inspect import source_key
 from afinar.settings import Settings, get_settings
 from afinar.store.atomic import atomic_dir
@@ -162,8 +164,6 @@ def load_causal_lm(
     if info.kind != "chat":
         raise InvalidRequest(f"{info.id} is an {info.kind} model, not a chat model", param="model")
     if info.format == "peft":
-        from afinar.models.finetuned import load_finetuned
-
         return load_finetuned(info, settings, progress)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -176,6 +176,51 @@ def load_causal_lm(
     model.to(device)
     model.eval()
     return LoadedModel(info, model, tok, device, time.perf_counter() - t0, loaded_from)
+
+
+def load_finetuned(info: ModelInfo, settings: Settings, progress: Progress | None = None
+                   ) -> LoadedModel:
+    """A PEFT fine-tune on a private copy of its base (merged into it when its traits allow:
+    no adapter layers per token). Hosting on a shared base is ``adapters.AdapterHost``'s."""
+    from peft import PeftModel
+
+    t0 = time.perf_counter()
+    base = load_causal_lm(Catalog(settings).get(info.base_model), settings, progress)
+    manifest = read_manifest(info.path)
+    check_fingerprint(manifest, base.tokenizer, base.model.generation_config, info.id)
+    model = PeftModel.from_pretrained(base.model, str(info.path))
+    if traits(manifest).mergeable:
+        model = model.merge_and_unload()  # this copy of the base is ours alone: merge for speed
+    model.eval()
+    return LoadedModel(info, model, base.tokenizer, base.device, time.perf_counter() - t0,
+                       "adapter")
+
+
+def export_merged(model_id: str, out: Path, settings: Settings | None = None) -> Path:
+    """Write a fine-tuned model as one plain safetensors folder (base + adapter merged, with the
+    tokenizer, chat template and manifest), loadable by transformers alone."""
+    settings = settings or get_settings()
+    info = Catalog(settings).get(model_id)
+    if info.format not in ("peft", "hf") or not model_id.startswith("ft:"):
+        raise InvalidRequest(f"{model_id} is not a fine-tuned model", param="model")
+    manifest = read_manifest(info.path)
+    kind = traits(manifest)
+    if kind.artifact != "full" and not kind.mergeable:
+        raise InvalidRequest(
+            "a prompt-tuned model has virtual tokens, not weights to merge; use its adapter "
+            "folder with peft" if kind.artifact == "prompt" else
+            f"{model_id} is an adapter that does not merge into its base; use its adapter "
+            "folder with peft", param="model")
+    lm = load_causal_lm(info, settings)  # merged on load
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise InvalidRequest(f"{out} exists and is not empty", param="out")
+    with atomic_dir(out) as tmp:
+        lm.model.save_pretrained(tmp)
+        lm.tokenizer.save_pretrained(tmp)
+        (tmp / MANIFEST).write_text(json.dumps({**manifest, "exported_from": model_id,
+                                                "merged": True}, indent=1))
+    return out
 
 
 def load_tokenizer(info: ModelInfo, settings: Settings | None = None):
@@ -206,60 +251,3 @@ def load_embedding_model(info: ModelInfo, settings: Settings | None = None):
     quiet_transformers()
     device = torch_setup(settings)
     return SentenceTransformer(str(info.path), device=device, local_files_only=True)
-
-
-class ModelCache:
-    """Keeps the most recently used models in memory (the CLI, server and eval runner share it).
-
-    ``max_models`` bounds the separate models (bases, full fine-tunes, prompt-tuned models); a
-    LoRA/DoRA fine-tune is loaded as an adapter on its base's shared weights, at most
-    ``max_adapters`` per base (default: ``Settings.max_adapters``), least recently used evicted.
-    """
-
-    def __init__(self, max_models: int = 2, max_adapters: int | None = None):
-        self.max_models, self.max_adapters = max_models, max_adapters
-        self._models: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()
-        self._hosts: dict[tuple[str, str, str], Any] = {}  # (engine, base id, path) -> host
-        self._lock = threading.Lock()
-
-    def get(self, model_id: str, progress: Progress | None = None,
-            settings: Settings | None = None) -> LoadedModel:
-        from afinar.models.engines import get_engine
-
-        settings = settings or get_settings()
-        engine = get_engine(settings.engine)
-        catalog = Catalog(settings)
-        info = catalog.get(model_id)
-        with self._lock:
-            if not engine.shares_base(info):
-                return self._get(engine, info, settings, progress)
-            base_info = catalog.get(info.base_model)
-            base = self._get(engine, base_info, settings, progress)
-            key = (engine.name, base_info.id, str(base_info.path))
-            host = self._hosts.get(key)
-            if host is None or host.base is not base:
-                host = self._hosts[key] = engine.adapter_host(
-                    base, self.max_adapters or settings.max_adapters, settings)
-        return host.get(info)  # under the base's lock, not the cache's
-
-    def adapters(self, base_id: str) -> Any:
-        """The adapter host of a loaded base (None when no adapter was asked for on it)."""
-        return next((h for (_, bid, _), h in self._hosts.items() if bid == base_id), None)
-
-    def _get(self, engine: Any, info: ModelInfo, settings: Settings,
-             progress: Progress | None) -> LoadedModel:
-        key = (engine.name, info.id, str(info.path))
-        if key in self._models:
-            self._models.move_to_end(key)
-            return self._models[key]
-        lm = engine.load(info, settings, progress)
-        self._models[key] = lm
-        while len(self._models) > self.max_models:
-            old, _ = self._models.popitem(last=False)
-            self._hosts.pop(old, None)
-        return lm
-
-    def clear(self) -> None:
-        with self._lock:
-            self._models.clear()
-            self._hosts.clear()

@@ -45,15 +45,21 @@ import shutil
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from afinar.models import adapters as peft_adapters
 from afinar.models.catalog import ModelInfo
-from afinar.models.engines.base import Engine
+from afinar.models.engines.base import ENGINES, Engine
+from afinar.models.finetuned import check_fingerprint, read_manifest
 from afinar.models.gguf import EngineUnavailable, convert_dir, convert_hf, merge_lora, run_convert
-from afinar.models.loader import LoadedModel, Progress, hf_folder, load_causal_lm
+from afinar.models.loader import (
+    LoadedModel,
+    Progress,
+    hf_folder,
+    load_causal_lm,
+    quiet_transformers,
+)
 from afinar.settings import Settings
 from afinar.store.atomic import atomic_dir
 
@@ -290,7 +296,7 @@ class LlamaAdapterHost(peft_adapters.AdapterLRU):
         if name is None:
             rc = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
         else:
-            arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._loaded[name])
+            arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._loaded.peek(name))
             rc = llama_cpp.llama_set_adapters_lora(ctx, arr, 1, (ctypes.c_float * 1)(1.0))
         if rc != 0:
             raise EngineUnavailable(f"llama.cpp could not set adapter {name} (rc={rc})")
@@ -311,44 +317,49 @@ class LlamaMergedHost:
         self.base, self.max_adapters, self.settings = base, max_adapters, settings
         self.folder = Path(base.info.info.get("hf_folder", ""))
         self._lock = threading.Lock()
-        self._models: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
-        self.loads = self.evictions = 0
+        # (id, path) -> its model; a dropped one is freed when no request holds it any more
+        self._models: peft_adapters.LRU[tuple[str, str], LoadedModel] = peft_adapters.LRU(
+            max_adapters)
 
     @property
     def loaded(self) -> list[str]:
         return [lm.adapter for lm in self._models.values()]
 
+    @property
+    def loads(self) -> int:
+        return self._models.loads
+
+    @property
+    def evictions(self) -> int:
+        return self._models.evictions
+
     def get(self, info: ModelInfo) -> LoadedModel:
-        from afinar.models.finetuned import check_fingerprint, read_manifest
-
-        key = (info.id, str(info.path))
         with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-            t0 = time.perf_counter()
-            check_fingerprint(read_manifest(info.path), self.base.tokenizer,
-                              self.base.model.generation_config, info.id)
-            gguf = merged_gguf(info.path, self.folder, self.settings)
-            model = LlamaCppModel(gguf, self.folder, self.settings,
-                                  n_ctx=self.base.model.llama.n_ctx())
-            lm = LoadedModel(info, model, self.base.tokenizer, "cpu", time.perf_counter() - t0,
-                             "adapter", lock=threading.Lock(),
-                             adapter=peft_adapters.adapter_name(info))
-            self._models[key] = lm
-            self.loads += 1
-            while len(self._models) > self.max_adapters:
-                self._models.popitem(last=False)
-                self.evictions += 1
-            return lm
+            return self._models.get((info.id, str(info.path)), lambda: self._load(info))
+
+    def _load(self, info: ModelInfo) -> LoadedModel:
+        t0 = time.perf_counter()
+        check_fingerprint(read_manifest(info.path), self.base.tokenizer,
+                          self.base.model.generation_config, info.id)
+        gguf = merged_gguf(info.path, self.folder, self.settings)
+        model = LlamaCppModel(gguf, self.folder, self.settings,
+                              n_ctx=self.base.model.llama.n_ctx())
+        return LoadedModel(info, model, self.base.tokenizer, "cpu", time.perf_counter() - t0,
+                           "adapter", lock=threading.Lock(),
+                           adapter=peft_adapters.adapter_name(info))
 
 
+@ENGINES.register("llama.cpp")
 class LlamaCppEngine(Engine):
     name = "llama.cpp"
 
     def __init__(self) -> None:
         require_llama_cpp()
         convert_dir()
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        return unavailable_reason()
 
     def shares_base(self, info: ModelInfo) -> bool:
         return peft_adapters.shares_base(info) and not peft_adapters.adapter_config(
@@ -359,8 +370,6 @@ class LlamaCppEngine(Engine):
         if info.format == "peft":  # DoRA, prompt tuning: no llama.cpp form
             return load_causal_lm(info, settings, progress)
         from transformers import AutoConfig, AutoTokenizer
-
-        from afinar.models.loader import quiet_transformers
 
         quiet_transformers()
         t0 = time.perf_counter()

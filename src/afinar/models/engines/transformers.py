@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from afinar.models import adapters
 from afinar.models.catalog import ModelInfo
-from afinar.models.engines.base import Engine
+from afinar.models.engines.base import ENGINES, Engine
 from afinar.models.loader import LoadedModel, Progress, load_causal_lm
 from afinar.settings import Settings
 
 
+@ENGINES.register("transformers")
 class TransformersEngine(Engine):
     name = "transformers"
 
