@@ -14,6 +14,7 @@ from afinar.cli import (
     data_cmd,
     demo_cmd,
     eval_cmd,
+    feedback_cmd,
     kb_cmd,
     models_cmd,
     serve_cmd,
@@ -33,6 +34,7 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(tune_cmd.app, name="tune")
 app.add_typer(kb_cmd.app, name="kb")
 app.add_typer(eval_cmd.app, name="eval")
+app.add_typer(feedback_cmd.app, name="feedback")
 app.add_typer(ask_cmd.memory_app, name="memory")
 app.command("ask")(ask_cmd.ask)
 app.add_typer(serve_cmd.keys_app, name="keys")
