@@ -108,7 +108,7 @@ def export(
     if out is None:
         raise typer.BadParameter("--out is needed without --format", param_hint="--out")
     if merged:
-        from afinar.models.finetuned import export_merged
+        from afinar.models.loader import export_merged
 
         path = export_merged(name, out)
     else:
