@@ -10,7 +10,7 @@ from pathlib import Path
 
 from afinar.errors import AfinarError, InvalidRequest
 from afinar.models.catalog import Catalog, ModelInfo
-from afinar.models.finetuned import MANIFEST, read_manifest
+from afinar.models.finetuned import MANIFEST, read_manifest, traits
 from afinar.settings import Settings
 
 EXPORT_MANIFEST = "afinar-export.json"
@@ -67,9 +67,10 @@ class Source:
         base in fp32 under ``tmp``; a base or full fine-tune as it is)."""
         if not self.is_adapter:
             return self.info.path if self.info.format == "hf" else self.base_folder
-        if self.method == "prompt_tuning":
-            raise InvalidRequest("a prompt-tuned model has virtual tokens, not weights to merge: "
-                                 "export it with --format adapter", param="format")
+        if not traits(self.manifest).mergeable:
+            raise InvalidRequest(f"{self.model_id} has no weights to merge into its base (a "
+                                 f"{traits(self.manifest).artifact} fine-tune): export it with "
+                                 "--format adapter", param="format")
         from afinar.models.gguf import merge_lora
 
         dest = tmp / "merged-hf"
