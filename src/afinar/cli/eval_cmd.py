@@ -5,15 +5,36 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import Progress
-from rich.markup import escape
 from rich import box
+from rich.markup import escape
+from rich.progress import Progress
 from rich.table import Column, Table
+from typer.core import TyperCommand
 
 from afinar.cli.common import console, err_console, existing_file, print_json, progress_columns
 
 app = typer.Typer(help="Evaluate strategies side by side (base, few-shot, RAG, fine-tuned, "
                        "both) on held-out data and get a recommendation.", no_args_is_help=True)
+
+STRATEGIES_HELP = "Comma-separated strategy types:"
+METRICS_HELP = "Comma-separated metric names (with options: in eval.yaml):"
+
+
+class RegistryHelp(TyperCommand):
+    """Help that lists the registered strategies and metrics (plugins included), read from the
+    registries when help is shown: their modules load the evaluation code, which no other
+    command needs to start."""
+
+    def format_help(self, ctx, formatter) -> None:
+        from afinar.evals.metrics import METRICS
+        from afinar.evals.strategies import STRATEGIES
+
+        for p in self.params:
+            if p.name == "strategies":
+                p.help = f"{STRATEGIES_HELP} {', '.join(STRATEGIES.names())}."
+            elif p.name == "metrics":
+                p.help = f"{METRICS_HELP} {', '.join(METRICS.names())}."
+        super().format_help(ctx, formatter)
 
 
 def run_with_bars(config, resume: str | None = None):
@@ -117,7 +138,7 @@ def print_summary(summary: dict, wide: bool = False) -> None:
         console.print(escape(f"  - {r}"))
 
 
-@app.command("run")
+@app.command("run", cls=RegistryHelp)
 def run_cmd(
     config: Path = typer.Argument(None, help="eval.yaml (flags below override it).",
                                   callback=existing_file),
@@ -125,15 +146,13 @@ def run_cmd(
                                    callback=existing_file),
     train_file: Path = typer.Option(None, "--train", help="Few-shot pool.",
                                     callback=existing_file),
-    strategies: str = typer.Option(None, "--strategies", "-s",
-                                   help="Comma-separated: base,few_shot,rag,fine_tuned,"
-                                        "fine_tuned_rag."),
+    strategies: str = typer.Option(None, "--strategies", "-s", help=STRATEGIES_HELP),
     model: str = typer.Option(None, "-m", "--model", help="Base model of every strategy."),
     fine_tuned: list[str] = typer.Option(None, "--fine-tuned",
                                          help="ft: model (or checkpoint) for the fine-tuned "
                                               "strategies that name none (repeatable)."),
     kb: str = typer.Option(None, "--kb", help="Knowledge base for rag strategies."),
-    metrics: str = typer.Option(None, "--metrics", help="Comma-separated metric names."),
+    metrics: str = typer.Option(None, "--metrics", help=METRICS_HELP),
     main_metric: str = typer.Option(None, "--main-metric"),
     limit: int = typer.Option(None, "--limit", help="Only the first N cases."),
     html: Path = typer.Option(None, "--html", help="Also write the HTML report here."),

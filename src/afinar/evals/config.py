@@ -21,12 +21,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from afinar.errors import InvalidRequest
-from afinar.evals.strategies import StrategySpec
+from afinar.evals.metrics import METRICS
+from afinar.evals.strategies import STRATEGIES, StrategySpec
+
+
+def _known_metric(spec: str | dict[str, Any]) -> str | dict[str, Any]:
+    """A metric name, or ``{name: ..., **options}``, whose name is registered (its options are
+    checked when the metric is built)."""
+    name = spec if isinstance(spec, str) else spec.get("name")
+    if name is None:
+        raise PydanticCustomError("metric_name", "a metric with options needs its name "
+                                  "(name: label_accuracy, labels: [...]); known: {known}",
+                                  {"known": ", ".join(METRICS.names())})
+    if name not in METRICS:
+        raise PydanticCustomError("unknown_metric", "{message}",
+                                  {"message": METRICS.unknown(name).message})
+    return spec
+
+
+MetricSpec = Annotated[str | dict[str, Any], AfterValidator(_known_metric)]
 
 
 class ForgettingSpec(BaseModel):
@@ -50,7 +69,7 @@ class EvalConfig(BaseModel):
     knowledge_base: str | None = None
     strategies: list[StrategySpec] = Field(default_factory=lambda: [StrategySpec(type="base")],
                                            min_length=1)
-    metrics: list[str | dict[str, Any]] = Field(
+    metrics: list[MetricSpec] = Field(
         default_factory=lambda: ["normalized_exact_match", "token_f1"], min_length=1)
     main_metric: str | None = None
     generation: dict[str, Any] = Field(default_factory=dict)
@@ -76,7 +95,7 @@ class EvalConfig(BaseModel):
         if not models:
             return self
         strategies = [s.model_copy(update={"models": list(models)})
-                      if s.type.startswith("fine_tuned") and not (s.model or s.models or s.jobs)
+                      if STRATEGIES.get(s.type).fine_tuned and not (s.model or s.models or s.jobs)
                       else s for s in self.strategies]
         return self.model_copy(update={"strategies": strategies})
 

@@ -11,16 +11,22 @@
 Every strategy may set its own ``model``, ``system`` prompt (replacing the test's), a
 ``user_template`` for the question (``"Ticket: {question}"``), ``instructions`` for the sources,
 ``k`` and ``generation`` settings; unset ones come from the run.
+
+Each is a ``Strategy`` subclass registered in ``STRATEGIES`` under its type
+(``@STRATEGIES.register("base")``); third-party strategies register through the
+``afinar.strategies`` entry point group (``afinar.registry``). ``StrategySpec.type`` takes its
+choices from the registry.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from afinar.errors import AfinarError, InvalidRequest
 from afinar.evals.cases import Case, read_shots
@@ -28,14 +34,24 @@ from afinar.evals.metrics import Prediction
 from afinar.evals.prompts import RAG_INSTRUCTIONS, with_examples, with_sources
 from afinar.models.generation import Generator, SamplingParams
 from afinar.models.templates import render_ids
+from afinar.registry import Registry
 
-REGISTRY: dict[str, type[Strategy]] = {}
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "afinar.strategies",
+                                                param="strategies")
+
+
+def _known(name: str) -> str:
+    """A strategy type that is registered (config validation: the one registry error)."""
+    if name not in STRATEGIES:
+        raise PydanticCustomError("unknown_strategy", "{message}",
+                                  {"message": STRATEGIES.unknown(name).message})
+    return name
 
 
 class StrategySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: str
+    type: Annotated[str, AfterValidator(_known)]  # a name in STRATEGIES
     name: str | None = None
     model: str | None = None  # base model; for fine_tuned*: the ft: id or checkpoint id
     models: list[str] = Field(default_factory=list)  # fine_tuned*: several, one column each
@@ -72,18 +88,15 @@ class Context:
         return self._pools[path]
 
 
-def register(cls):
-    REGISTRY[cls.type] = cls
-    return cls
-
-
 class Strategy:
-    type: ClassVar[str]
+    """A way to answer a case: registered in ``STRATEGIES`` under its type, built from a
+    ``StrategySpec`` (the registry name is ``spec.type``, also ``self.type``)."""
+
     uses_kb: ClassVar[bool] = False
     fine_tuned: ClassVar[bool] = False
 
     def __init__(self, spec: StrategySpec, ctx: Context):
-        self.spec, self.ctx = spec, ctx
+        self.spec, self.ctx, self.type = spec, ctx, spec.type
         self.model = spec.model or ctx.default_model
         self.name = spec.name or self.type
         settings = {**ctx.generation, **spec.generation}
@@ -171,15 +184,13 @@ class Strategy:
                 pass  # answered (and recorded as an error) in the timed pass
 
 
-@register
+@STRATEGIES.register("base")
 class Base(Strategy):
-    type = "base"
+    pass
 
 
-@register
+@STRATEGIES.register("few_shot")
 class FewShot(Strategy):
-    type = "few_shot"
-
     def __init__(self, spec, ctx):
         super().__init__(spec, ctx)
         self.train_file = spec.train_file or ctx.train_file
@@ -200,9 +211,8 @@ class FewShot(Strategy):
         return with_examples(self.base_messages(case), chosen), None
 
 
-@register
+@STRATEGIES.register("rag")
 class Rag(Strategy):
-    type = "rag"
     uses_kb = True
 
 
@@ -211,20 +221,19 @@ class _Tuned(Strategy):
 
     def __init__(self, spec, ctx):
         if not spec.model:
-            raise InvalidRequest(f"strategy {spec.name or self.type} needs a fine-tuned model "
+            raise InvalidRequest(f"strategy {spec.name or spec.type} needs a fine-tuned model "
                                  "(model, models or jobs)", param="model")
         super().__init__(spec, ctx)
         self.name = spec.name or f"{self.type}[{short_model(spec.model)}]"
 
 
-@register
+@STRATEGIES.register("fine_tuned")
 class FineTuned(_Tuned):
-    type = "fine_tuned"
+    pass
 
 
-@register
+@STRATEGIES.register("fine_tuned_rag")
 class FineTunedRag(_Tuned):
-    type = "fine_tuned_rag"
     uses_kb = True
 
 
@@ -240,9 +249,7 @@ def expand(specs: list[StrategySpec]) -> list[StrategySpec]:
 
     out: list[StrategySpec] = []
     for s in specs:
-        if s.type not in REGISTRY:
-            raise InvalidRequest(f"unknown strategy {s.type!r}; known: "
-                                 f"{', '.join(sorted(REGISTRY))}", param="strategies")
+        cls = STRATEGIES.get(s.type)
         models = list(s.models)
         for job_id in s.jobs:
             job = Jobs().get(job_id)
@@ -253,13 +260,13 @@ def expand(specs: list[StrategySpec]) -> list[StrategySpec]:
         if not models:
             out.append(s)
             continue
-        if not REGISTRY[s.type].fine_tuned:
+        if not cls.fine_tuned:
             raise InvalidRequest(f"strategy {s.type} takes one model, not models/jobs",
                                  param="strategies")
         for m in models:
             out.append(s.model_copy(update={"model": m, "models": [], "jobs": [],
                                             "name": s.name if len(models) == 1 else None}))
-    names = [s.name or (f"{s.type}[{short_model(s.model)}]" if REGISTRY[s.type].fine_tuned
+    names = [s.name or (f"{s.type}[{short_model(s.model)}]" if STRATEGIES.get(s.type).fine_tuned
                         and s.model else s.type) for s in out]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -269,4 +276,4 @@ def expand(specs: list[StrategySpec]) -> list[StrategySpec]:
 
 
 def build(spec: StrategySpec, ctx: Context) -> Strategy:
-    return REGISTRY[spec.type](spec, ctx)
+    return STRATEGIES.get(spec.type)(spec, ctx)
