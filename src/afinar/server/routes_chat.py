@@ -34,6 +34,7 @@ from afinar.models.constrained import json_hint
 from afinar.models.generation import GenerationResult, GenerationStream, Generator, SamplingParams
 from afinar.models.toolcalls import FORCED_PREFIX, forced_call_schema, parse_tool_calls
 from afinar.rag.kb import KnowledgeBases
+from afinar.server import request_log
 from afinar.server.common import Auth, error_body
 from afinar.server.schemas import ChatRequest, CompletionRequest, NamedToolChoice, Sampled
 from afinar.server.routes_responses import grounded_chat
@@ -124,9 +125,10 @@ def _part(i: int, delta: Any, chat: bool, finish: str | None = None) -> dict[str
             "finish_reason": finish}
 
 
-def _sse(obj: str, model: str, parts: Iterator[tuple[list[dict], dict | None]]
-         ) -> StreamingResponse:
-    """``data:`` chunks, then ``[DONE]``; a late error becomes OpenAI's error object as an event."""
+def _sse(obj: str, model: str, parts: Iterator[tuple[list[dict], dict | None]],
+         tap: request_log.Tap | None = None) -> StreamingResponse:
+    """``data:`` chunks, then ``[DONE]``; a late error becomes OpenAI's error object as an event.
+    ``tap`` (logging on) sees every chunk and logs the answers once the stream is whole."""
     head = {"id": new_id("chatcmpl-" if obj.startswith("chat") else "cmpl-"), "object": obj,
             "created": int(time.time()), "model": model, "system_fingerprint": FINGERPRINT}
 
@@ -134,7 +136,11 @@ def _sse(obj: str, model: str, parts: Iterator[tuple[list[dict], dict | None]]
         try:
             for choices, usage in parts:
                 body = {**head, "choices": choices, **({"usage": usage} if usage else {})}
+                if tap is not None:
+                    tap.chunk(body)
                 yield f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+            if tap is not None:
+                tap.done()
         except AfinarError as e:
             yield f"data: {json.dumps(error_body(e.message, e.http_status, e.code, e.param))}\n\n"
         yield "data: [DONE]\n\n"
@@ -180,10 +186,12 @@ async def _file_search_chat(req: ChatRequest, request: Request, tool: dict[str, 
                           "annotations": annotations}}
     if req.stream:
         return _sse("chat.completion.chunk", req.model,
-                    _replay([choice], usage if req.include_usage else None))
-    return {"id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
-            "model": req.model, "choices": [choice], "usage": usage,
-            "system_fingerprint": FINGERPRINT}
+                    _replay([choice], usage if req.include_usage else None),
+                    request_log.tap(request, "chat", req.chat_messages()))
+    return await request_log.record(request, "chat", req.chat_messages(), {
+        "id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
+        "model": req.model, "choices": [choice], "usage": usage,
+        "system_fingerprint": FINGERPRINT})
 
 
 @router.post("/chat/completions")
@@ -211,15 +219,18 @@ async def chat_completions(req: ChatRequest, request: Request):
                  for p in per])
     if req.stream and not tools:
         return _sse("chat.completion.chunk", req.model,
-                    _live(streams, req.n, req.include_usage, chat=True))
+                    _live(streams, req.n, req.include_usage, chat=True),
+                    request_log.tap(request, "chat", req.chat_messages(), req.n))
     results = await run_in_threadpool(_drain, streams)
     choices, usage = [_message(i, r, names) for i, r in enumerate(results)], _usage(results, req.n)
     if req.stream:
         return _sse("chat.completion.chunk", req.model,
-                    _replay(choices, usage if req.include_usage else None))
-    return {"id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
-            "model": req.model, "choices": choices, "usage": usage,
-            "system_fingerprint": FINGERPRINT}
+                    _replay(choices, usage if req.include_usage else None),
+                    request_log.tap(request, "chat", req.chat_messages(), req.n))
+    return await request_log.record(request, "chat", req.chat_messages(), {
+        "id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
+        "model": req.model, "choices": choices, "usage": usage,
+        "system_fingerprint": FINGERPRINT})
 
 
 @router.post("/completions")
@@ -234,9 +245,11 @@ async def completions(req: CompletionRequest, request: Request):
         lambda: [Generator(lm).stream_text(x, p) for x in prompts for p in per])
     if req.stream:
         return _sse("text_completion", req.model,
-                    _live(streams, req.n, req.include_usage, chat=False))
+                    _live(streams, req.n, req.include_usage, chat=False),
+                    request_log.tap(request, "completion", prompts, req.n))
     results = await run_in_threadpool(_drain, streams)
-    return {"id": new_id("cmpl-"), "object": "text_completion", "created": int(time.time()),
-            "model": req.model, "system_fingerprint": FINGERPRINT, "usage": _usage(results, req.n),
-            "choices": [{"text": r.text, "index": i, "finish_reason": r.finish_reason,
-                         "logprobs": None} for i, r in enumerate(results)]}
+    return await request_log.record(request, "completion", prompts, {
+        "id": new_id("cmpl-"), "object": "text_completion", "created": int(time.time()),
+        "model": req.model, "system_fingerprint": FINGERPRINT, "usage": _usage(results, req.n),
+        "choices": [{"text": r.text, "index": i, "finish_reason": r.finish_reason,
+                     "logprobs": None} for i, r in enumerate(results)]})

@@ -40,6 +40,7 @@ from afinar.models.templates import render_ids
 from afinar.rag.answer import NOTHING_FOUND, SYSTEM, build_messages, cite
 from afinar.rag.condense import standalone_query
 from afinar.rag.kb import KnowledgeBases
+from afinar.server import request_log
 from afinar.server import vector_stores as vs
 from afinar.server.common import Auth, Caller
 from afinar.server.sampling import json_mode, sampling_defaults
@@ -230,6 +231,7 @@ async def create_response(req: ResponsesRequest, request: Request,
                              param="input")
     if req.instructions:
         messages.insert(0, {"role": "system", "content": req.instructions})
+    asked = list(messages)  # what the request log keeps
     defaults = await run_in_threadpool(sampling_defaults, request, req.model)
     params = SamplingParams.with_defaults(req.sampling(), defaults)
     fmt = req.text.format if req.text else None
@@ -245,7 +247,8 @@ async def create_response(req: ResponsesRequest, request: Request,
     else:
         g = await run_in_threadpool(_plain, request.app, req.model, messages, params, functions,
                                     forced)
-    return _response(req, g, params, search is not None, functions)
+    return await request_log.record(request, "response", asked,
+                                    _response(req, g, params, search is not None, functions))
 
 
 def _response(req: ResponsesRequest, g: Grounded, params: SamplingParams, searched: bool,
