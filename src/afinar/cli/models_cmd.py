@@ -10,6 +10,7 @@ from rich.table import Column, Table
 
 from afinar.cli.common import console, human_bytes, human_count, print_json
 from afinar.models import Catalog, ModelInfo
+from afinar.models.export import EXPORTERS, QUANTS, gguf_formats
 
 app = typer.Typer(help="The model catalog: built-in and registered models.", no_args_is_help=True)
 
@@ -83,23 +84,29 @@ def _print_checks(checks) -> None:
         console.print(f"  {mark} {c.name}: {c.detail}", soft_wrap=True)
 
 
+def _formats_help() -> str:
+    return "; ".join(f"{name}: {cls.help}" for name, cls in EXPORTERS.items())
+
+
 @app.command("export")
 def export(
     name: str = typer.Argument(..., help="A model id: a base model or a fine-tune (ft:...)."),
     out: Path = typer.Option(None, "--out", "-o", help="A new or empty folder (default: "
                              "./MODEL-FORMAT)."),
-    fmt: str = typer.Option(None, "--format", "-f", help="gguf, ollama, adapter or merged "
-                            "(verified before done). Without it: a fine-tune as merged "
-                            "safetensors, or its adapter folder with --adapter, unverified."),
-    quant: str = typer.Option("f32", "--quant", help="GGUF weights: f32, f16 or q8_0."),
+    fmt: str = typer.Option(None, "--format", "-f", help=f"{_formats_help()} (verified before "
+                            "done). Without it: a fine-tune as merged safetensors, or its "
+                            "adapter folder with --adapter, unverified."),
+    quant: str = typer.Option(None, "--quant", help=f"GGUF weights ({', '.join(gguf_formats())}"
+                              f"): {', '.join(QUANTS)} (default f32)."),
     merged: bool = typer.Option(True, "--merged/--adapter",
                                 help="Without --format: merge into the base (default) or copy "
                                      "the adapter."),
 ) -> None:
     """Write a model to OUT in a format other tools load, checked before it is called done."""
     if fmt is not None:
-        from afinar.models.export import export_model
+        from afinar.models.export import check_options, export_model
 
+        check_options(fmt, quant)  # before any model loads
         dest = out or Path(f"{name.replace(':', '-')}-{fmt}")
         path, checks = export_model(name, fmt, dest, quant)
         _print_checks(checks)
@@ -107,6 +114,8 @@ def export(
         return
     if out is None:
         raise typer.BadParameter("--out is needed without --format", param_hint="--out")
+    if quant is not None:
+        raise typer.BadParameter("--quant needs --format gguf or ollama", param_hint="--quant")
     if merged:
         from afinar.models.loader import export_merged
 

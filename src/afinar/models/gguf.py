@@ -1,5 +1,6 @@
 """Hugging Face folders to GGUF with llama.cpp's own ``convert_hf_to_gguf.py`` (and LoRA adapters
-with ``convert_lora_to_gguf.py``), shared by the llama.cpp engine and ``afinar models export``.
+with ``convert_lora_to_gguf.py``), shared by the llama.cpp engine and ``afinar models export``;
+k-quants (``q4_k_m``...) are made from the f32 GGUF by llama.cpp's quantizer (``quantize_gguf``).
 
 The conversion scripts come from the llama-cpp-python sdist (``make`` extracts them into
 ``.venv/share/afinar-llama.cpp``; ``AFINAR_LLAMA_CONVERT`` names another folder). An unrecognised
@@ -9,6 +10,8 @@ Hugging Face tokenizer and hands llama.cpp token ids.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import shutil
 import subprocess
@@ -67,6 +70,63 @@ def convert_hf(folder: Path, outfile: Path, outtype: str, what: str | None = Non
     return outfile
 
 
+def quantize_gguf(infile: Path, outfile: Path, ftype: str, threads: int = 1) -> Path:
+    """``infile`` (an f32/f16 GGUF) quantised to ``ftype`` (a llama.cpp file type such as
+    ``Q4_K_M``) with llama.cpp's own quantizer, as its ``llama-quantize`` tool does. Tensors whose
+    rows do not fit the type's blocks get llama.cpp's fallback type (its usual behaviour)."""
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise EngineUnavailable("quantising a GGUF needs llama-cpp-python: pip install "
+                                f"'afinar[llama]' ({e})") from e
+    code = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype.upper()}", None)
+    if code is None:
+        raise EngineUnavailable(f"this llama.cpp has no {ftype} quantisation")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.nthread = code, threads
+    with _quiet_llama(llama_cpp):
+        rc = llama_cpp.llama_model_quantize(str(infile).encode(), str(outfile).encode(),
+                                            ctypes.byref(params))
+    if rc != 0 or not outfile.is_file():
+        raise EngineUnavailable(f"llama.cpp could not quantise {infile.name} to {ftype} "
+                                f"(llama_model_quantize rc={rc})")
+    return outfile
+
+
+@contextlib.contextmanager
+def no_extra_buffers():
+    """Models loaded inside get llama.cpp's plain CPU buffers (``use_extra_bufts`` off): the
+    CPU backend's extra buffer types (AMX and the repacked q8_0/q4 layouts) crash
+    ``llama_decode`` on CPUs with AMX (Sapphire Rapids and later) for q8_0 and q4 weights, the
+    135M model and the tiny test model alike. ``llama_cpp.Llama`` builds its model parameters
+    from ``llama_model_default_params()`` with no argument for this, so that function is
+    wrapped while the model loads (not thread-safe: load one model at a time)."""
+    import llama_cpp.llama_cpp as lib
+
+    orig = lib.llama_model_default_params
+
+    def params():
+        p = orig()
+        if hasattr(p, "use_extra_bufts"):
+            p.use_extra_bufts = False
+        return p
+
+    lib.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = orig
+
+
+def _quiet_llama(llama_cpp):
+    """llama.cpp's own progress lines, kept off the terminal (as ``Llama(verbose=False)``)."""
+    try:
+        from llama_cpp._utils import suppress_stdout_stderr
+    except ImportError:  # an older or newer layout: let llama.cpp print
+        return contextlib.nullcontext()
+    return suppress_stdout_stderr(disable=False)
+
+
 def merge_lora(adapter: Path, base_folder: Path, dest: Path) -> Path:
     """A LoRA fine-tune merged into its base in fp32 (PEFT ``merge_and_unload``), saved as a
     Hugging Face folder ``dest`` with the base's tokenizer, chat template and generation config."""
@@ -85,4 +145,6 @@ def merge_lora(adapter: Path, base_folder: Path, dest: Path) -> Path:
     return dest
 
 
-__all__ = ["EngineUnavailable", "convert_dir", "convert_hf", "merge_lora", "run_convert"]
+__all__ = ["EngineUnavailable", "convert_dir", "convert_hf", "merge_lora", "no_extra_buffers",
+           "quantize_gguf",
+           "run_convert"]

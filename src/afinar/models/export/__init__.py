@@ -1,42 +1,50 @@
 """``afinar models export``: a catalog model (base or fine-tune) in a format other tools load,
-verified before it is called done (``verify``). One module per format, registered in
-``EXPORTERS`` (name -> function taking the source model, the output folder, the quantisation and
-a scratch folder)."""
+verified before it is called done (``verify``). One module per format, each registering its
+``Exporter`` in ``EXPORTERS`` (``afinar.registry``'s shape; plugins: the ``afinar.exporters``
+entry point group)."""
 
 from __future__ import annotations
 
 import errno
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from afinar.errors import InvalidRequest
-from afinar.models.export.adapter import export_adapter
-from afinar.models.export.gguf_format import QUANTS, export_gguf
-from afinar.models.export.merged import export_merged
-from afinar.models.export.ollama import export_ollama
-from afinar.models.export.source import ExportFailed, Source, read_export_manifest, resolve
-from afinar.models.export.verify import Check, verify
+from afinar.models.export import adapter, gguf_format, merged, ollama  # noqa: F401 (register)
+from afinar.models.export.formats import EXPORTERS, QUANTS, Check, Exporter
+from afinar.models.export.source import ExportFailed, read_export_manifest, resolve
+from afinar.models.export.verify import verify
 from afinar.settings import Settings, get_settings
 from afinar.store.atomic import atomic_dir
 
-EXPORTERS: dict[str, Callable[[Source, Path, str, Path], None]] = {
-    "gguf": export_gguf, "ollama": export_ollama, "adapter": export_adapter,
-    "merged": export_merged,
-}
+
+def check_options(fmt: str, quant: str | None) -> tuple[Exporter, str | None]:
+    """The exporter for ``fmt`` and the quantisation it runs with (f32 where it takes one and
+    none is given), or one ``InvalidRequest`` naming the known formats or quantisations."""
+    exporter = EXPORTERS.get(fmt)()
+    if not exporter.uses_quant:
+        if quant is not None:
+            raise InvalidRequest(f"--quant applies to GGUF weights, not to the {fmt} format "
+                                 f"(formats with it: {', '.join(gguf_formats())})",
+                                 param="quant")
+        return exporter, None
+    quant = "f32" if quant is None else quant.lower()
+    if quant not in QUANTS:
+        raise InvalidRequest(f"unknown quantisation {quant!r}; known: {', '.join(QUANTS)}",
+                             code="unknown_quantisation", param="quant")
+    return exporter, quant
 
 
-def export_model(model_id: str, fmt: str, out: Path, quant: str = "f32",
+def gguf_formats() -> list[str]:
+    return [name for name, cls in EXPORTERS.items() if cls.uses_quant]
+
+
+def export_model(model_id: str, fmt: str, out: Path, quant: str | None = None,
                  settings: Settings | None = None) -> tuple[Path, list[Check]]:
     """Export ``model_id`` as ``fmt`` into ``out`` (new or empty) and verify it; on a failed
     check nothing is left in ``out`` and ``ExportFailed`` says why."""
     settings = settings or get_settings()
-    if fmt not in EXPORTERS:
-        raise InvalidRequest(f"unknown format {fmt!r}; choose one of {', '.join(EXPORTERS)}",
-                             param="format")
-    if quant not in QUANTS:
-        raise InvalidRequest(f"unknown quantisation {quant!r}; choose one of "
-                             f"{', '.join(QUANTS)}", param="quant")
+    exporter, quant = check_options(fmt, quant)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidRequest(f"{out} exists and is not an empty folder", param="out")
@@ -48,8 +56,8 @@ def export_model(model_id: str, fmt: str, out: Path, quant: str = "f32",
     src = resolve(model_id, settings)
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.models_dir) as work, atomic_dir(out) as tmp:
-        EXPORTERS[fmt](src, tmp, quant, Path(work))
-        hf = src.hf_folder(Path(work)) if fmt != "adapter" else None
+        exporter.export(src, tmp, quant, Path(work))
+        hf = src.hf_folder(Path(work)) if exporter.needs_hf else None
         checks = verify(tmp, src, hf)
     return out, checks
 
@@ -69,4 +77,5 @@ def verify_export(path: Path, settings: Settings | None = None) -> list[Check]:
     return verify(Path(path), resolve(data["model"], settings))
 
 
-__all__ = ["EXPORTERS", "Check", "ExportFailed", "export_model", "verify", "verify_export"]
+__all__ = ["EXPORTERS", "QUANTS", "Check", "ExportFailed", "Exporter", "check_options",
+           "export_model", "gguf_formats", "verify", "verify_export"]

@@ -11,8 +11,11 @@ import json
 import re
 from pathlib import Path
 
-from afinar.models.export.gguf_format import GGUF, export_gguf
+from afinar.models.export.formats import EXPORTERS, Check
+from afinar.models.export.gguf_format import GGUF, GGUFExporter
+from afinar.models.export.gotemplate import TemplateError, ollama_data, render
 from afinar.models.export.source import EXPORT_MANIFEST, ExportFailed, Source
+from afinar.models.export.verify import conversations
 
 MODELFILE = "Modelfile"
 # Ollama's names for the Hugging Face generation settings
@@ -120,16 +123,56 @@ def parse_modelfile(text: str) -> dict:
     return out
 
 
-def export_ollama(src: Source, out: Path, quant: str, work: Path) -> None:
-    from afinar.models.catalog import Catalog
+@EXPORTERS.register()
+class OllamaExporter(GGUFExporter):
+    name = "ollama"
+    help = "GGUF + Modelfile (ollama create NAME -f Modelfile)"
 
-    export_gguf(src, out, quant, work, fmt="ollama")
-    tok = src.tokenizer()
-    fp = src.fingerprint()
-    sampling = Catalog(src.settings).sampling_defaults(src.model_id)
-    (out / MODELFILE).write_text(modelfile(tok, fp["stop_tokens"], src.system_prompt(),
-                                           sampling))
-    data = json.loads((out / EXPORT_MANIFEST).read_text())
-    (out / EXPORT_MANIFEST).write_text(json.dumps({**data, "modelfile": MODELFILE,
-                                                   "system": src.system_prompt(),
-                                                   "sampling": sampling}, indent=1))
+    def export(self, src: Source, out: Path, quant: str, work: Path) -> None:
+        from afinar.models.catalog import Catalog
+
+        super().export(src, out, quant, work)
+        tok = src.tokenizer()
+        fp = src.fingerprint()
+        sampling = Catalog(src.settings).sampling_defaults(src.model_id)
+        (out / MODELFILE).write_text(modelfile(tok, fp["stop_tokens"], src.system_prompt(),
+                                               sampling))
+        data = json.loads((out / EXPORT_MANIFEST).read_text())
+        (out / EXPORT_MANIFEST).write_text(json.dumps({**data, "modelfile": MODELFILE,
+                                                       "system": src.system_prompt(),
+                                                       "sampling": sampling}, indent=1))
+
+    def checks(self, path: Path, src: Source, data: dict, hf: Path | None) -> list[Check]:
+        return [*super().checks(path, src, data, hf),
+                *check_modelfile(path, src, data["template_fingerprint"])]
+
+
+def template_renders_as(template: str, system: str | None, tok) -> Check:
+    """An Ollama TEMPLATE (with its SYSTEM where a conversation has none, as Ollama does)
+    renders the sample conversations as ``tok``'s chat template does."""
+    for i, (msgs, _) in enumerate(conversations()[:3]):
+        if system and not any(m["role"] == "system" for m in msgs):
+            msgs = [{"role": "system", "content": system}, *msgs]
+        want = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        try:
+            got = render(template, ollama_data(msgs, system))
+        except TemplateError as e:
+            return Check("Modelfile TEMPLATE", False, e.message)
+        if got != want:
+            return Check("Modelfile TEMPLATE", False, f"sample conversation {i + 1} renders "
+                         f"{got!r}, the chat template renders {want!r}")
+    return Check("Modelfile TEMPLATE", True, "renders the samples as the chat template")
+
+
+def check_modelfile(path: Path, src: Source, fp: dict) -> list[Check]:
+    """FROM names the GGUF beside it, ``PARAMETER stop`` lines are the end-of-turn tokens, the
+    TEMPLATE renders what the model was trained on."""
+    mf = parse_modelfile((path / MODELFILE).read_text())
+    checks = []
+    if mf.get("from") != f"./{GGUF}" or not (path / GGUF).is_file():
+        checks.append(Check("Modelfile", False, f"FROM is not ./{GGUF} beside it"))
+    stops = mf["parameters"].get("stop", [])
+    checks.append(Check("Modelfile stop", sorted(stops) == sorted(fp["stop_tokens"]),
+                        f"{stops}, end-of-turn tokens {fp['stop_tokens']}"))
+    return [*checks, template_renders_as(mf.get("template", ""), mf.get("system"),
+                                         src.tokenizer())]

@@ -79,6 +79,17 @@ class Source:
             merge_lora(self.info.path, self.base_folder, dest)
         return dest
 
+    def untuned_folder(self) -> Path | None:
+        """The HF folder of the base model a fine-tune was trained from (None for a base)."""
+        if self.is_adapter:
+            return self.base_folder
+        base = self.manifest.get("base_model")
+        if not base or base == self.model_id:
+            return None
+        from afinar.models.loader import hf_folder
+
+        return Path(hf_folder(Catalog(self.settings).get(base), self.settings)[0])
+
     def fingerprint(self) -> dict:
         """The template fingerprint the model was trained with (fine-tunes), else its own."""
         from transformers import GenerationConfig

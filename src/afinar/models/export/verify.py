@@ -3,42 +3,37 @@
 - template contract: the exported tokenizer has the template fingerprint the model was trained
   with, and renders the sample conversations to the same token ids as the reference tokenizer;
 - GGUF (gguf, ollama): greedy outputs through llama.cpp equal the transformers model's for f32
-  (for f16/q8_0 the teacher-forced top-token agreement is reported, with a warning under 0.95);
-  every end-of-turn token is an end-of-generation token in the GGUF (what stops llama.cpp and
+  and f16; for quantised weights the teacher-forced top-token agreement is reported (q8_0 must
+  reach 0.95; q4_k_m and the others are warned under it), and for a fine-tune, on its job's own
+  validation examples, the share of the top tokens the fine-tune changed from its base that the
+  quantised GGUF keeps (a warning under 0.5: the quantisation erases the fine-tune); every
+  end-of-turn token is an end-of-generation token in the GGUF (what stops llama.cpp and
   Ollama), with the same text as in the Hugging Face vocabulary;
-- ollama: the Modelfile's TEMPLATE, rendered by ``gotemplate`` for the sample conversations
-  (with its SYSTEM where a conversation has none, as Ollama does), equals the Hugging Face chat
-  template's rendering, and its ``PARAMETER stop`` lines are the end-of-turn tokens;
-- adapter: plain ``peft.PeftModel.from_pretrained`` loads it on the base and gives the logits of
-  the fine-tune; merged: transformers loads it and gives the logits of the reference.
+- each format's own checks (``Exporter.checks``): the Modelfile's TEMPLATE and stop lines
+  (``ollama``), plain PEFT loading (``adapter``), transformers loading (``merged``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+from afinar.models.export.formats import EXACT_QUANTS, EXPORTERS, Check
 from afinar.models.export.source import SAMPLES, ExportFailed, Source, read_export_manifest
+from afinar.models.gguf import no_extra_buffers
 
 MAX_NEW = 12
-AGREEMENT_WARN = 0.95
+AGREEMENT_WARN = 0.95  # q8_0 must reach it; other quantisations under it are warned
+KEPT_WARN = 0.5  # a quantisation keeping less of what the fine-tune changed erases it
+MAX_EXAMPLES, MAX_TARGET = 8, 48  # job examples and answer tokens the fine-tune check reads
 
 
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    warning: bool = False
-
-
-def _ids(tok, msgs, gen=True) -> list[int]:
+def sample_ids(tok, msgs, gen=True) -> list[int]:
     enc = tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=gen,
                                   return_dict=True)["input_ids"]
     return [int(i) for i in (enc[0] if enc and isinstance(enc[0], list) else enc)]
 
 
-def _conversations() -> list[tuple[list[dict], bool]]:
+def conversations() -> list[tuple[list[dict], bool]]:
     return [(s, True) for s in SAMPLES] + [(SAMPLES[-1][:2], False)]
 
 
@@ -56,14 +51,14 @@ def check_template(path: Path, src: Source, fp: dict) -> Check:
         return Check("template", False, f"the exported tokenizer's {', '.join(diff)} differ "
                      "from those the model was trained with")
     ref = src.tokenizer()
-    for i, (msgs, gen) in enumerate(_conversations()):
-        if _ids(exported, msgs, gen) != _ids(ref, msgs, gen):
+    for i, (msgs, gen) in enumerate(conversations()):
+        if sample_ids(exported, msgs, gen) != sample_ids(ref, msgs, gen):
             return Check("template", False, f"sample conversation {i + 1} renders to other "
                          "token ids with the exported tokenizer")
-    return Check("template", True, f"{len(_conversations())} conversations, same token ids")
+    return Check("template", True, f"{len(conversations())} conversations, same token ids")
 
 
-def _reference(folder: Path):
+def reference_model(folder: Path):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -87,8 +82,9 @@ def check_gguf(gguf: Path, hf: Path, src: Source, quant: str, fp: dict) -> list[
     llama_cpp = require_llama_cpp()
     tok = src.tokenizer()
     eos = list(fp["stop_token_ids"])
-    ref = _reference(hf)
-    lm = LlamaCppModel(gguf, hf, src.settings, n_ctx=256)
+    ref = reference_model(hf)
+    with no_extra_buffers():
+        lm = LlamaCppModel(gguf, hf, src.settings, n_ctx=256)
     vocab = llama_cpp.llama_model_get_vocab(lm.llama.model)
     checks = []
     bad = [t for t, i in zip(fp["stop_tokens"], eos, strict=True)
@@ -100,124 +96,152 @@ def check_gguf(gguf: Path, hf: Path, src: Source, quant: str, fp: dict) -> list[
     # Ollama and llama.cpp's own tools tokenize text with the GGUF's tokenizer (afinar's engine
     # passes token ids, so it never does): a pre-tokenizer llama.cpp does not know is written as
     # "default" and may split some text differently; reported, not fatal
-    split = [i + 1 for i, (msgs, _) in enumerate(_conversations()[:3])
+    split = [i + 1 for i, (msgs, _) in enumerate(conversations()[:3])
              if lm.llama.tokenize(tok.apply_chat_template(msgs, tokenize=False,
                                                           add_generation_prompt=True).encode(),
-                                  add_bos=False, special=True) != _ids(tok, msgs)]
+                                  add_bos=False, special=True) != sample_ids(tok, msgs)]
     checks.append(Check("GGUF tokenizer", True, (
         f"llama.cpp's (Ollama's) splits sample(s) {', '.join(map(str, split))} "
         "differently") if split else "llama.cpp's (Ollama's) gives the same ids",
         warning=bool(split)))
     same = agree = total = 0
-    for msgs, _ in _conversations()[:3]:
-        ids = _ids(tok, msgs)
+    for msgs, _ in conversations()[:3]:
+        ids = sample_ids(tok, msgs)
         want = _greedy(ref, ids, eos)
         got = lm.generate(torch.tensor([ids]), MAX_NEW, eos_token_id=eos)[0, len(ids):].tolist()
         same += got == want
         # teacher-forced: llama.cpp's top token at each step of the reference's greedy path
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(lm.llama._ctx.ctx), True)
-        lm._decode(ids, 0)
-        for k, t in enumerate(want):
-            agree += int(lm._logits().argmax()) == t
-            total += 1
-            if k + 1 < len(want):
-                lm._decode([t], len(ids) + k)
+        top = teacher_forced_top(lm, ids, want)
+        agree += sum(a == b for a, b in zip(top, want, strict=True))
+        total += len(want)
     rate = agree / max(total, 1)
     detail = f"greedy {same}/3 as transformers, top-token agreement {rate:.3f}"
-    if quant == "f32":
+    if quant in EXACT_QUANTS:
         checks.append(Check("llama.cpp greedy", same == 3, detail))
+    elif quant == "q8_0":
+        checks.append(Check("llama.cpp agreement", rate >= AGREEMENT_WARN, detail + (
+            f" (q8_0 must reach {AGREEMENT_WARN})" if rate < AGREEMENT_WARN else "")))
     else:
         checks.append(Check("llama.cpp agreement", True, detail + (
             f" (under {AGREEMENT_WARN}: {quant} changes outputs)"
             if rate < AGREEMENT_WARN else ""), warning=rate < AGREEMENT_WARN))
+    if quant not in EXACT_QUANTS and src.untuned_folder() is not None:
+        examples, what = job_examples(src)
+        checks.append(fine_tune_kept(src, ref, lm, examples, what, quant))
     return checks
 
 
-def check_modelfile(path: Path, src: Source, fp: dict) -> list[Check]:
-    from afinar.models.export.gotemplate import TemplateError, ollama_data, render
-    from afinar.models.export.ollama import MODELFILE, parse_modelfile
+def teacher_forced_top(lm, prompt: list[int], target: list[int]) -> list[int]:
+    """llama.cpp's top token before each token of ``target``, fed ``prompt`` + ``target``."""
+    import numpy as np
 
-    mf = parse_modelfile((path / MODELFILE).read_text())
-    checks = []
-    if mf.get("from") != "./model.gguf" or not (path / "model.gguf").is_file():
-        checks.append(Check("Modelfile", False, "FROM is not ./model.gguf beside it"))
-    stops = mf["parameters"].get("stop", [])
-    checks.append(Check("Modelfile stop", sorted(stops) == sorted(fp["stop_tokens"]),
-                        f"{stops}, end-of-turn tokens {fp['stop_tokens']}"))
-    tok = src.tokenizer()
-    system = mf.get("system")
-    for i, (msgs, _) in enumerate(_conversations()[:3]):
-        if system and not any(m["role"] == "system" for m in msgs):
-            msgs = [{"role": "system", "content": system}, *msgs]
-        want = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        try:
-            got = render(mf.get("template", ""), ollama_data(msgs, system))
-        except TemplateError as e:
-            return [*checks, Check("Modelfile TEMPLATE", False, e.message)]
-        if got != want:
-            return [*checks, Check("Modelfile TEMPLATE", False,
-                                   f"sample conversation {i + 1} renders {got!r}, the chat "
-                                   f"template renders {want!r}")]
-    return [*checks, Check("Modelfile TEMPLATE", True,
-                           "renders the samples as the chat template")]
+    from afinar.models.engines.llamacpp import require_llama_cpp
+
+    llama_cpp = require_llama_cpp()
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(lm.llama._ctx.ctx), True)
+    lm._decode(prompt, 0)
+    top = []
+    for k, t in enumerate(target):
+        top.append(int(np.argmax(lm._logits())))
+        if k + 1 < len(target):
+            lm._decode([t], len(prompt) + k)
+    return top
 
 
-def _logits_close(a, b, what: str) -> Check:
+def job_examples(src: Source, limit: int = MAX_EXAMPLES) -> tuple[list[list[dict]], str]:
+    """Up to ``limit`` chat conversations the fine-tune's job was validated on (its validation
+    file, else its training file), ending in the assistant's answer; ``what`` names the file."""
+    import json
+
+    from afinar.store.blobs import BlobStore
+
+    blobs = BlobStore(src.settings.blobs_dir)
+    datasets = src.manifest.get("datasets") or {}
+    for key, what in (("validation_file", "validation"), ("training_file", "training")):
+        digest = datasets.get(key)
+        if not digest or not blobs.exists(digest):
+            continue
+        out = []
+        for line in blobs.read_bytes(digest).decode("utf-8", "replace").splitlines():
+            try:
+                msgs = json.loads(line).get("messages") if line.strip() else None
+            except (ValueError, AttributeError):
+                continue
+            if (isinstance(msgs, list) and len(msgs) >= 2 and isinstance(msgs[-1], dict)
+                    and msgs[-1].get("role") == "assistant"
+                    and isinstance(msgs[-1].get("content"), str)):
+                out.append([{"role": m["role"], "content": m.get("content") or ""}
+                            for m in msgs if isinstance(m, dict) and "role" in m])
+            if len(out) >= limit:
+                break
+        if out:
+            return out, f"the job's {what} examples"
+    return [], "no job examples"
+
+
+def kept_rate(base_top: list[int], ft_top: list[int], quant_top: list[int]) -> tuple[int, int]:
+    """Of the positions where the fine-tune's top token differs from its base's (what training
+    changed), how many the quantised model keeps: (changed, kept)."""
+    changed = [(f, q) for b, f, q in zip(base_top, ft_top, quant_top, strict=True) if f != b]
+    return len(changed), sum(f == q for f, q in changed)
+
+
+def fine_tune_kept(src: Source, ref, lm, examples: list[list[dict]], what: str,
+                   quant: str) -> Check:
+    """Whether the quantised GGUF keeps the fine-tune's behaviour: teacher-forced on the
+    answers of ``examples``, the share of the positions where the fine-tune's top token
+    differs from the base model's at which the GGUF's top token is the fine-tune's; under
+    ``KEPT_WARN`` the quantisation is said to erase the fine-tune (a warning)."""
+    import torch
+
+    name = "fine-tune kept"
+    if not examples:
+        return Check(name, True, f"not measured ({what} in the fine-tune's manifest)")
+    tok, base = src.tokenizer(), reference_model(src.untuned_folder())
+    changed = kept = 0
+    for msgs in examples:
+        prompt = sample_ids(tok, msgs[:-1])
+        full = sample_ids(tok, msgs, gen=False)
+        if full[:len(prompt)] != prompt or len(full) <= len(prompt):
+            continue
+        target = full[len(prompt):][:MAX_TARGET]
+        ids = torch.tensor([prompt + target])
+        span = slice(len(prompt) - 1, len(prompt) - 1 + len(target))
+        with torch.no_grad():
+            b = base(ids).logits[0, span].argmax(-1).tolist()
+            f = ref(ids).logits[0, span].argmax(-1).tolist()
+        c, k = kept_rate(b, f, teacher_forced_top(lm, prompt, target))
+        changed, kept = changed + c, kept + k
+    n = f"{len(examples)} of {what}"
+    if not changed:
+        return Check(name, True, f"the fine-tune keeps its base's top tokens on {n}: "
+                     "nothing to lose")
+    rate = kept / changed
+    detail = (f"{quant} keeps {kept}/{changed} ({rate:.2f}) of the top tokens the fine-tune "
+              f"changed, on {n}")
+    if rate < KEPT_WARN:
+        detail += f": {quant} erases the fine-tune's behaviour (use q8_0 or f16)"
+    return Check(name, True, detail, warning=rate < KEPT_WARN)
+
+
+def logits_close(a, b, what: str) -> Check:
     diff = float((a - b).abs().max())
     return Check(what, diff < 1e-4, f"logits differ by at most {diff:.2e}")
 
 
-def check_adapter(path: Path, src: Source) -> Check:
-    import torch
-    from peft import PeftModel
-    from safetensors import safe_open
-    from transformers import AutoModelForCausalLM
-
-    with safe_open(str(path / "adapter_model.safetensors"), "pt") as f:
-        keys, meta = list(f.keys()), f.metadata() or {}
-    odd = [k for k in keys if "lora_" not in k and "modules_to_save" not in k
-           and "prompt_embeddings" not in k]
-    if odd or set(meta) - {"format"}:
-        return Check("adapter", False, f"adapter_model.safetensors holds non-PEFT entries: "
-                     f"{(odd or sorted(meta))[:3]}")
-    ids = torch.tensor([_ids(src.tokenizer(), SAMPLES[-1])])
-    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(
-        str(src.base_folder), dtype=torch.float32), str(path)).eval()
-    ours = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(
-        str(src.base_folder), dtype=torch.float32), str(src.info.path)).eval()
-    with torch.no_grad():
-        return _logits_close(plain(ids).logits, ours(ids).logits,
-                             "adapter loads with plain PEFT")
-
-
-def check_merged(path: Path, src: Source, hf: Path) -> Check:
-    import torch
-
-    ids = torch.tensor([_ids(src.tokenizer(), SAMPLES[-1])])
-    with torch.no_grad():
-        return _logits_close(_reference(path)(ids).logits, _reference(hf)(ids).logits,
-                             "merged loads with transformers")
-
-
 def verify(path: Path, src: Source, hf: Path | None = None) -> list[Check]:
-    """Run the checks for the export in ``path``; raise ``ExportFailed`` naming every failure."""
+    """Run the checks for the export in ``path`` (the template contract, then its format's);
+    raise ``ExportFailed`` naming every failure."""
     import tempfile
 
     path = Path(path)
     data = read_export_manifest(path)
-    fmt, fp = data["format"], data["template_fingerprint"]
-    checks = [check_template(path, src, fp)]
+    exporter = EXPORTERS.get(data["format"])()
+    checks = [check_template(path, src, data["template_fingerprint"])]
     with tempfile.TemporaryDirectory(dir=src.settings.models_dir) as work:
-        if fmt in ("gguf", "ollama", "merged") and hf is None:
+        if exporter.needs_hf and hf is None:
             hf = src.hf_folder(Path(work))
-        if fmt in ("gguf", "ollama"):
-            checks += check_gguf(path / data["gguf"], hf, src, data["quant"], fp)
-        if fmt == "ollama":
-            checks += check_modelfile(path, src, fp)
-        if fmt == "adapter":
-            checks.append(check_adapter(path, src))
-        if fmt == "merged":
-            checks.append(check_merged(path, src, hf))
+        checks += exporter.checks(path, src, data, hf)
     failed = [c for c in checks if not c.ok]
     if failed:
         raise ExportFailed(f"{path} failed verification: "
