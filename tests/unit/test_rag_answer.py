@@ -5,7 +5,8 @@ import pytest
 
 from afinar.models import SamplingParams
 from afinar.rag.answer import NOTHING_FOUND, ask, build_messages, cite, support
-from afinar.rag.kb import Hit, KnowledgeBases
+from afinar.rag.kb import KnowledgeBases
+from afinar.rag.search import Hit
 from afinar.rag.memory import Memories
 
 

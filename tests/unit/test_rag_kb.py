@@ -136,7 +136,7 @@ def test_failed_files_are_reported_and_the_batch_goes_on(kb, tmp_path):
 
 
 def test_interrupted_ingestion_resumes_without_duplicates(home, tmp_path, monkeypatch):
-    import afinar.rag.kb as kbmod
+    import afinar.rag.ingest as kbmod
 
     folder = write(tmp_path / "docs", {f"d{i}.md": f"# Doc {i}\n\nThe code word is w{i}.\n"
                                        for i in range(5)})
@@ -193,6 +193,7 @@ def test_kb_cli(home, tmp_path, capsys):
 
 
 def test_tune_fusion_and_rerankers(kb, tmp_path):
+    from afinar.evals.fusion_tuning import tune_fusion
     from afinar.rag.rerank import get_reranker
 
     labelled = [("reset wifi router button", {s for s in (d.source for d in
@@ -200,7 +201,7 @@ def test_tune_fusion_and_rerankers(kb, tmp_path):
                                               if s.endswith("wifi.md")}),
                 ("invoices monthly card", {s for s in (d.source for d in kb.documents("support"))
                                            if s.endswith("billing.md")})]
-    r = kb.tune_fusion("support", labelled, groups=[])
+    r = tune_fusion(kb, "support", labelled, groups=[])
     assert r["ndcg"][r["best"]] == max(r["ndcg"].values()) and "hybrid" in r["ndcg"]
     assert kb.get("support").info["fusion_mode"] == r["best"].split(":")[0]
     hits = kb.search("support", "reset button wifi", groups=[], k=2,

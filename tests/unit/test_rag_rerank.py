@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from afinar.errors import InvalidRequest
-from afinar.rag.kb import Hit
+from afinar.rag.search import Hit
 from afinar.rag.rerank import RERANKERS, LLMReranker, get_reranker, yes_no_scores
 from tests.helpers import bias_to, run_cli
 
@@ -71,12 +71,39 @@ def test_every_registered_reranker(name, tiny, tmp_path):
         assert hits[0].chunk_id == 1
 
 
-@pytest.mark.parametrize("name", ["nope", "cross-encoder", "", "bm25:x"])
-def test_unknown_reranker_names_the_known_ones(name):
+@pytest.mark.parametrize("name", ["nope", "", "bm25:x", "magic:llm"])
+def test_unknown_reranker_is_the_registrys_error_naming_the_known_ones(name):
     with pytest.raises(InvalidRequest) as e:
         get_reranker(name)
-    for known in ("llm", "cross-encoder:PATH", "overlap"):
-        assert known in str(e.value)
+    assert e.value.message.startswith(f"unknown reranker {name!r}")
+    assert e.value.message.endswith("known: " + ", ".join(RERANKERS.names()))
+    assert e.value.code == "unknown_reranker" and e.value.param == "reranker"
+
+
+@pytest.mark.parametrize("name, needs", [("cross-encoder", "needs an argument: "
+                                          "cross-encoder:PATH"),
+                                         ("overlap:x", "takes no argument")])
+def test_a_reranker_argument_is_checked_against_the_entry(name, needs):
+    with pytest.raises(InvalidRequest, match=needs):
+        get_reranker(name)
+
+
+def test_a_name_with_an_argument_looks_up_its_prefix(monkeypatch):
+    from afinar.rag import rerank as rr
+
+    assert RERANKERS.get("llm:some-model") is LLMReranker
+    assert RERANKERS.get(" cross-encoder:/x") is rr.CrossEncoderReranker
+    got = []
+
+    class Fake:
+        argument, usage = "model", "fake:MODEL"
+
+        def __init__(self, model=None):
+            got.append(model)
+
+    monkeypatch.setitem(RERANKERS._entries, "fake", Fake)
+    assert isinstance(get_reranker("fake:m1", lm=object()), Fake) and got == ["m1"]
+    assert "fake:MODEL" in rr.usage()
 
 
 @pytest.fixture
@@ -117,7 +144,7 @@ def test_kb_search_rerank_flag(kb, capsys, name):
 def test_kb_search_unknown_reranker_is_one_error_line(kb, capsys):
     code, out, err = run_cli(capsys, "kb", "search", "help", QUERY, "--rerank", "magic")
     assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
-    assert "llm" in err and "cross-encoder:PATH" in err and "overlap" in err
+    assert "unknown reranker 'magic'; known: cross-encoder, llm, overlap" in err
 
 
 @pytest.mark.parametrize("name", ["llm", "overlap"])
@@ -130,7 +157,9 @@ def test_ask_rerank_flag(kb, tiny_long, capsys, name):
     srcs = json.loads(out)["sources"]
     assert srcs and {s["score_kind"] for s in srcs} == {"rerank"}
     code, _, err = run_cli(capsys, "ask", QUERY, "--kb", "help", "--rerank", "cross-encoder")
-    assert code == 2 and err.startswith("error:") and "overlap" in err
+    assert code == 2 and err.startswith("error:") and "cross-encoder:PATH" in err
+    code, _, err = run_cli(capsys, "ask", QUERY, "--kb", "help", "--rerank", "magic")
+    assert code == 2 and "unknown reranker 'magic'" in err and "overlap" in err
 
 
 @pytest.mark.parametrize("name", ["overlap", "llm"])
@@ -177,7 +206,8 @@ def test_api_unknown_ranker_is_a_400_naming_the_known_ones(home):
                       json={"query": "q", "ranking_options": {"ranker": "magic"}})
         assert r.status_code == 400, r.text
         msg = r.json()["error"]["message"]
-        for known in ("llm", "cross-encoder:PATH", "overlap", "auto"):
+        assert "unknown reranker 'magic'" in msg
+        for known in (*RERANKERS.names(), "auto"):
             assert known in msg
         r = http.post("/v1/vector_stores/vs_nope/search",
                       json={"query": "q", "ranking_options": {"ranker": "overlap"}})

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from afinar.rag.answer import cite, support
-from afinar.rag.fusion import RRF_K, fuse
-from afinar.rag.kb import Hit, KnowledgeBases
+from afinar.rag.fusion import FUSIONS, RRF_K, fuse
+from afinar.rag.kb import KnowledgeBases
+from afinar.rag.search import Hit
 from tests.helpers import run_cli
 
 DOCS = {
@@ -35,23 +36,28 @@ def test_fused_scores_are_the_ranking_and_keep_each_retrievers_view():
     dense = (np.array([3, 1, 2, 0]), np.array([0.9, 0.8, 0.4, 0.1]))
     lexical = (np.array([1, 0, 5]), np.array([7.0, 3.5, 1.0]))
     cos = {5: 0.05}
-    hybrid = fuse(dense, lexical, "hybrid", cosine=lambda i: cos[i])
+    hybrid = fuse(dense, lexical, "rrf", cosine=lambda i: cos[i])
     d = dict(zip(*map(list, dense)))
     d.update(cos)
     d = dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
     assert [f.index for f in hybrid] == _old_rrf_order(d, dict(zip(*map(list, lexical))))
-    for mode in ("hybrid", "weighted", "dense", "lexical"):
-        out = fuse(dense, lexical, mode, cosine=lambda i: cos[i])
+    # every registered fusion, and one ranking alone (dense or lexical, no fusion)
+    for name, args in [*((f, (dense, lexical, f)) for f in FUSIONS.names()),
+                       ("dense", (dense, None, None)), ("lexical", (None, lexical, None))]:
+        out = fuse(*args, cosine=lambda i: cos[i])
         scores = [f.score for f in out]
-        assert scores == sorted(scores, reverse=True), mode
-        assert all(0 <= s <= 1 for s in scores), mode
+        assert scores == sorted(scores, reverse=True), name
+        assert all(0 <= s <= 1 for s in scores), name
+    assert [f.index for f in fuse(None, lexical, None)] == [1, 0, 5]
+    assert fuse(None, lexical, None)[0].score == 1.0  # BM25 / the best candidate's
+    assert [f.index for f in fuse(dense, None, None)] == [3, 1, 2, 0]
     by = {f.index: f for f in hybrid}
     assert by[1].dense_rank == 2 and by[1].lexical_rank == 1
     assert by[1].dense_score == pytest.approx(0.8) and by[1].lexical_score == 7.0
     assert by[3].lexical_rank is None and by[3].lexical_score is None
     assert by[1].relevance == pytest.approx(0.8)  # a threshold compares the cosine in hybrid
     # first in both rankings scores 1
-    top = fuse((np.array([4]), np.array([0.7])), (np.array([4]), np.array([2.0])), "hybrid")
+    top = fuse((np.array([4]), np.array([0.7])), (np.array([4]), np.array([2.0])), "rrf")
     assert top[0].score == pytest.approx(1.0) and top[0].relevance == pytest.approx(0.7)
 
 

@@ -14,6 +14,9 @@ from rich.text import Text
 
 from afinar.cli.common import console, err_console, existing_file, explain_hit, \
     print_json, progress_columns, quiet_libraries, score_legend
+from afinar.rag.fusion import FUSIONS
+from afinar.rag.rerank import usage as reranker_usage
+from afinar.rag.retrievers import RETRIEVERS
 
 app = typer.Typer(help="Knowledge bases for RAG: hybrid search with access control.",
                   no_args_is_help=True)
@@ -105,14 +108,17 @@ def sync(name: str, folder: Path, group: list[str] = typer.Option(None, "--group
 @app.command("search")
 def search(name: str, query: str, k: int = typer.Option(5, "-k"),
            group: list[str] = typer.Option(None, "--group", "-g", help="Your groups."),
-           mode: str = typer.Option("hybrid", help="hybrid, weighted, dense or lexical."),
+           mode: str = typer.Option(None, help=f"Retriever: {', '.join(RETRIEVERS.names())} "
+                                    "(default: the base's, see tune-fusion; else hybrid)."),
+           fusion: str = typer.Option(None, "--fusion", help="Fusion of the two rankings: "
+                                      f"{', '.join(FUSIONS.names())} (default: the mode's)."),
            filters: str = typer.Option(None, "--filters", help="OpenAI filter JSON."),
            threshold: float = typer.Option(0.0, "--threshold", help="Minimum relevance: the "
                                            "cosine in hybrid mode, else the shown score."),
            explain: bool = typer.Option(False, "--explain", help="Also each retriever's score "
                                         "and rank (dense cosine, lexical BM25)."),
-           rerank: str = typer.Option(None, "--rerank", help="Rerank: llm (the chat model), "
-                                      "llm:MODEL, cross-encoder:PATH or overlap."),
+           rerank: str = typer.Option(None, "--rerank", help=f"Rerank: {reranker_usage()} "
+                                      "(llm: the chat model)."),
            rerank_depth: int = typer.Option(None, "--rerank-depth", min=1, help="Hits "
                                             "reranked (default 3 x k)."),
            as_json: bool = typer.Option(False, "--json")) -> None:
@@ -122,6 +128,10 @@ def search(name: str, query: str, k: int = typer.Option(5, "-k"),
         flt = json.loads(filters) if filters else None
     except ValueError as e:
         raise typer.BadParameter(f"not JSON ({e})", param_hint="--filters") from None
+    if mode is not None:
+        RETRIEVERS.get(mode)  # unknown names are refused before anything loads
+    if fusion is not None:
+        FUSIONS.get(fusion)
     reranker = None
     if rerank:
         from afinar.rag.rerank import get_reranker, parse_name
@@ -130,8 +140,8 @@ def search(name: str, query: str, k: int = typer.Option(5, "-k"),
         _kbs().get(name)  # unknown names are refused before a model loads
         reranker = get_reranker(rerank)
     depth = max(rerank_depth or 3 * k, k) if reranker else k
-    hits = _kbs().search(name, query, groups=group or [], k=depth, mode=mode, filters=flt,
-                         score_threshold=threshold)
+    hits = _kbs().search(name, query, groups=group or [], k=depth, mode=mode, fusion=fusion,
+                         filters=flt, score_threshold=threshold)
     if reranker:
         hits = reranker.rerank(query, hits)[:k]
     if as_json:
@@ -226,7 +236,9 @@ def tune_fusion(name: str, labelled: Path = typer.Argument(..., help="JSONL of {
                 raise typer.BadParameter(f"{labelled}:{n}: no document matches {item!r}")
             rel.update(hits)
         rows.append((obj["query"], rel))
-    r = kbs.tune_fusion(name, rows, groups=group or [])
+    from afinar.evals.fusion_tuning import tune_fusion as tune
+
+    r = tune(kbs, name, rows, groups=group or [])
     t = Table("fusion", Column("nDCG@10", justify="right"), box=box.SIMPLE_HEAD)
     for mode, v in sorted(r["ndcg"].items(), key=lambda kv: -kv[1]):
         t.add_row(mode + ("  <- chosen" if mode == r["best"] else ""), f"{v:.3f}")

@@ -15,7 +15,8 @@ from typing import Any
 
 from afinar.models.generation import GenerationResult, Generator, SamplingParams
 from afinar.models.loader import LoadedModel
-from afinar.rag.kb import Hit, KnowledgeBases
+from afinar.rag.kb import KnowledgeBases
+from afinar.rag.search import Hit
 
 SUPPORT = 0.5
 NOTHING_FOUND = ("I could not find this in the knowledge base, so I will not guess. Try other "

@@ -8,18 +8,23 @@ chunk contains, a cheap tie-breaker for keyword-heavy queries.
 template, whether each passage answers the question, and scores P(yes) / (P(yes) + P(no)) from
 the logits of the first generated position; all passages go in one left-padded forward pass.
 
-Names (``get_reranker``): ``llm`` or ``llm:MODEL``, ``cross-encoder:PATH``, ``overlap``.
+Names (``get_reranker``): ``llm`` or ``llm:MODEL``, ``cross-encoder:PATH``, ``overlap``. A
+reranker is a class in ``RERANKERS`` (plugins: the entry point group ``afinar.rerankers``); a
+name ``KIND:ARG`` looks up ``KIND`` and passes ``ARG`` as the class's ``argument`` keyword.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import replace
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from afinar.rag.kb import Hit
+from afinar.errors import InvalidRequest
+from afinar.registry import Registry
 
-RERANKERS: dict[str, type] = {}
+if TYPE_CHECKING:
+    from afinar.rag.search import Hit
+
 RERANK_QUESTION = "Does the passage answer the question? Answer yes or no."
 _cache = None  # the ModelCache the llm reranker loads through (made on first use)
 
@@ -28,16 +33,21 @@ class Reranker(Protocol):
     def rerank(self, query: str, hits: list[Hit]) -> list[Hit]: ...
 
 
-def register(name: str):
-    def deco(cls):
-        RERANKERS[name] = cls
-        return cls
-
-    return deco
+def _kind(name: str) -> str:
+    return name.strip().partition(":")[0]
 
 
-@register("overlap")
+# A class registered here may set ``argument`` (the keyword a name's ":ARG" fills, e.g.
+# "model"), ``argument_required``, ``usage`` (how its names are written, for help and errors)
+# and ``takes_lm`` (it can use an already loaded chat model, ``lm=``).
+RERANKERS: Registry[type] = Registry("reranker", "afinar.rerankers", param="reranker",
+                                     normalize=_kind)
+
+
+@RERANKERS.register("overlap")
 class OverlapReranker:
+    usage = "overlap"
+
     def rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
         from afinar.rag.answer import content_words
 
@@ -48,8 +58,10 @@ class OverlapReranker:
         return [replace(h, score=s, score_kind="rerank") for s, _, h in scored]
 
 
-@register("cross-encoder")
+@RERANKERS.register("cross-encoder")
 class CrossEncoderReranker:
+    argument, argument_required, usage = "model_path", True, "cross-encoder:PATH"
+
     def __init__(self, model_path: str, device: str | None = None):
         from sentence_transformers import CrossEncoder
 
@@ -83,9 +95,11 @@ def _first_ids(tokenizer, words: list[str]) -> list[int]:
     return sorted(ids)
 
 
-@register("llm")
+@RERANKERS.register("llm")
 class LLMReranker:
     """Pointwise relevance from a chat model's next-token probabilities of yes / no."""
+
+    argument, usage, takes_lm = "model", "llm, llm:MODEL", True
 
     def __init__(self, model: str | None = None, lm: Any = None, max_passage_tokens: int = 384):
         global _cache
@@ -136,18 +150,25 @@ class LLMReranker:
         return [replace(hits[i], score=float(s[i]), score_kind="rerank") for i in order]
 
 
-KNOWN = "llm, llm:MODEL, cross-encoder:PATH, overlap"
+def usage() -> str:
+    """How reranker names are written, for help: ``cross-encoder:PATH, llm, llm:MODEL, ...``."""
+    return ", ".join(getattr(cls, "usage", name) for name, cls in RERANKERS.items())
 
 
 def parse_name(name: str) -> tuple[str, str]:
-    """(kind, argument) of a reranker name, or one clear error naming the known ones."""
-    from afinar.errors import InvalidRequest
-
-    kind, _, arg = (name or "").strip().partition(":")
-    needs_arg = kind == "cross-encoder"
-    if kind not in RERANKERS or (kind != "llm" and needs_arg != bool(arg)):
-        raise InvalidRequest(f"unknown reranker {name!r}; choose one of: {KNOWN}",
+    """(kind, argument) of a reranker name, or one clear error: an unknown kind is the
+    registry's error naming the known ones."""
+    if not isinstance(name, str):
+        raise RERANKERS.unknown(name)
+    cls = RERANKERS.get(name)
+    kind, _, arg = name.strip().partition(":")
+    takes = getattr(cls, "argument", None)
+    if arg and takes is None:
+        raise InvalidRequest(f"reranker {kind!r} takes no argument (got {name!r})",
                              param="reranker")
+    if not arg and getattr(cls, "argument_required", False):
+        raise InvalidRequest(f"reranker {kind!r} needs an argument: "
+                             f"{getattr(cls, 'usage', kind + ':ARG')}", param="reranker")
     return kind, arg
 
 
@@ -155,16 +176,14 @@ def get_reranker(name: str, **kw) -> Reranker:
     """The reranker a name asks for: ``llm`` (the configured chat model, or ``lm=`` a loaded
     one), ``llm:MODEL``, ``cross-encoder:PATH`` (a local sentence-transformers folder) or
     ``overlap``."""
-    from afinar.errors import InvalidRequest
-
     kind, arg = parse_name(name)
+    cls = RERANKERS.get(kind)
+    if arg or not getattr(cls, "takes_lm", False):
+        kw.pop("lm", None)
     if arg:
-        kw.pop("lm", None)
-        kw["model_path" if kind == "cross-encoder" else "model"] = arg
-    if kind != "llm":
-        kw.pop("lm", None)
+        kw[cls.argument] = arg
     try:
-        return RERANKERS[kind](**kw)
+        return cls(**kw)
     except InvalidRequest:
         raise
     except (OSError, ValueError, KeyError) as e:
@@ -195,8 +214,9 @@ def for_ranker(ranker: str | None, configured: str | None = None,
         if not ranker or ranker == "none":
             return None
     kind, arg = parse_name(ranker)
-    if kind == "llm" and load is not None:
+    cls = RERANKERS.get(kind)
+    if getattr(cls, "takes_lm", False) and load is not None:
         from afinar.settings import get_settings
 
-        return LLMReranker(lm=load(arg or get_settings().default_model))
+        return cls(lm=load(arg or get_settings().default_model))
     return cached_reranker(ranker.strip())

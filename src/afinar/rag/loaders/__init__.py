@@ -9,7 +9,10 @@ format after loading (``afinar.rag.boilerplate``).
 
 Formats, one module each: ``text`` (.txt), ``markdown`` (.md), ``html`` (.html, .htm, .xhtml),
 ``pdf``, ``docx``, ``jsonl`` (.jsonl, .ndjson, .json) and ``csv`` (.csv, .tsv). A new format is a
-module with a function decorated ``@register(".ext")``, imported at the bottom of this file.
+module (importing from ``loaders.base``) with a function decorated ``@register(".ext")``,
+imported below; from another package, a function named in the entry point group
+``afinar.loaders`` under its extension. ``LOADERS`` is the registry of extensions (lower case,
+with the dot) and their loaders.
 """
 
 from __future__ import annotations
@@ -17,86 +20,27 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
-from afinar.errors import InvalidRequest
 from afinar.rag.boilerplate import strip_boilerplate
 from afinar.rag.document import Document
 
-__all__ = ["LOADERS", "LoadFailure", "LoadOptions", "UnreadableDocument", "load_document",
-           "load_many", "register", "supported_extensions"]
+# Importing the backends registers them (each imports what it needs from ``base``).
+from afinar.rag.loaders import csv, docx, html, jsonl, markdown, pdf, text  # noqa: F401
+from afinar.rag.loaders.base import (
+    LOADERS,
+    Loader,
+    LoadOptions,
+    UnreadableDocument,
+    looks_binary,
+    normalize_spaces,
+    read_text,
+    register,
+)
 
-
-class UnreadableDocument(InvalidRequest):
-    """A file that cannot be turned into text: unsupported, corrupt, binary or empty."""
-
-    code = "unreadable_document"
-
-    def __init__(self, path: str | Path, reason: str):
-        super().__init__(f"{path}: {reason}", param="file")
-        self.path = str(path)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """Per-call options; a loader reads only what applies to its format."""
-
-    text_field: str = "text"  # .json/.jsonl: the field that holds each record's text
-    encoding: str | None = None  # text formats: None = UTF-8 (BOM-aware), else this codec
-
-
-Loader = Callable[[Path, LoadOptions], Document]
-LOADERS: dict[str, Loader] = {}
-
-
-def register(*extensions: str) -> Callable[[Loader], Loader]:
-    """Register the decorated loader for ``extensions`` (".md", ...; case-insensitive)."""
-
-    def wrap(fn: Loader) -> Loader:
-        for ext in extensions:
-            ext = ext.lower() if ext.startswith(".") else "." + ext.lower()
-            if ext in LOADERS and LOADERS[ext] is not fn:
-                raise ValueError(f"extension {ext} already has a loader")
-            LOADERS[ext] = fn
-        return fn
-
-    return wrap
-
-
-def looks_binary(data: bytes) -> bool:
-    """True for content that is not text: NUL bytes or many control characters in the head."""
-    head = data[:8192]
-    if b"\x00" in head:
-        return True
-    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13))
-    return bool(head) and controls / len(head) > 0.02
-
-
-def read_text(path: Path, options: LoadOptions) -> str:
-    """Decode a text file: the given encoding, else UTF-8 (with or without BOM), else cp1252.
-
-    Binary content is refused (``UnreadableDocument``) instead of being decoded into junk.
-    """
-    data = path.read_bytes()
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with a BOM: NULs are expected
-        return data.decode("utf-16")
-    if looks_binary(data):
-        raise UnreadableDocument(path, "binary content, not text")
-    if options.encoding:
-        try:
-            return data.decode(options.encoding)
-        except (LookupError, UnicodeDecodeError) as exc:
-            raise UnreadableDocument(path, f"cannot decode as {options.encoding}: {exc}") from exc
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace")
-
-
-def normalize_spaces(text: str) -> str:  # noqa: F811 (a parameter, not the module)
-    """Collapse runs of whitespace (including no-break spaces) into single spaces."""
-    return " ".join(text.split())
+__all__ = ["LOADERS", "LoadFailure", "LoadOptions", "Loader", "UnreadableDocument",
+           "load_document", "load_many", "looks_binary", "normalize_spaces", "read_text",
+           "register", "supported_extensions"]
 
 
 @dataclass(frozen=True)
@@ -109,7 +53,7 @@ class LoadFailure:
 
 
 def supported_extensions() -> list[str]:
-    return sorted(LOADERS)
+    return LOADERS.names()
 
 
 def load_document(path: str | os.PathLike, *, text_field: str = "text",
@@ -117,8 +61,7 @@ def load_document(path: str | os.PathLike, *, text_field: str = "text",
     """Load one file into a ``Document``, or raise ``UnreadableDocument`` naming it."""
     p = Path(path)
     source = str(path)
-    loader = LOADERS.get(p.suffix.lower())
-    if loader is None:
+    if not p.suffix or p.suffix not in LOADERS:
         kind = f"extension {p.suffix!r}" if p.suffix else "a file without an extension"
         raise UnreadableDocument(source, f"unsupported format ({kind}); supported: "
                                          + ", ".join(supported_extensions()))
@@ -126,6 +69,7 @@ def load_document(path: str | os.PathLike, *, text_field: str = "text",
         raise UnreadableDocument(source, "no such file" if not p.exists() else "not a file")
     if p.stat().st_size == 0:
         raise UnreadableDocument(source, "the file is empty")
+    loader = LOADERS.get(p.suffix)
     try:
         doc = loader(p, LoadOptions(text_field=text_field, encoding=encoding))
     except UnreadableDocument as exc:
@@ -154,7 +98,3 @@ def load_many(paths: Iterable[str | os.PathLike], *, text_field: str = "text",
             yield load_document(path, text_field=text_field, encoding=encoding)
         except UnreadableDocument as exc:
             yield LoadFailure(str(path), exc.message)
-
-
-# Importing the backends registers them (they import the names above from this package).
-from afinar.rag.loaders import csv, docx, html, jsonl, markdown, pdf, text  # noqa: E402,F401,F811

@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 
 from afinar.rag.document import Document, DocumentBuilder
-from afinar.rag.loaders import LoadOptions, normalize_spaces, read_text, register
+from afinar.rag.loaders.base import LoadOptions, normalize_spaces, read_text, register
 
 
 @register(".csv", ".tsv")

@@ -19,7 +19,7 @@ from docx.table import Table
 from docx.text.paragraph import Paragraph
 
 from afinar.rag.document import Document, DocumentBuilder
-from afinar.rag.loaders import LoadOptions, normalize_spaces, register
+from afinar.rag.loaders.base import LoadOptions, normalize_spaces, register
 
 _HEADING = re.compile(r"^heading\s*(\d)$", re.IGNORECASE)
 _CODE_STYLES = ("code", "source code", "html preformatted", "macro text", "plain text")

@@ -36,7 +36,7 @@ from bs4 import (
 from bs4.dammit import EncodingDetector
 
 from afinar.rag.document import Document, DocumentBuilder
-from afinar.rag.loaders import (
+from afinar.rag.loaders.base import (
     LoadOptions,
     UnreadableDocument,
     looks_binary,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from afinar.rag.document import Document, DocumentBuilder
-from afinar.rag.loaders import LoadOptions, UnreadableDocument, read_text, register
+from afinar.rag.loaders.base import LoadOptions, UnreadableDocument, read_text, register
 
 
 @register(".jsonl", ".ndjson")

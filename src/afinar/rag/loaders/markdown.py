@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from afinar.rag.document import Document, DocumentBuilder
-from afinar.rag.loaders import LoadOptions, normalize_spaces, read_text, register
+from afinar.rag.loaders.base import LoadOptions, normalize_spaces, read_text, register
 
 _ATX = re.compile(r"^ {0,3}(#{1,6})(?:\s+(.*?))?(?:\s+#+)?\s*$")
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)\s*$")

@@ -34,7 +34,7 @@ from pypdf import PdfReader
 from pypdf.generic import ArrayObject, FloatObject
 
 from afinar.rag.document import Document, DocumentBuilder
-from afinar.rag.loaders import LoadOptions, UnreadableDocument, register
+from afinar.rag.loaders.base import LoadOptions, UnreadableDocument, register
 
 _WORD_GAP = 150  # thousandths of an em
 _BULLET = re.compile(r"^\s*[\u2022\u25e6\u25aa\u2013*\-]\s+")

@@ -22,7 +22,7 @@ import textwrap
 from pathlib import Path
 
 from afinar.rag.document import Document, DocumentBuilder
-from afinar.rag.loaders import LoadOptions, normalize_spaces, read_text, register
+from afinar.rag.loaders.base import LoadOptions, normalize_spaces, read_text, register
 
 _NUMBERED = re.compile(r"^(\d+(?:\.\d+)+)\.?\s+\S")
 _CHAPTER = re.compile(r"^(?:Chapter|CHAPTER|Part|PART|Appendix|APPENDIX)\s+(?:\d+|[IVXLC]+|[A-Z])"
