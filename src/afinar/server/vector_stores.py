@@ -35,7 +35,8 @@ from sqlalchemy import func, select
 
 from afinar.errors import InvalidRequest, NotFound
 from afinar.rag.chunking import resolve_sizes
-from afinar.rag.kb import Hit, KnowledgeBases
+from afinar.rag.kb import KnowledgeBases
+from afinar.rag.search import Hit
 from afinar.server.common import Caller, page, readable_file
 from afinar.store.access import check_groups_change, file_readers, set_file_groups
 from afinar.store.files import Files
