@@ -139,3 +139,43 @@ def test_settings_bound_the_adapters_and_the_template_check_applies(two_adapters
     manifest.write_text(json.dumps(data))
     with pytest.raises(TemplateMismatch, match="another chat template"):
         ModelCache().get(a)
+
+
+def test_traits_come_from_the_manifest_or_from_an_old_manifest_s_method():
+    from afinar.models.finetuned import FineTuneTraits, traits
+
+    written = {"artifact": "prompt", "shares_base": False, "mergeable": False,
+               "objective": "sft", "data_kind": "sft"}
+    # the runner's traits win over the method's name
+    assert traits({"method": "lora", "traits": written}) == FineTuneTraits(**written)
+    old = {m: traits({"method": m}) for m in ("lora", "dora", "qlora", "dpo", "prompt_tuning",
+                                              "full", "continued_pretraining")}
+    assert {m for m, t in old.items() if t.artifact == "adapter" and t.shares_base
+            and t.mergeable} == {"lora", "dora", "qlora", "dpo", "continued_pretraining"}
+    assert (old["prompt_tuning"].artifact, old["prompt_tuning"].shares_base,
+            old["prompt_tuning"].mergeable) == ("prompt", False, False)
+    assert (old["full"].artifact, old["full"].shares_base) == ("full", False)
+    assert (old["dpo"].objective, old["dpo"].data_kind) == ("dpo", "preference")
+    assert old["continued_pretraining"].data_kind == "text"
+    cpt_full = {"method": "continued_pretraining",
+                "method_config": {"type": "continued_pretraining",
+                                  "continued_pretraining": {"adapter": "full"}}}
+    assert traits(cpt_full).artifact == "full" and not traits(cpt_full).shares_base
+    assert traits({}).artifact == "adapter"  # an adapter registered from elsewhere
+    with pytest.raises(ValueError, match="artifact"):
+        traits({"traits": {"artifact": "weights"}})
+
+
+def test_an_adapter_whose_traits_do_not_share_the_base_loads_on_its_own(two_adapters):
+    a = two_adapters["colours"]
+    manifest = Catalog().get(a).path / "afinar-manifest.json"
+    data = json.loads(manifest.read_text())
+    data["traits"] = {"artifact": "adapter", "shares_base": False, "mergeable": True,
+                      "objective": "sft", "data_kind": "sft"}
+    manifest.write_text(json.dumps(data))
+    assert not shares_base(Catalog().get(a))
+    cache = ModelCache(max_models=2)
+    lm = cache.get(a)
+    assert lm.adapter is None and lm.model is not cache.get("tiny").model  # a private copy
+    assert cache.adapters("tiny") is None
+    assert Generator(lm).chat(PROMPT, GREEDY).text == solo(a)
