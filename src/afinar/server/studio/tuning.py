@@ -165,7 +165,8 @@ async def job_stream(job_id: str, request: Request) -> Any:
                 last_ckpts = ckpts
                 yield _sse("checkpoints", ckpts)
             if job["status"] in TERMINAL:
-                yield _sse("end", {"status": job["status"]})
+                ctx = await run_in_threadpool(job_context, request, who, job_id)
+                yield _sse("end", {"status": job["status"], "manifest": ctx["manifest"]})
                 return
             await asyncio.sleep(POLL_S)
 

@@ -1,0 +1,138 @@
+"""The studio in headless Chromium: sign in, a dataset's error line, a fine-tune whose curve
+and events update without a reload, and a member key that cannot reach the keys page."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.browser.conftest import shot
+
+WAIT_S = 120
+
+
+def wait(driver, what, timeout=WAIT_S, every=0.2):
+    """Poll ``what(driver)`` until it is truthy; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = what(driver)
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting; page: {driver.current_url}\n"
+                                 + driver.find_element("tag name", "main").text[:2000])
+        time.sleep(every)
+
+
+def css(driver, selector):
+    return driver.find_elements("css selector", selector)
+
+
+def sign_in(driver, base, key):
+    driver.delete_all_cookies()
+    driver.get(base + "/signin")
+    driver.find_element("id", "key").send_keys(key)
+    driver.find_element("css selector", "#signin-form button").click()
+    wait(driver, lambda d: css(d, "#signout"))
+
+
+def rows(n, bad_line=None):
+    out = []
+    for i in range(1, n + 1):
+        msgs = [{"role": "user", "content": f"question {i}"},
+                {"role": "assistant", "content": f"answer {i}: red and blue"}]
+        if i == bad_line:
+            msgs[1]["role"] = "robot"
+        out.append(json.dumps({"messages": msgs}))
+    return "\n".join(out) + "\n"
+
+
+def upload(driver, base, tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    driver.get(base + "/datasets")
+    driver.find_element("id", "upload-file").send_keys(str(p))
+    driver.find_element("css selector", "#upload-form button").click()
+    wait(driver, lambda d: "/datasets/file-" in d.current_url and css(d, "#verdict"))
+    return driver.current_url.rsplit("/", 1)[-1].split("?")[0]
+
+
+def test_sign_in_with_a_wrong_key_then_the_right_one(driver, studio):
+    base, keys, _ = studio
+    driver.delete_all_cookies()
+    driver.get(base + "/")
+    assert "/signin" in driver.current_url
+    driver.find_element("id", "key").send_keys("sk-afinar-wrong")
+    driver.find_element("css selector", "#signin-form button").click()
+    assert "Incorrect API key" in wait(driver, lambda d: css(d, "#signin-error"))[0].text
+    shot(driver, "signin")
+    sign_in(driver, base, keys["admin"])
+    assert "Overview" in driver.find_element("tag name", "h1").text
+    assert "tiny" in driver.find_element("id", "models").text
+    assert driver.get_cookie("afinar_studio")["httpOnly"]
+
+
+def test_a_member_key_cannot_reach_the_keys_page(driver, studio):
+    base, keys, _ = studio
+    sign_in(driver, base, keys["support"])
+    assert not css(driver, 'nav a[href="/keys"]')
+    driver.get(base + "/keys")
+    assert "only an admin key may list API keys" in driver.find_element("id", "page-error").text
+    sign_in(driver, base, keys["admin"])
+    driver.get(base + "/keys")
+    assert "ann" in driver.find_element("id", "keys").text
+    shot(driver, "keys")
+
+
+def test_a_dataset_with_an_error_shows_its_line(driver, studio, tmp_path):
+    base, keys, _ = studio
+    sign_in(driver, base, keys["admin"])
+    upload(driver, base, tmp_path, "support.jsonl", rows(20, bad_line=7))
+    driver.get(driver.current_url.split("?")[0] + "?model=tiny")
+    errors = driver.find_element("id", "errors").text
+    assert "invalid_role" in errors or "role" in errors
+    first = css(driver, "#errors table.issues tr")[1].text
+    assert first.startswith("7 ") and "robot" in first, first
+    assert not driver.find_element("id", "use-for-training").is_enabled()
+    shot(driver, "dataset-errors")
+
+
+def test_a_fine_tune_updates_its_curve_and_events_without_a_reload(driver, studio, tmp_path):
+    base, keys, _ = studio
+    sign_in(driver, base, keys["admin"])
+    upload(driver, base, tmp_path, "train.jsonl", rows(24))
+    driver.get(driver.current_url.split("?")[0] + "?model=tiny")
+    shot(driver, "dataset")
+    driver.find_element("id", "use-for-training").click()
+    wait(driver, lambda d: "/fine-tune" in d.current_url and css(d, "#ft-form"))
+    driver.get(driver.current_url + "&model=tiny")
+    for name, value in (("n_epochs", "2"), ("batch_size", "2")):
+        box = driver.find_element("name", name)
+        box.clear()
+        box.send_keys(value)
+    estimate = wait(driver, lambda d: css(d, "#estimate-text"))[0].text
+    assert "24 examples" in estimate and "24 steps" in estimate, estimate
+    shot(driver, "fine-tune")
+    driver.find_element("id", "ft-launch").click()
+    wait(driver, lambda d: "/jobs/ftjob-" in d.current_url)
+    driver.execute_script("window.__same_page = true")
+
+    def points(d):
+        lines = css(d, '#loss-chart polyline[data-name="training loss"]')
+        return len(lines[0].get_attribute("points").split()) if lines else 0
+
+    first = wait(driver, points, timeout=180)
+    wait(driver, lambda d: points(d) > first, timeout=180)
+    wait(driver, lambda d: d.find_element("id", "job-status").text == "succeeded", timeout=180)
+    assert driver.execute_script("return window.__same_page") is True  # never reloaded
+    assert points(driver) == 24
+    events = driver.find_element("id", "events").text
+    assert "Step 24/24" in events or "24/24" in events, events[:500]
+    assert css(driver, "#checkpoints tr.ck") and "chat with it" in driver.find_element(
+        "id", "job-model").text
+    wait(driver, lambda d: css(d, "#manifest"))
+    shot(driver, "job")
+    driver.get(base + "/")
+    shot(driver, "overview")
