@@ -17,7 +17,6 @@ Third-party metrics register through the ``afinar.metrics`` entry point group (s
 ``afinar.registry``).
 """
 
-from afinar.evals.metrics import judge, retrieval, structured, text  # noqa: F401  (register)
 from afinar.evals.metrics.base import (
     METRICS,
     Metric,
@@ -28,6 +27,7 @@ from afinar.evals.metrics.base import (
     normalize,
     parse_json,
 )
+# importing each family registers its metrics
 from afinar.evals.metrics.judge import JUDGE_PROMPT, JUDGE_SCHEMA, Judge
 from afinar.evals.metrics.retrieval import CitationSupport, RetrievalRecall
 from afinar.evals.metrics.structured import JsonMatch, JsonSchemaValid, JsonValid, LabelAccuracy
