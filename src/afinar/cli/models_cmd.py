@@ -55,12 +55,23 @@ def list_models(
 def add(
     name: str = typer.Argument(..., help="The id to register the model under."),
     path: Path = typer.Argument(..., help="A Hugging Face folder, sentence-transformers folder "
-                                          "or .gguf file."),
+                                          "or .gguf file; an Ollama models folder (blobs/ + "
+                                          "manifests/) or a Modelfile whose FROM is a GGUF; a "
+                                          "PEFT adapter folder (adapter_config.json)."),
     kind: str = typer.Option(None, help="chat or embedding (detected when omitted)."),
+    base: str = typer.Option(None, "--base", help="A PEFT adapter's base model id (default: "
+                             "the catalog model its adapter_config.json names)."),
+    ollama_model: str = typer.Option(None, "--ollama-model", help="NAME[:TAG] in an Ollama "
+                                     "models folder holding several."),
 ) -> None:
-    """Register a local model under NAME."""
-    m = Catalog().add(name, path, kind)
-    console.print(f"added [bold]{m.id}[/]: {m.kind}, {m.format}, "
+    """Register a local model under NAME (models made elsewhere: template contract checked)."""
+    from afinar.models.export.importing import add_model
+
+    m, warnings = add_model(name, path, kind, base=base, ollama_model=ollama_model)
+    for w in warnings:
+        console.print(f"  [yellow]warning[/] {w}", soft_wrap=True)
+    what = f"fine-tune of {m.base_model}" if m.base_model else m.format
+    console.print(f"added [bold]{m.id}[/]: {m.kind}, {what}, "
                   f"{human_count(m.parameters)} parameters, context {m.context_length}")
 
 

@@ -176,15 +176,27 @@ class Catalog:
         return {}
 
     # -- changes ---------------------------------------------------------------------------
-    def add(self, model_id: str, path: str | Path, kind: str | None = None) -> ModelInfo:
-        """Register a local HF folder, sentence-transformers folder or GGUF file under an id."""
+    def check_new_id(self, model_id: str) -> None:
+        """Raise unless ``model_id`` is a valid id no model has yet."""
         if not _ID.match(model_id) or model_id.startswith("ft:"):
             raise InvalidRequest(
                 f"invalid model id {model_id!r}: use letters, digits, '.', '_' or '-' "
                 f"(at most 128), not starting with 'ft:'", param="name")
         if any(b.id == model_id for b in BUILTINS):
             raise Conflict(f"{model_id!r} is a built-in model id", param="name")
-        p = Path(path).expanduser().resolve()
+        with self.db.session() as s:
+            if s.get(ModelRecord, model_id) is not None:
+                raise Conflict(f"a model named {model_id!r} already exists", param="name")
+
+    def add(self, model_id: str, path: str | Path, kind: str | None = None,
+            info: dict[str, Any] | None = None) -> ModelInfo:
+        """Register a local HF folder, sentence-transformers folder or GGUF file under an id
+        (``info``: extra facts kept with it, e.g. an imported model's recommended sampling).
+        A symlink is kept as given (its name says .gguf where its target, an Ollama blob,
+        does not)."""
+        self.check_new_id(model_id)
+        p = Path(path).expanduser()
+        p = p.absolute() if p.is_symlink() else p.resolve()
         facts = inspect_path(p, self._facts_cache)
         if kind is not None:
             if kind not in ("chat", "embedding"):
@@ -198,9 +210,23 @@ class Catalog:
                 parameters=facts.parameters, context_length=facts.context_length,
                 size_bytes=facts.size_bytes, owned_by="user", created_at=int(time.time()),
                 info={"architecture": facts.architecture,
-                      "has_chat_template": facts.has_chat_template},
+                      "has_chat_template": facts.has_chat_template, **(info or {})},
             )
             s.add(rec)
+        return self.get(model_id)
+
+    def add_finetune(self, model_id: str, path: Path, base: ModelInfo,
+                     info: dict[str, Any] | None = None) -> ModelInfo:
+        """Register a PEFT adapter folder (with its ``afinar-manifest.json``) as a fine-tune
+        of ``base``, as the training runner registers its own."""
+        self.check_new_id(model_id)
+        with self.db.session() as s:
+            s.add(ModelRecord(
+                id=model_id, kind="chat", format="peft", path=str(Path(path).resolve()),
+                base_model=base.id, parameters=base.parameters,
+                context_length=base.context_length,
+                size_bytes=sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()),
+                owned_by="user", created_at=int(time.time()), info=dict(info or {})))
         return self.get(model_id)
 
     def remove(self, model_id: str) -> None:
