@@ -83,6 +83,27 @@ def test_example_text_covers_every_format():
     assert example_text({"text": "raw text"}) == "raw text"
 
 
+def test_contents_are_read_as_the_chat_templates_read_them(tmp_path):
+    """One content_text for training and duplicate detection: text parts joined as the model sees
+    them; rows read before validation (a number for a content, a part whose text is not a
+    string) are keyed, not a crash."""
+    parts = {"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "weather in "},
+                                     {"type": "text", "text": "Paris?"}]},
+        {"role": "assistant", "content": "sunny"}]}
+    assert example_text(parts) == example_text(chat("weather in Paris?", "sunny", system=None))
+    odd = [{"messages": [{"role": "user", "content": [{"type": "text", "text": 5}, "x"]},
+                         {"role": "assistant", "content": "a"}]},
+           {"messages": [{"role": "user", "content": 5},
+                         {"role": "assistant", "content": {"x": 1}}]},
+           {"prompt": "p", "completion": 7}]
+    assert example_text(odd[0]) == "user: \nassistant: a"
+    assert example_text(odd[1]) == 'user: 5\nassistant: {"x": 1}'
+    assert label_of(odd[2]) == "7"
+    summary = split_file(write(tmp_path / "odd.jsonl", odd + unlabelled(17)), tmp_path / "o")
+    assert sum(summary.counts.values()) == 20
+
+
 def test_exact_key_ignores_key_order_whitespace_and_weights():
     a = json.loads('{"messages": [{"role": "user", "content": "hi"}, '
                    '{"role": "assistant", "content": "yo", "weight": 1}]}')
