@@ -21,7 +21,7 @@ from afinar.server.studio.render import NotSignedIn, not_signed_in
 from afinar.server.studio.session import Sessions, studio_or_key
 
 STATIC = Path(__file__).parent / "static"
-PAGES = ("pages", "datasets", "tuning", "knowledge")
+PAGES = ("pages", "datasets", "tuning", "knowledge", "playground", "evaluations")
 
 
 def mount(app: FastAPI) -> None:
