@@ -22,7 +22,9 @@ the transformers engine.
 Threads: ``AFINAR_LLAMA_THREADS`` per model, default 1. llama.cpp's threads spin at a barrier after
 every op; with more threads than free cores (a loaded machine) decoding slows by orders of
 magnitude, and on this 2-core CPU one thread decodes the 135M q8_0 model about as fast as two.
-Models of different fine-tunes decode concurrently (one context and lock each).
+Models of different fine-tunes decode concurrently (one context and lock each). Models load with
+llama.cpp's plain CPU buffers (``gguf.no_extra_buffers``): its AMX and repacked q8_0/q4 buffer
+types crash ``llama_decode`` on CPUs with AMX.
 
 Tokens: afinar tokenizes with the model's own Hugging Face tokenizer and hands llama.cpp token
 ids, so llama.cpp's tokenizer is never used (an unrecognised BPE pre-tokenizer is therefore
@@ -52,7 +54,14 @@ from afinar.models import adapters as peft_adapters
 from afinar.models.catalog import ModelInfo
 from afinar.models.engines.base import ENGINES, Engine
 from afinar.models.finetuned import check_fingerprint, read_manifest
-from afinar.models.gguf import EngineUnavailable, convert_dir, convert_hf, merge_lora, run_convert
+from afinar.models.gguf import (
+    EngineUnavailable,
+    convert_dir,
+    convert_hf,
+    merge_lora,
+    no_extra_buffers,
+    run_convert,
+)
 from afinar.models.loader import (
     LoadedModel,
     Progress,
@@ -62,6 +71,9 @@ from afinar.models.loader import (
 )
 from afinar.settings import Settings
 from afinar.store.atomic import atomic_dir
+
+
+_LOADING = threading.Lock()  # no_extra_buffers patches llama-cpp-python: one model loads at a time
 
 
 def unavailable_reason() -> str | None:
@@ -155,8 +167,10 @@ class LlamaCppModel:
             self.generation_config = GenerationConfig.from_model_config(self.config)
         threads = settings.llama_threads
         self.gguf = gguf
-        self.llama = llama_cpp.Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=threads,
-                                     n_threads_batch=threads, logits_all=False, verbose=False)
+        with _LOADING, no_extra_buffers():  # AMX/repacked buffers crash llama_decode (gguf.py)
+            self.llama = llama_cpp.Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=threads,
+                                         n_threads_batch=threads, logits_all=False,
+                                         verbose=False)
         self.n_vocab = self.llama.n_vocab()
         self.n_batch = self.llama.n_batch
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
