@@ -3,6 +3,8 @@ covered without editing this file): results in score order, the score kind named
 control applied before ranking; unknown names are the registry's one error (API and CLI); the
 ranking metrics fusion tuning uses."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -78,9 +80,11 @@ def test_every_registered_fusion(name):
     assert FUSIONS.get(name)(c, 0.5)  # the entry itself follows the (candidates, weight) shape
 
 
-def test_the_mode_a_base_stores_is_its_default(kb):
+def test_the_mode_a_base_stores_is_its_default(kb, capsys):
     kb.update_info("help", lambda info: info.update(fusion_mode="lexical"))
     assert {h.score_kind for h in kb.search("help", QUERY, k=2)} == {"bm25"}
+    code, out, _ = run_cli(capsys, "kb", "search", "help", QUERY, "--json", "-k", "2")
+    assert code == 0 and {h["score_kind"] for h in json.loads(out)} == {"bm25"}
     # a fusion asked for with a one-ranking stored mode searches both rankings
     assert {h.score_kind for h in kb.search("help", QUERY, k=2, fusion="weighted")} == {
         "weighted"}
@@ -121,3 +125,19 @@ def test_ranking_metrics():
     assert ndcg_at_k(["a", "x"], {"a", "c"}, 10) == pytest.approx(1 / (1 + 1 / np.log2(3)))
     assert recall_at_k(["a", "x", "c"], {"a", "c"}, 2) == 0.5
     assert recall_at_k(["a", "x", "c"], {"a", "c"}, 3) == 1.0 and recall_at_k([], set(), 3) == 0
+
+
+def test_kb_tune_fusion_cli(kb, tmp_path, capsys):
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text(json.dumps({"query": QUERY, "relevant": ["wifi.md"]}) + "\n\n"
+                        + json.dumps({"query": "when are invoices sent",
+                                      "relevant": ["billing.md"]}) + "\n")
+    code, out, err = run_cli(capsys, "kb", "tune-fusion", "help", str(labelled))
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines() if "." in line and "nDCG" not in line]
+    assert len(rows) == 14 and all(len(line) <= 80 for line in out.splitlines())
+    chosen = [r[0] for r in rows if "<-" in r]
+    assert len(chosen) == 1 and kb.get("help").info["fusion_mode"] == chosen[0].split(":")[0]
+    labelled.write_text(json.dumps({"query": QUERY, "relevant": ["nowhere.md"]}) + "\n")
+    code, _, err = run_cli(capsys, "kb", "tune-fusion", "help", str(labelled))
+    assert code == 2 and "no document matches 'nowhere.md'" in err
