@@ -10,6 +10,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from afinar.cli.common import console, err_console, print_json, score_legend
+from afinar.rag.rerank import usage as reranker_usage
 
 memory_app = typer.Typer(help="Per-user memories (passive RAG) that can be forgotten for real.",
                          no_args_is_help=True)
@@ -27,8 +28,8 @@ def ask(
     explain: bool = typer.Option(False, "--explain", help="Also each retriever's score and "
                                  "rank for every source (dense cosine, lexical BM25)."),
     as_json: bool = typer.Option(False, "--json"),
-    rerank: str = typer.Option(None, "--rerank", help="Rerank the hits: llm (this chat "
-                               "model), cross-encoder:PATH or overlap."),
+    rerank: str = typer.Option(None, "--rerank", help=f"Rerank the hits: {reranker_usage()} "
+                               "(llm: this chat model)."),
 ) -> None:
     """Answer from a knowledge base, citing sources; says so when nothing relevant is found."""
     from afinar.cli.chat_cmd import _load
