@@ -154,7 +154,9 @@ def export(
     for code, n in s.invalid.items():
         t.add_row(f"invalid examples ({code})", str(n))
     for name, n in s.written.items():
-        t.add_row(f"written: {s.paths[name]}", str(n))
+        t.add_row(f"written: {name}", str(n))
     console.print(t)
     for w in s.warnings:
-        console.print(f"warning: {w}", soft_wrap=True)
+        console.print(f"warning: {w}")
+    for name, path in s.paths.items():  # whole, so a long path stays copyable
+        typer.echo(f"{name}: {path}")
