@@ -227,6 +227,17 @@ def test_job_examples_are_the_validation_file_then_the_training_file(ft, tmp_pat
     assert examples[0][-1] == {"role": "assistant", "content": "a0"}
     src.manifest["datasets"]["validation_file"] = digest
     assert job_examples(src)[1] == "the job's validation examples"
+    # the job's system prompt (the Modelfile's SYSTEM): the one every training row starts with
+    assert src.system_prompt() is None
+    system = {"role": "system", "content": "Answer in French."}
+    same = "\n".join(json.dumps({"messages": [system, *r["messages"]]}) for r in rows)
+    src.manifest["datasets"]["training_file"] = BlobStore(
+        get_settings().blobs_dir).put_bytes(same.encode()).digest
+    assert src.system_prompt() == "Answer in French."
+    mixed = same + "\n" + json.dumps(rows[0])
+    src.manifest["datasets"]["training_file"] = BlobStore(
+        get_settings().blobs_dir).put_bytes(mixed.encode()).digest
+    assert src.system_prompt() is None
 
 
 @needs_llama

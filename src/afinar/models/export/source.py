@@ -105,7 +105,13 @@ class Source:
         return template_fingerprint(self.tokenizer(), gc)
 
     def system_prompt(self) -> str | None:
-        return self.manifest.get("system_prompt") or None
+        """The manifest's system prompt, else the system message every conversation of the
+        job's training file starts with (None when they differ or have none)."""
+        if self.manifest.get("system_prompt"):
+            return self.manifest["system_prompt"]
+        convs = job_conversations(self, "training_file")
+        firsts = {c[0]["content"] if c[0]["role"] == "system" else None for c in convs if c}
+        return firsts.pop() if len(firsts) == 1 and None not in firsts else None
 
 
 def resolve(model_id: str, settings: Settings) -> Source:
@@ -122,6 +128,43 @@ def resolve(model_id: str, settings: Settings) -> Source:
     else:
         base_folder, _ = hf_folder(info, settings)
     return Source(model_id, info, settings, Path(base_folder), manifest)
+
+
+MAX_EXAMPLES = 8  # job examples the quantisation check reads
+
+
+def job_conversations(src: Source, key: str, limit: int | None = None) -> list[list[dict]]:
+    """The chat conversations (``messages`` rows) of the fine-tune's job file ``key``
+    (``training_file``, ``validation_file``), from the blob store by the manifest's digest."""
+    from afinar.store.blobs import BlobStore
+
+    blobs = BlobStore(src.settings.blobs_dir)
+    digest = (src.manifest.get("datasets") or {}).get(key)
+    if not digest or not blobs.exists(digest):
+        return []
+    out = []
+    for line in blobs.read_bytes(digest).decode("utf-8", "replace").splitlines():
+        try:
+            msgs = json.loads(line).get("messages") if line.strip() else None
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(msgs, list) and msgs and all(isinstance(m, dict) and "role" in m
+                                                   for m in msgs):
+            out.append([{"role": m["role"], "content": m.get("content") or ""} for m in msgs])
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def job_examples(src: Source, limit: int = MAX_EXAMPLES) -> tuple[list[list[dict]], str]:
+    """Up to ``limit`` conversations the fine-tune's job was validated on (its validation file,
+    else its training file) that end in the assistant's answer; ``what`` names the file."""
+    for key, what in (("validation_file", "validation"), ("training_file", "training")):
+        out = [c for c in job_conversations(src, key)
+               if len(c) >= 2 and c[-1]["role"] == "assistant"][:limit]
+        if out:
+            return out, f"the job's {what} examples"
+    return [], "no job examples"
 
 
 def copy_tokenizer(src: Source, out: Path) -> None:

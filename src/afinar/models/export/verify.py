@@ -18,13 +18,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from afinar.models.export.formats import EXACT_QUANTS, EXPORTERS, Check
-from afinar.models.export.source import SAMPLES, ExportFailed, Source, read_export_manifest
+from afinar.models.export.source import (
+    SAMPLES,
+    ExportFailed,
+    Source,
+    job_examples,
+    read_export_manifest,
+)
 from afinar.models.gguf import no_extra_buffers
 
 MAX_NEW = 12
 AGREEMENT_WARN = 0.95  # q8_0 must reach it; other quantisations under it are warned
 KEPT_WARN = 0.5  # a quantisation keeping less of what the fine-tune changed erases it
-MAX_EXAMPLES, MAX_TARGET = 8, 48  # job examples and answer tokens the fine-tune check reads
+MAX_TARGET = 48  # answer tokens the fine-tune check reads
 
 
 def sample_ids(tok, msgs, gen=True) -> list[int]:
@@ -146,37 +152,6 @@ def teacher_forced_top(lm, prompt: list[int], target: list[int]) -> list[int]:
         if k + 1 < len(target):
             lm._decode([t], len(prompt) + k)
     return top
-
-
-def job_examples(src: Source, limit: int = MAX_EXAMPLES) -> tuple[list[list[dict]], str]:
-    """Up to ``limit`` chat conversations the fine-tune's job was validated on (its validation
-    file, else its training file), ending in the assistant's answer; ``what`` names the file."""
-    import json
-
-    from afinar.store.blobs import BlobStore
-
-    blobs = BlobStore(src.settings.blobs_dir)
-    datasets = src.manifest.get("datasets") or {}
-    for key, what in (("validation_file", "validation"), ("training_file", "training")):
-        digest = datasets.get(key)
-        if not digest or not blobs.exists(digest):
-            continue
-        out = []
-        for line in blobs.read_bytes(digest).decode("utf-8", "replace").splitlines():
-            try:
-                msgs = json.loads(line).get("messages") if line.strip() else None
-            except (ValueError, AttributeError):
-                continue
-            if (isinstance(msgs, list) and len(msgs) >= 2 and isinstance(msgs[-1], dict)
-                    and msgs[-1].get("role") == "assistant"
-                    and isinstance(msgs[-1].get("content"), str)):
-                out.append([{"role": m["role"], "content": m.get("content") or ""}
-                            for m in msgs if isinstance(m, dict) and "role" in m])
-            if len(out) >= limit:
-                break
-        if out:
-            return out, f"the job's {what} examples"
-    return [], "no job examples"
 
 
 def kept_rate(base_top: list[int], ft_top: list[int], quant_top: list[int]) -> tuple[int, int]:
