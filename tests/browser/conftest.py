@@ -75,6 +75,7 @@ def studio(tmp_path_factory):
     cfg["max_position_embeddings"] = 2048  # room for retrieved sources (rotary: no weights)
     (model / "config.json").write_text(json.dumps(cfg))
     Catalog().add("tiny", model)
+    Catalog().add("tiny-b", shutil.copytree(model, root / "tiny-b"))  # a second column
     keys = {"admin": ApiKeys().create("boss", admin=True)[1],
             "support": ApiKeys().create("ann", groups="support")[1],
             "billing": ApiKeys().create("bill", groups="billing")[1]}
