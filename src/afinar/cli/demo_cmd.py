@@ -55,6 +55,7 @@ def demo(
     _evaluate(eval_yaml, model, tuned, report, limit)
     console.print(f"\ndemo finished in {(time.perf_counter() - t_start) / 60:.1f} min; report: "
                   f"{report.resolve()}")
+    console.print("studio: `afinar serve`, then open http://127.0.0.1:8000/")
 
 
 def _validate(model: str, train: Path, test: Path) -> None:
