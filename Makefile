@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration bench clean
+.PHONY: demo test unit integration bench clean screenshots
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(PY) -m pytest -q -m integration
+
+# The studio's screenshots in docs/studio.md, taken by its browser tests (headless Chromium).
+screenshots: $(STAMP)
+	AFINAR_SCREENSHOTS=docs/studio $(PY) -m pytest -q tests/browser
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
