@@ -7,6 +7,7 @@ and loading; a worker that lost its job stops without touching it."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,10 +36,10 @@ def lease_home(home, tiny_model_template, monkeypatch):
     return home
 
 
-def _dead_worker_job(tmp_path, age: float, **info) -> str:
+def _dead_worker_job(tmp_path, age: float, worker: str = "host:1:dead", **info) -> str:
     """A job as a worker that died ``age`` seconds after its last heartbeat leaves it."""
     job = Jobs().create(model="tiny", training_file=upload(tmp_path, chat_rows(12), "t.jsonl"))
-    Jobs().update(job.id, status="running", worker="host:1:dead",
+    Jobs().update(job.id, status="running", worker=worker,
                   heartbeat_at=int(time.time() - age), info=info or {})
     return job.id
 
@@ -75,10 +76,14 @@ def test_too_many_lost_workers_fail_the_job_with_the_reason(lease_home, tmp_path
     assert job.status == "failed"
     assert job.error["code"] == "worker_lost"
     assert "lost 3 time(s)" in job.error["message"] and job.finished_at
-    # recovery by a starting worker counts the same way
-    other = _dead_worker_job(tmp_path, age=0, lost_workers=2)
+    # recovery by a worker starting alone on this host counts the same way; it releases this
+    # host's workers' jobs at once, never a live job of another host's worker
+    other = _dead_worker_job(tmp_path, age=0, worker=f"{socket.gethostname()}:1:dead",
+                             lost_workers=2)
+    elsewhere = _dead_worker_job(tmp_path, age=0, worker="other-host:1:alive")
     assert recover_orphans(Jobs()) == [other]
     assert Jobs().get(other).status == "failed"
+    assert Jobs().get(elsewhere).status == "running"
 
 
 def test_the_http_api_reports_a_lost_worker(lease_home, tmp_path):

@@ -19,6 +19,7 @@ from afinar.cli import (
     models_cmd,
     serve_cmd,
     tune_cmd,
+    worker_cmd,
 )
 
 app = typer.Typer(
@@ -41,7 +42,7 @@ app.add_typer(serve_cmd.keys_app, name="keys")
 app.add_typer(access_cmd.projects_app, name="projects")
 app.command("audit")(access_cmd.audit)
 app.command("serve")(serve_cmd.serve)
-app.command("worker")(tune_cmd.worker)
+app.command("worker")(worker_cmd.worker)
 app.command("chat")(chat_cmd.chat)
 app.command("demo")(demo_cmd.demo)
 

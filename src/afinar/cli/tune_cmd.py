@@ -1,4 +1,5 @@
-"""``afinar tune``: create, follow and manage fine-tuning jobs; ``afinar worker``."""
+"""``afinar tune``: create, follow and manage fine-tuning jobs (``afinar worker`` runs them:
+worker_cmd.py)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,8 @@ def create(
     detach: bool = typer.Option(False, "--detach", help="Queue and return without following."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Drop exact duplicate examples of the "
                                 "training file (the first one is kept) before uploading it."),
+    queue: str = typer.Option(None, "--queue", help="Queue to wait in (default: default); "
+                              "run by `afinar worker --queue NAME`, e.g. on a GPU host."),
 ) -> None:
     """Validate the data, queue a job, start a worker and follow it with a progress bar."""
     from afinar.tuning import Jobs, spawn_worker
@@ -86,7 +89,7 @@ def create(
              "epochs": epochs, "batch_size": batch_size, "lr_multiplier": lr_multiplier,
              "max_seq_len": max_seq_len, "eval_every": eval_every, "patience": patience,
              "checkpoint_every": checkpoint_every, "beta": beta, "suffix": suffix, "seed": seed,
-             "dedupe": dedupe or None}
+             "dedupe": dedupe or None, "queue": queue}
     opts = {**cfg, **{k: v for k, v in flags.items() if v is not None}}
     options = dict(cfg.get("options") or {})
     options.update(dict(_parse_option(o) for o in option or []))
@@ -122,7 +125,7 @@ def create(
                         validation_file=val_rec.id if val_rec else None,
                         method={"type": mtype, mtype: options}, hyperparameters=hp,
                         suffix=opts.get("suffix"), seed=opts.get("seed"),
-                        val_split=opts.get("val_split"))
+                        val_split=opts.get("val_split"), queue=opts.get("queue"))
     console.print(f"created [bold]{job.id}[/] ({escape(mtype)} on {escape(model_id)}, seed "
                   f"{job.seed})", soft_wrap=True)
     spawn_worker()
@@ -334,10 +337,3 @@ def wait(job_id: str) -> None:
     """Follow a job until it ends."""
     _follow(job_id)
 
-
-def worker(exit_when_idle: bool = typer.Option(False, "--exit-when-idle",
-                                               help="Stop when no job is waiting.")) -> None:
-    """Run fine-tuning jobs from the queue (one at a time per AFINAR_HOME)."""
-    from afinar.tuning import run_worker
-
-    run_worker(exit_when_idle=exit_when_idle, log=lambda m: err_console.print(m))

@@ -219,6 +219,15 @@ def _v6(conn: Connection) -> None:
         conn.execute(projects.insert().values(id="default", created_at=int(time.time())))
 
 
+def _v7(conn: Connection) -> None:
+    """Job queues (``afinar worker --queue NAME``): every existing job waits in ``default``."""
+    from sqlalchemy import Index, text
+
+    _add_columns(conn, "jobs", [Column("queue", String(64), server_default=text("'default'"))])
+    jobs = Table("jobs", MetaData(), Column("queue", String(64)))
+    Index("ix_jobs_queue", jobs.c.queue).create(conn, checkfirst=True)
+
+
 # (version, description, step). Append only; never edit a step that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "models catalog", _v1),
@@ -228,6 +237,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (5, "API key groups and admin flag; the uploading key of files", _v5),
     (6, "projects, file reader groups, creators of stores and jobs, owner keys, audit log",
      _v6),
+    (7, "job queues", _v7),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -63,8 +63,9 @@ class FileRecord(Base):
 
 
 class JobRecord(Base):
-    """A fine-tuning job with OpenAI's fields; ``requested`` carries cancel/pause requests and
-    ``worker``/``heartbeat_at`` who runs it."""
+    """A fine-tuning job with OpenAI's fields; ``requested`` carries cancel/pause requests,
+    ``worker``/``heartbeat_at`` the lease (who holds it, when it was last renewed) and ``queue``
+    which workers may take it."""
 
     __tablename__ = "jobs"
 
@@ -93,6 +94,7 @@ class JobRecord(Base):
     project_id: Mapped[str] = mapped_column(String(64), default="default")
     owner_key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     owner_groups: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    queue: Mapped[str] = mapped_column(String(64), default="default", index=True)
 
 
 class EventRecord(Base):

@@ -33,7 +33,7 @@ from afinar.store.blobs import sha256_file
 from afinar.store.files import Files
 from afinar.store.tables import CheckpointRecord, JobRecord, ModelRecord
 from afinar.tuning.hparams import Hyperparameters, convergence_note, few_steps_note, resolve
-from afinar.tuning.jobs import Jobs, model_id_for
+from afinar.tuning.jobs import Jobs, LeaseLost, model_id_for
 from afinar.tuning.methods import BuildContext, get_method
 from afinar.tuning.samples import load_samples
 from afinar.tuning.trainer import Trainer, TrainState
@@ -79,7 +79,7 @@ class Heartbeat:
 class JobRunner:
     def __init__(self, job: JobRecord, settings: Settings, worker: str):
         self.job, self.settings, self.worker = job, settings, worker
-        self.jobs = Jobs(settings)
+        self.jobs = Jobs(settings).leased(job.id, worker)  # every write checks the lease
         self.dir = settings.home / "jobs" / job.id
         self._pace: tuple[float, int] | None = None  # (time, step) of the first reported step
 
@@ -96,14 +96,26 @@ class JobRunner:
                 self.jobs.update(self.job.id, estimated_finish=int(now + left))
 
     def run(self) -> str:
+        if self.job.worker != self.worker:  # run directly, not claimed: take the job first
+            taken = self.jobs.take(self.job.id, self.worker)
+            if taken is None:
+                return "lost"  # not waiting, or another worker holds it
+            self.job = taken
         try:
-            with Heartbeat(self.jobs, self.job.id, self.worker):
-                return self._run()
-        except AfinarError as e:
-            self._fail(e.code, e.message, e.param)
-        except Exception as e:  # noqa: BLE001 - any crash must end as "failed", never "running"
-            self._fail("training_error", f"{type(e).__name__}: {e}", None)
-        return "failed"
+            try:
+                with Heartbeat(self.jobs, self.job.id, self.worker):
+                    return self._run()
+            except LeaseLost:
+                raise
+            except AfinarError as e:
+                self._fail(e.code, e.message, e.param)
+            except Exception as e:  # noqa: BLE001 - any crash must end "failed", never "running"
+                self._fail("training_error", f"{type(e).__name__}: {e}", None)
+            return "failed"
+        except LeaseLost:  # a write found the job another worker's: leave it as it is
+            self.jobs.event(self.job.id, "warn", "message", f"Worker {self.worker} lost this "
+                            "job (its lease was taken over) and stopped", guarded=False)
+            return "lost"
 
     def _fail(self, code: str, message: str, param: str | None) -> None:
         self.jobs.update(self.job.id, status="failed", finished_at=int(time.time()), worker=None,
@@ -184,8 +196,9 @@ class JobRunner:
         t0 = time.time()
         st = trainer.run(st)
         if st.stop_reason == "lost":  # the job is another worker's now; leave it as it is
-            self.event("warn", "message", f"Worker {self.worker} lost this job at step "
-                       f"{st.step} (its heartbeat was older than the lease) and stopped")
+            self.jobs.event(job.id, "warn", "message", f"Worker {self.worker} lost this job at "
+                            f"step {st.step} (its heartbeat was older than the lease) and "
+                            "stopped", guarded=False)
             return "lost"
         if st.stop_reason == "cancel":
             self.jobs.update(job.id, status="cancelled", finished_at=int(time.time()),
