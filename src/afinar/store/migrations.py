@@ -228,6 +228,45 @@ def _v7(conn: Connection) -> None:
     Index("ix_jobs_queue", jobs.c.queue).create(conn, checkfirst=True)
 
 
+def _v8(conn: Connection) -> None:
+    """The request log (``AFINAR_LOG_REQUESTS``) and feedback on its answers
+    (``afinar.store.feedback``)."""
+    from sqlalchemy import Float
+
+    md = MetaData()
+    Table(
+        "request_log", md,
+        Column("id", String(64), primary_key=True),
+        Column("kind", String(16), nullable=False),
+        Column("model", String(256), nullable=False),
+        Column("project_id", String(64), nullable=False),
+        Column("owner_key_id", String(64)),
+        Column("owner_groups", JSON),
+        Column("created_at", Float, nullable=False, index=True),
+        Column("prompt", JSON, nullable=False),
+        Column("choices", JSON, nullable=False),
+        Column("info", JSON, nullable=False),
+    )
+    Table(
+        "feedback", md,
+        Column("seq", Integer, primary_key=True, autoincrement=True),
+        Column("id", String(64), nullable=False, unique=True),
+        Column("request_id", String(64), nullable=False, index=True),
+        Column("type", String(16), nullable=False),
+        Column("rating", Integer),
+        Column("reason", String(4096)),
+        Column("correction", String),
+        Column("choice_index", Integer, nullable=False),
+        Column("preferred_index", Integer),
+        Column("created_at", Float, nullable=False),
+        Column("key_id", String(64)),
+        Column("key_name", String(128), nullable=False),
+        Column("project_id", String(64), nullable=False),
+        Column("info", JSON, nullable=False),
+    )
+    md.create_all(conn, checkfirst=True)
+
+
 # (version, description, step). Append only; never edit a step that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "models catalog", _v1),
@@ -238,6 +277,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (6, "projects, file reader groups, creators of stores and jobs, owner keys, audit log",
      _v6),
     (7, "job queues", _v7),
+    (8, "request log and feedback on served answers", _v8),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
