@@ -181,9 +181,10 @@ def test_an_ollama_models_folder_is_added_with_its_sampling_and_template_checked
     assert Catalog().sampling_defaults("o-tiny") == {"temperature": 0.3, "top_k": 20.0}
     served = Generator(ModelCache().get("o-tiny")).chat(PROMPT, GREEDY).text
     assert served == Generator(ModelCache().get("tiny")).chat(PROMPT, GREEDY).text
-    code, out, err = run_cli(capsys, "models", "add", "o-bad", str(root), "--ollama-model",
-                             "tiny:bad")
+    manifest = root / "manifests" / "registry.ollama.ai" / "library" / "tiny" / "bad"
+    code, out, err = run_cli(capsys, "models", "add", "o-bad", str(manifest))  # one manifest
     assert code == 0, err
+    assert Catalog().get("o-bad").info["ollama_model"] == "tiny:bad"
     assert "Ollama's TEMPLATE differs from the GGUF's chat template" in out
     assert "['###']" in out and "SYSTEM" in out
 
