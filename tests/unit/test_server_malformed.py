@@ -34,6 +34,11 @@ def resp(**kw):
     return {"model": "tiny", "input": "hi", "max_output_tokens": 2, **kw}
 
 
+def fb(**kw):
+    body = {"request_id": "chatcmpl-x", "type": "rating", "rating": 1, **kw}
+    return {k: v for k, v in body.items() if v is not None}
+
+
 # (id, path, body, expected status, expected param or None); "{vs}" is a real vector store id
 CASES = [
     # -- chat completions: messages ----------------------------------------------------------
@@ -203,6 +208,28 @@ CASES = [
     ("job-no-training-file", "job", {"model": "tiny"}, 400, "training_file"),
     ("job-seed-negative", "job", {"model": "tiny", "training_file": "file-x", "seed": -5}, 400,
      "seed"),
+    # -- feedback (afinar's extension) -----------------------------------------------------------
+    ("fb-no-request-id", "fb", {"type": "rating", "rating": 1}, 400, "request_id"),
+    ("fb-request-id-empty", "fb", fb(request_id=""), 400, "request_id"),
+    ("fb-request-id-int", "fb", fb(request_id=7), 400, "request_id"),
+    ("fb-no-type", "fb", {"request_id": "chatcmpl-x", "rating": 1}, 400, "type"),
+    ("fb-type-unknown", "fb", fb(type="stars"), 400, "type"),
+    ("fb-rating-two", "fb", fb(rating=2), 400, "rating"),
+    ("fb-rating-zero", "fb", fb(rating=0), 400, "rating"),
+    ("fb-rating-bool", "fb", fb(rating=True), 400, "rating"),
+    ("fb-rating-string", "fb", fb(rating="1"), 400, "rating"),
+    ("fb-rating-float", "fb", fb(rating=1.0), 400, "rating"),
+    ("fb-extra-field", "fb", fb(stars=5), 400, "stars"),
+    ("fb-reason-int", "fb", fb(reason=5), 400, "reason"),
+    ("fb-reason-too-long", "fb", fb(reason="x" * 5000), 400, "reason"),
+    ("fb-correction-empty", "fb", fb(type="correction", rating=None, correction=""), 400,
+     "correction"),
+    ("fb-choice-negative", "fb", fb(choice_index=-1), 400, "choice_index"),
+    ("fb-choice-string", "fb", fb(choice_index="0"), 400, "choice_index"),
+    ("fb-preferred-negative", "fb", fb(type="preference", rating=None, preferred_index=-2),
+     400, "preferred_index"),
+    ("fb-body-list", "fb", [fb()], 400, None),
+    ("fb-unknown-request", "fb", fb(), 404, "request_id"),
 ]
 
 # raw bytes Python's json module would take, or JSON that is not UTF-8 text
@@ -225,7 +252,8 @@ RAW = [
 
 PATHS = {"chat": "/v1/chat/completions", "cmpl": "/v1/completions", "resp": "/v1/responses",
          "emb": "/v1/embeddings", "vs": "/v1/vector_stores",
-         "search": "/v1/vector_stores/{vs}/search", "job": "/v1/fine_tuning/jobs"}
+         "search": "/v1/vector_stores/{vs}/search", "job": "/v1/fine_tuning/jobs",
+         "fb": "/v1/feedback"}
 
 
 @pytest.fixture(scope="module")
