@@ -48,7 +48,8 @@ def auth_mode(host: str, has_keys: bool) -> bool:
 def serve(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
-    no_worker: bool = typer.Option(False, "--no-worker", help="Do not start a job worker."),
+    no_worker: bool = typer.Option(False, "--no-worker", help="Do not start a job worker, "
+                                   "now or when a job is created (workers run elsewhere)."),
     max_models: int = typer.Option(2, "--max-models", help="Models kept in memory."),
     max_adapters: int | None = typer.Option(
         None, "--max-adapters", min=1,
@@ -82,6 +83,7 @@ def serve(
     if not auth:
         err_console.print("[yellow]" + DEV_MODE.format(host=host) + "[/]", highlight=False)
     app = create_app(settings, auth=auth, max_models=max_models)
+    app.state.spawn_workers = not no_worker  # --no-worker: jobs wait for `afinar worker`s
     worker = None
     if not no_worker:
         worker = subprocess.Popen([sys.executable, "-m", "afinar", "worker"],
