@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
 from tests.browser.conftest import shot
 
 WAIT_S = 120
@@ -117,7 +115,9 @@ def test_a_fine_tune_updates_its_curve_and_events_without_a_reload(driver, studi
         box = driver.find_element("name", name)
         box.clear()
         box.send_keys(value)
-    estimate = wait(driver, lambda d: css(d, "#estimate-text"))[0].text
+    auto = "epochs 1, batch 2"  # the estimate follows what was typed (auto shown resolved first)
+    estimate = wait(driver, lambda d: [e.text for e in css(d, "#estimate-text")
+                                       if auto in e.text])[0]
     assert "24 examples" in estimate and "12 steps" in estimate, estimate
     shot(driver, "fine-tune")
     driver.find_element("id", "ft-launch").click()
