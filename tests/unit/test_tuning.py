@@ -71,7 +71,7 @@ DATA = {"sft": chat_rows, "preference": pref_rows, "text": text_rows}
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "qlora"])
 def test_every_method_trains_and_changes_the_model(tiny_home, tmp_path, method):
-    kind = METHODS[method].data_kind
+    kind = METHODS.get(method).data_kind
     train = upload(tmp_path, DATA[kind](24), "train.jsonl")
     job = Jobs().create(model="tiny", training_file=train, method={"type": method},
                         hyperparameters={"n_epochs": 2, "batch_size": 8,

@@ -35,7 +35,8 @@ reads the loss curve and says when a job ended far from converged (a ``warn`` ev
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -111,8 +112,12 @@ def auto_lr_multiplier(batch_size: int) -> float:
 
 
 def resolve(hp: Hyperparameters, n_examples: int, base_lr: float, context_length: int,
-            is_dpo: bool = False) -> Resolved:
+            objective: Mapping[str, Any] | None = None) -> Resolved:
+    """The job's hyperparameters with every ``auto`` decided. ``objective``: the hyperparameters
+    the method's objective reads, with their ``auto`` values (DPO's ``{"beta": 0.1}``); the
+    others of them stay None."""
     hp.check_ranges()
+    own = objective or {}
     ga = hp.gradient_accumulation_steps
     epochs, bs = choose_epochs_and_batch(n_examples, hp.n_epochs, hp.batch_size, ga)
     mult = (auto_lr_multiplier(bs * ga) if hp.learning_rate_multiplier == "auto"
@@ -128,8 +133,8 @@ def resolve(hp: Hyperparameters, n_examples: int, base_lr: float, context_length
         eval_sample_size=hp.eval_sample_size, early_stopping_patience=hp.early_stopping_patience,
         checkpoint_every_steps=hp.checkpoint_every_steps, keep_checkpoints=hp.keep_checkpoints,
         max_tokens_per_forward=hp.max_tokens_per_forward,
-        beta=(0.1 if hp.beta == "auto" else hp.beta) if is_dpo else None,
         steps_per_epoch=steps, total_steps=steps * epochs,
+        **{k: auto if getattr(hp, k) == "auto" else getattr(hp, k) for k, auto in own.items()},
     )
 
 

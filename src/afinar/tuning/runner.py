@@ -25,8 +25,8 @@ from afinar.errors import AfinarError, NotFound
 from afinar.ids import new_id
 from afinar.models.catalog import Catalog
 from afinar.models.finetuned import MANIFEST
-from afinar.models.loader import dtype_for, hf_folder, quiet_transformers, torch_setup
 from afinar.models.templates import template_fingerprint
+from afinar.models.training import open_training_base
 from afinar.settings import Settings
 from afinar.store.atomic import atomic_dir, atomic_write_text
 from afinar.store.blobs import sha256_file
@@ -128,15 +128,10 @@ class JobRunner:
         info = Catalog(s).get(job.model)
         mtype = job.method["type"]
         method = get_method(mtype, job.method.get(mtype))
-        device = torch_setup(s)
-        method.check_device(device)
+        base = open_training_base(info, s, check_device=method.check_device)
         if job.status == "validating_files":
             self.event("info", "message", "Validating training file: " + job.training_file)
-        folder, _ = hf_folder(info, s)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        quiet_transformers()
-        tok = AutoTokenizer.from_pretrained(str(folder))
+        tok, device = base.tokenizer, base.device
         hp_in = Hyperparameters(**job.hyperparameters)
         max_len = hp_in.max_seq_len or min(info.context_length or 2048, 2048)
         files = Files(s)
@@ -157,7 +152,7 @@ class JobRunner:
             val = [train[i] for i in order[:k]]
             train = [train[i] for i in order[k:]]
         hp = resolve(hp_in, len(train), method.base_lr, info.context_length or 2048,
-                     is_dpo=method.data_kind == "preference")
+                     objective=method.objective_class().hyperparameters)
         if job.status == "validating_files":
             self.jobs.update(job.id, status="queued")
             self.event("info", "message", f"Files validated: {len(train)} training examples"
@@ -178,11 +173,8 @@ class JobRunner:
             f"{k}={v}" for k, v in hp.model_dump().items() if v is not None))
 
         torch.manual_seed(job.seed)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(folder), dtype=dtype_for(device), **method.load_kwargs(device))
-        if not method.load_kwargs(device):
-            model.to(device)
-        model = method.build(model, BuildContext(folder, tok, device))
+        model = method.build(base.load_model(**method.load_kwargs(device)),
+                             BuildContext(base.folder, tok, device))
         trainer = Trainer(model, method, tok, train, val, hp, job.seed, device, self.event,
                           self._control, lambda st, row: self._checkpoint(trainer, st, row))
         st = TrainState()
@@ -325,6 +317,7 @@ class JobRunner:
             "template_fingerprint": template_fingerprint(
                 trainer.tok, getattr(trainer.model, "generation_config", None)),
             "method": job.method["type"], "method_config": job.method,
+            "traits": trainer.method.traits(),
             "hyperparameters": trainer.hp.model_dump(), "seed": job.seed, "step": step,
             "metrics": row, "versions": {"afinar": afinar.__version__,
                                          "torch": torch.__version__,

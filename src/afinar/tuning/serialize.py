@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from afinar.tuning.jobs import ORG
+from afinar.tuning.methods import objective_of
 
 
 def job_object(j) -> dict[str, Any]:
@@ -13,9 +14,10 @@ def job_object(j) -> dict[str, Any]:
     mtype = (j.method or {}).get("type", "lora")
     hyper = {k: resolved.get(k, hp.get(k, "auto")) for k in
              ("n_epochs", "batch_size", "learning_rate_multiplier")}
-    if mtype == "dpo":
-        hyper["beta"] = resolved.get("beta", hp.get("beta", "auto"))
-    kind = "dpo" if mtype == "dpo" else "supervised"
+    objective = objective_of(mtype)  # what the method trains with names OpenAI's method type
+    for k in (objective.hyperparameters if objective else ()):
+        hyper[k] = resolved.get(k, hp.get(k, "auto"))
+    kind = objective.openai_type if objective else "supervised"
     return {
         "object": "fine_tuning.job", "id": j.id, "model": j.model, "created_at": j.created_at,
         "finished_at": j.finished_at, "fine_tuned_model": j.fine_tuned_model,

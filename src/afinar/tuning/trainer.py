@@ -1,12 +1,14 @@
-"""The training loop shared by every method.
+"""The training loop shared by every method; what a method's batches mean (the loss, what to
+compute before the first step, validation) is its objective's (``afinar.tuning.objectives``).
 
 Hand-written rather than ``transformers.Trainer``/TRL because the job contract needs things they
 do not give together: a data order that is a pure function of (seed, epoch) so a job killed with
 SIGKILL resumes to the same final weights; OpenAI's metrics (sampled and full validation loss and
 token accuracy per step/epoch); early stopping that promotes the best checkpoint; loss averaged
 over trained tokens across gradient-accumulation micro-batches (so accumulation means what a larger
-batch means); and a memory-lean loss that projects only the trained positions onto the 49k-token
-vocabulary instead of materialising logits for every position.
+batch means, whatever the objective averages over); and a memory-lean loss that projects only
+the trained positions onto the 49k-token vocabulary instead of materialising logits for every
+position.
 """
 
 from __future__ import annotations
@@ -14,16 +16,16 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from afinar.tuning.hparams import Resolved
 from afinar.tuning.methods.base import Method
-from afinar.tuning.samples import Sample, collate, epoch_batches
+from afinar.tuning.objectives import Item, ObjectiveContext, StepPart
+from afinar.tuning.samples import Sample, epoch_batches
 
 Emit = Callable[[str, str, str, dict | None], None]  # level, type, message, data
 Control = Callable[[], str | None]  # returns "cancel" | "pause" | "lost" | None
@@ -44,50 +46,6 @@ class TrainState:
     stop_reason: str | None = None
 
 
-@dataclass
-class Batch:
-    ids: torch.Tensor
-    mask: torch.Tensor
-    targets: torch.Tensor
-
-    @property
-    def n_targets(self) -> int:
-        return int((self.targets != -100).sum())
-
-
-def _batch(samples: list[Sample], pad_id: int, device: str, rejected: bool = False) -> Batch:
-    seqs = [s.rejected if rejected else s.seq for s in samples]
-    ids, mask, tgt = collate(seqs, pad_id)
-    return Batch(ids.to(device), mask.to(device), tgt.to(device))
-
-
-def _logits_at_targets(model, method: Method, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    sel = b.targets != -100
-    if method.full_forward:  # PEFT prepends virtual tokens inside its forward
-        logits = model(input_ids=b.ids, attention_mask=b.mask, use_cache=False).logits
-        return logits[:, -b.ids.shape[1]:][sel], sel
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.get_decoder()(input_ids=b.ids, attention_mask=b.mask,
-                                use_cache=False).last_hidden_state
-    return base.get_output_embeddings()(hidden[sel]), sel
-
-
-def token_loss(model, method: Method, b: Batch) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over trained positions, and how many predictions were right."""
-    logits, sel = _logits_at_targets(model, method, b)
-    t = b.targets[sel]
-    loss = F.cross_entropy(logits.float(), t, reduction="sum")
-    return loss, int((logits.argmax(-1) == t).sum())
-
-
-def sequence_logps(model, method: Method, b: Batch) -> torch.Tensor:
-    """Per-sequence sum of log p(trained tokens): what DPO compares."""
-    logits, sel = _logits_at_targets(model, method, b)
-    lp = logits.float().log_softmax(-1).gather(1, b.targets[sel][:, None]).squeeze(1)
-    rows = sel.nonzero()[:, 0]
-    return torch.zeros(b.ids.shape[0], device=lp.device, dtype=lp.dtype).index_add(0, rows, lp)
-
-
 class Trainer:
     def __init__(self, model, method: Method, tok, train: list[Sample], val: list[Sample] | None,
                  hp: Resolved, seed: int, device: str, emit: Emit, control: Control,
@@ -97,13 +55,13 @@ class Trainer:
         self.hp, self.seed, self.device = hp, seed, device
         self.emit, self.control, self.save_checkpoint = emit, control, save_checkpoint
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        self.dpo = method.data_kind == "preference"
+        self.objective = method.make_objective(ObjectiveContext(
+            hp, self.pad_id, device, full_forward=method.full_forward))
         params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
         warm = int(hp.warmup_ratio * hp.total_steps)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: _lr_factor(
             s, warm, hp.total_steps, hp.scheduler))
-        self.ref: dict[int, tuple[float, float]] = {}
         self._last_end: float | None = None  # when the previous optimizer step ended
         rnd = random.Random(f"afinar-eval:{seed}")
         self.eval_sample = sorted(rnd.sample(range(len(self.val)),
@@ -114,7 +72,8 @@ class Trainer:
         trainable = {n: p.detach().clone() for n, p in self.model.named_parameters()
                      if p.requires_grad}
         return {"train": st.__dict__.copy(), "params": trainable, "opt": self.opt.state_dict(),
-                "sched": self.sched.state_dict(), "rng": torch.get_rng_state(), "ref": self.ref}
+                "sched": self.sched.state_dict(), "rng": torch.get_rng_state(),
+                "objective": self.objective.state_dict()}
 
     def load_state_dict(self, sd: dict[str, Any]) -> TrainState:
         params = dict(self.model.named_parameters())
@@ -124,67 +83,80 @@ class Trainer:
         self.opt.load_state_dict(sd["opt"])
         self.sched.load_state_dict(sd["sched"])
         torch.set_rng_state(sd["rng"])
-        self.ref = sd.get("ref") or {}
+        # states saved before objectives had their own key held DPO's "ref" at the top level
+        self.objective.load_state_dict(sd.get("objective", sd))
         return TrainState(**sd["train"])
 
     # -- evaluation ----------------------------------------------------------------------
+    def _items(self, which: str, idx: list[int]) -> list[Item]:
+        data = self.train if which == "t" else self.val
+        return [((which, i), data[i]) for i in idx]
+
+    def _eval_batches(self, idx: list[int]) -> Iterator[list[Item]]:
+        order = sorted(idx, key=lambda i: self.val[i].length)
+        bs = max(1, self.hp.batch_size)
+        for k in range(0, len(order), bs):
+            yield self._items("v", order[k:k + bs])
+
     @torch.no_grad()
     def evaluate(self, idx: list[int]) -> dict[str, float]:
         was = self.model.training
         self.model.eval()
         total, right, n = 0.0, 0, 0
-        order = sorted(idx, key=lambda i: self.val[i].length)
-        bs = max(1, self.hp.batch_size)
-        for k in range(0, len(order), bs):
-            samples = [self.val[i] for i in order[k:k + bs]]
-            if self.dpo:
-                loss, acc = self._dpo_loss(samples, [("v", i) for i in order[k:k + bs]])
-                total += float(loss) * len(samples)
-                right += acc
-                n += len(samples)
-            else:
-                b = _batch(samples, self.pad_id, self.device)
-                loss, ok = token_loss(self.model, self.method, b)
-                total += float(loss)
-                right += ok
-                n += b.n_targets
+        for items in self._eval_batches(idx):
+            sums = self.objective.evaluate(self.model, items)
+            total += sums.loss
+            right += sums.correct
+            n += sums.units
         self.model.train(was)
         return {"loss": total / max(n, 1), "accuracy": right / max(n, 1)}
 
-    # -- DPO ------------------------------------------------------------------------------
-    def _pair_logps(self, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
-        c = sequence_logps(self.model, self.method, _batch(samples, self.pad_id, self.device))
-        r = sequence_logps(self.model, self.method,
-                           _batch(samples, self.pad_id, self.device, rejected=True))
-        return c, r
+    # -- before the first step ------------------------------------------------------------
+    def _groups(self, epoch: int) -> list[list[list[int]]]:
+        """The epoch's optimizer steps, each a list of gradient-accumulation batches."""
+        batches = epoch_batches([s.length for s in self.train], self.hp.batch_size, self.seed,
+                                epoch)
+        ga = self.hp.gradient_accumulation_steps
+        return [batches[i:i + ga] for i in range(0, len(batches), ga)]
 
-    @torch.no_grad()
-    def _reference(self, keys: list, samples: list[Sample]) -> None:
-        todo = [(k, s) for k, s in zip(keys, samples) if k not in self.ref]
-        if not todo:
+    def _parts(self, group: list[list[int]]) -> list[StepPart]:
+        return self.objective.parts([self._items("t", b) for b in group])
+
+    def _first_meetings(self, groups: list) -> Iterator[list[Item]]:
+        """Validation batches in the order the evaluations first meet them: the sampled
+        evaluation when it runs within the first epoch, then the full one."""
+        every = self.hp.eval_every_steps
+        if not self.val:
             return
-        with self.model.disable_adapter():
-            c, r = self._pair_logps([s for _, s in todo])
-        for (k, _), ci, ri in zip(todo, c.tolist(), r.tolist()):
-            self.ref[k] = (ci, ri)
+        if every and every <= len(groups):
+            yield from self._eval_batches(self.eval_sample)
+        yield from self._eval_batches(list(range(len(self.val))))
 
-    def _dpo_loss(self, samples: list[Sample], keys: list) -> tuple[torch.Tensor, int]:
-        self._reference(keys, samples)
-        c, r = self._pair_logps(samples)
-        ref = torch.tensor([self.ref[k] for k in keys], device=c.device)
-        margin = self.hp.beta * ((c - ref[:, 0]) - (r - ref[:, 1]))
-        return -F.logsigmoid(margin).mean(), int((margin > 0).sum())
+    def _precompute(self, st: TrainState) -> str | None:
+        """The objective's work before the first step (none for most); a control signal that
+        came in meanwhile."""
+        groups = self._groups(st.epoch)
+        parts = (p for g in groups[st.group:] for p in self._parts(g))
+        t0, done = time.perf_counter(), 0
+        for n in self.objective.precompute(self.model, parts, self._first_meetings(groups)):
+            done += n
+            if signal := self.control():
+                return signal
+        if done:
+            self.emit("info", "message", f"Computed the {self.objective.precomputes} of {done} "
+                      f"examples in {time.perf_counter() - t0:.1f} s", None)
+        return None
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, st: TrainState) -> TrainState:
         hp, model = self.hp, self.model
         st.stop_reason = None  # a state saved at a pause carries the old reason
-        lengths = [s.length for s in self.train]
         model.train()
+        if not st.finished and st.epoch < hp.n_epochs and (signal := self._precompute(st)):
+            st.stop_reason = signal
+            return st
         while st.epoch < hp.n_epochs and not st.finished:
-            batches = epoch_batches(lengths, hp.batch_size, self.seed, st.epoch)
-            ga = hp.gradient_accumulation_steps
-            groups = [batches[i:i + ga] for i in range(0, len(batches), ga)]
+            groups = self._groups(st.epoch)
             if not groups:
                 break
             while st.group < len(groups):
@@ -250,32 +222,16 @@ class Trainer:
                       f"({st.best['full_valid_loss']:.4f})", None)
 
     def _step(self, group: list[list[int]]) -> tuple[float, int, int, int]:
-        samples = [[self.train[i] for i in b] for b in group]
-        if self.dpo:
-            n_pairs = sum(len(s) for s in samples)
-            loss_sum, right = 0.0, 0
-            for b, ss in zip(group, samples):
-                loss, acc = self._dpo_loss(ss, [("t", i) for i in b])
-                (loss * len(ss) / n_pairs).backward()
-                loss_sum += float(loss.detach()) * len(ss) / n_pairs
-                right += acc
-            n_tok = sum(s.seq.n_tokens + s.rejected.n_tokens for ss in samples for s in ss)
-            self._optimizer_step()
-            return loss_sum, right, n_pairs, n_tok
-        # Bound the padded tokens of one forward pass: activations dominate memory, and a CPU
-        # loses nothing by running a long batch as a few smaller passes. The loss is normalised
-        # over the whole step's trained tokens, so the update is the same.
-        batches = [_batch(part, self.pad_id, self.device) for ss in samples
-                   for part in _split_by_tokens(ss, self.hp.max_tokens_per_forward)]
-        n_t = sum(b.n_targets for b in batches)  # normalise over the whole accumulated batch
+        parts = self._parts(group)
+        units = sum(p.units for p in parts)  # normalise over the whole accumulated batch
         loss_sum, right = 0.0, 0
-        for b in batches:
-            loss, ok = token_loss(self.model, self.method, b)
-            (loss / n_t).backward()
-            loss_sum += float(loss.detach()) / n_t
-            right += ok
+        for part in parts:
+            out = self.objective.loss(self.model, part)
+            (out.loss / units).backward()
+            loss_sum += out.value / units
+            right += out.correct
         self._optimizer_step()
-        return loss_sum, right, n_t, sum(int(b.mask.sum()) for b in batches)
+        return loss_sum, right, units, sum(p.tokens for p in parts)
 
     def _optimizer_step(self) -> None:
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
@@ -283,19 +239,6 @@ class Trainer:
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
-
-
-def _split_by_tokens(samples: list[Sample], budget: int) -> list[list[Sample]]:
-    """Consecutive parts whose padded size (count x longest) stays within ``budget``."""
-    parts: list[list[Sample]] = [[]]
-    for smp in samples:
-        part = parts[-1]
-        width = max([x.seq.n_tokens for x in part] + [smp.seq.n_tokens])
-        if part and width * (len(part) + 1) > budget:
-            parts.append([smp])
-        else:
-            part.append(smp)
-    return parts
 
 
 def _lr_factor(step: int, warmup: int, total: int, kind: str) -> float:

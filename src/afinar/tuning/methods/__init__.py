@@ -1,4 +1,5 @@
-"""Tuning methods, one module each, registered by name (``REGISTRY``)."""
+"""Tuning methods, one module each, registered by name in ``METHODS`` (plugins: entry points
+``afinar.methods``)."""
 
 from afinar.tuning.methods import (  # noqa: F401  (imports register the methods)
     continued_pretraining,
@@ -9,6 +10,15 @@ from afinar.tuning.methods import (  # noqa: F401  (imports register the methods
     prompt_tuning,
     qlora,
 )
-from afinar.tuning.methods.base import REGISTRY, BuildContext, Method, MethodConfig, get_method
+from afinar.tuning.methods.base import (
+    METHODS,
+    BuildContext,
+    Method,
+    MethodConfig,
+    get_method,
+    objective_of,
+    register,
+)
 
-__all__ = ["REGISTRY", "BuildContext", "Method", "MethodConfig", "get_method"]
+__all__ = ["METHODS", "BuildContext", "Method", "MethodConfig", "get_method",
+           "objective_of", "register"]

@@ -1,15 +1,33 @@
-"""What a tuning method is: a name, the data it trains on, a config, and how it makes a base
-model trainable and saves the result. Methods register themselves in ``REGISTRY``."""
+"""What a tuning method is: a name, the data it trains on, the objective that turns its batches
+into a loss, a config, how it makes a base model trainable and saves the result, and the traits
+of what it saves. Methods register themselves in ``METHODS`` (entry points ``afinar.methods``).
+
+The traits are written into every fine-tuned model's manifest (``traits()``), so that loading,
+hosting and merging read them from the model instead of guessing from the method's name:
+
+- ``artifact``: ``adapter`` (PEFT weights over the base), ``prompt`` (PEFT virtual tokens,
+  prepended by the forward) or ``full`` (a complete model folder);
+- ``shares_base``: one loaded base can host it next to other adapters (LoRA-like weights);
+- ``mergeable``: its weights can be merged into the base to make one plain model;
+- ``objective``: the objective's name (``afinar.tuning.objectives``);
+- ``data_kind``: what it trains on: ``sft`` (chat/completion), ``text`` or ``preference``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-REGISTRY: dict[str, type[Method]] = {}
+from afinar.errors import InvalidRequest
+from afinar.registry import Registry
+
+if TYPE_CHECKING:
+    from afinar.tuning.objectives import Objective, ObjectiveContext
+
+Artifact = Literal["adapter", "prompt", "full"]
 
 
 @dataclass
@@ -26,9 +44,14 @@ class MethodConfig(BaseModel):
 class Method:
     name: ClassVar[str]
     data_kind: ClassVar[str] = "sft"  # sft (chat/completion) | text | preference
+    objective: ClassVar[str] = "sft"  # a name in afinar.tuning.objectives.OBJECTIVES
     base_lr: ClassVar[float] = 2e-4
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
-    is_adapter: ClassVar[bool] = True  # saves a PEFT adapter (else a full model folder)
+    # What it saves (see the module's docstring); a method whose options change it (continued
+    # pretraining with ``adapter: full``) sets these on the instance.
+    artifact: Artifact = "adapter"
+    shares_base: bool = True
+    mergeable: bool = True
     full_forward: ClassVar[bool] = False  # needs the wrapped forward (virtual tokens)
 
     def __init__(self, config: MethodConfig | dict | None = None):
@@ -36,6 +59,26 @@ class Method:
             self.config = config
         else:
             self.config = self.config_cls(**(config or {}))
+
+    @property
+    def is_adapter(self) -> bool:
+        """Saved as a PEFT folder over the base (an adapter or virtual tokens)."""
+        return self.artifact != "full"
+
+    def traits(self) -> dict[str, Any]:
+        """What the manifest says about this method's model (``manifest["traits"]``)."""
+        return {"artifact": self.artifact, "shares_base": self.shares_base,
+                "mergeable": self.mergeable, "objective": self.objective,
+                "data_kind": self.data_kind}
+
+    def objective_class(self) -> type[Objective]:
+        from afinar.tuning.objectives import OBJECTIVES  # torch: only once training is near
+
+        return OBJECTIVES.get(self.objective)
+
+    def make_objective(self, ctx: ObjectiveContext) -> Objective:
+        """The objective this method trains with, for one run (``Trainer`` asks for it)."""
+        return self.objective_class()(ctx)
 
     def check_device(self, device: str) -> None:
         """Raise InvalidRequest when the method cannot run on this device."""
@@ -53,18 +96,25 @@ class Method:
             tokenizer.save_pretrained(out_dir)
 
 
-def register(cls: type[Method]) -> type[Method]:
-    REGISTRY[cls.name] = cls
-    return cls
+METHODS: Registry[type[Method]] = Registry("method", "afinar.methods", param="method")
+register = METHODS.register()  # ``@register`` on a class registers it under its ``name``
+
+
+def objective_of(method: str) -> type[Objective] | None:
+    """The objective class a registered method trains with; None for a name no longer
+    registered (a job made with a plugin since removed still lists)."""
+    from afinar.tuning.objectives import OBJECTIVES
+
+    if method not in METHODS:
+        return None
+    return OBJECTIVES.get(METHODS.get(method).objective)
 
 
 def get_method(name: str, config: dict | None = None) -> Method:
-    from afinar.errors import InvalidRequest
-
-    if name not in REGISTRY:
-        raise InvalidRequest(f"unknown method {name!r}; choose one of {', '.join(REGISTRY)}",
-                             param="method")
+    """The method ``name`` built with its options; an unknown name or bad options is one
+    ``InvalidRequest`` (param ``method``)."""
+    cls = METHODS.get(name)
     try:
-        return REGISTRY[name](config)
-    except ValueError as e:  # pydantic validation of the method's options
+        return cls(config)
+    except ValueError as e:  # pydantic's validation of the method's options
         raise InvalidRequest(f"bad options for method {name}: {e}", param="method") from e

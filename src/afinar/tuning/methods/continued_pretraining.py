@@ -24,8 +24,8 @@ class ContinuedPretraining(Method):
 
     def __init__(self, config=None):
         super().__init__(config)
-        if self.config.adapter == "full":
-            self.is_adapter = False
+        if self.config.adapter == "full":  # every weight trains: a complete model folder
+            self.artifact, self.shares_base, self.mergeable = "full", False, False
             self.base_lr = 2e-5
 
     def build(self, model, ctx: BuildContext):

@@ -15,6 +15,7 @@ from afinar.tuning.methods.lora import LoraOptions, lora_config
 class Dpo(Method):
     name = "dpo"
     data_kind = "preference"
+    objective = "dpo"
     base_lr = 5e-5
     config_cls = LoraOptions
 

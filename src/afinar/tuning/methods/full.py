@@ -9,7 +9,9 @@ from afinar.tuning.methods.base import BuildContext, Method, register
 class Full(Method):
     name = "full"
     base_lr = 2e-5
-    is_adapter = False
+    artifact = "full"  # a complete model folder: no base to share, nothing to merge
+    shares_base = False
+    mergeable = False
 
     def build(self, model, ctx: BuildContext):
         for p in model.parameters():

@@ -19,6 +19,11 @@ class PromptTuning(Method):
     base_lr = 3e-2
     config_cls = PromptTuningOptions
     full_forward = True
+    # virtual tokens prepended by PEFT's forward: not weights a LoRA host can hold next to
+    # other adapters, nor anything to merge into the base
+    artifact = "prompt"
+    shares_base = False
+    mergeable = False
 
     def build(self, model, ctx: BuildContext):
         from peft import PromptTuningConfig, PromptTuningInit, get_peft_model

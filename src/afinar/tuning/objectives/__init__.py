@@ -1,0 +1,18 @@
+"""Training objectives, one module each, registered by name in ``OBJECTIVES`` (plugins: entry
+points ``afinar.objectives``); a tuning method names the one it trains with."""
+
+from afinar.tuning.objectives import dpo, sft  # noqa: F401  (imports register the objectives)
+from afinar.tuning.objectives.base import (
+    OBJECTIVES,
+    Batch,
+    EvalSums,
+    Item,
+    Objective,
+    ObjectiveContext,
+    PartLoss,
+    StepPart,
+    register,
+)
+
+__all__ = ["OBJECTIVES", "Batch", "EvalSums", "Item", "Objective", "ObjectiveContext",
+           "PartLoss", "StepPart", "register"]
