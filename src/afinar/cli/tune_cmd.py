@@ -16,6 +16,7 @@ from rich.text import Text
 from afinar.cli.common import StatsProgress, console, err_console, existing_file, human_count, \
     print_json, progress_columns, status
 from afinar.errors import InvalidRequest
+from afinar.tuning.methods import METHODS
 
 app = typer.Typer(help="Fine-tuning jobs (OpenAI's fine_tuning.jobs, locally).",
                   no_args_is_help=True)
@@ -51,8 +52,8 @@ def create(
                                callback=existing_file),
     val: Path = typer.Option(None, "--val", help="Validation file.", callback=existing_file),
     val_split: float = typer.Option(None, "--val-split", help="Hold out this fraction of train."),
-    method: str = typer.Option(None, "--method", help="lora (default), dora, qlora, full, "
-                               "prompt_tuning, continued_pretraining, dpo."),
+    method: str = typer.Option(None, "--method", help="Tuning method: "
+                               f"{', '.join(METHODS.names())} (default lora)."),
     epochs: str = typer.Option(None, "--epochs", help="n_epochs or auto."),
     batch_size: str = typer.Option(None, "--batch-size", help="batch_size or auto."),
     lr_multiplier: str = typer.Option(None, "--lr-multiplier", help="or auto."),
