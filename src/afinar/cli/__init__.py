@@ -17,6 +17,7 @@ from afinar.cli import (
     feedback_cmd,
     kb_cmd,
     models_cmd,
+    plugins_cmd,
     serve_cmd,
     tune_cmd,
     worker_cmd,
@@ -45,6 +46,7 @@ app.command("serve")(serve_cmd.serve)
 app.command("worker")(worker_cmd.worker)
 app.command("chat")(chat_cmd.chat)
 app.command("demo")(demo_cmd.demo)
+app.command("plugins")(plugins_cmd.plugins)
 
 
 def _version(value: bool) -> None:
