@@ -231,3 +231,17 @@ def test_an_evaluation_report_opens(driver, studio, tmp_path):
             "exact" in body.lower()
     finally:
         driver.switch_to.default_content()
+
+
+def test_every_page_fits_800_pixels(driver, studio):
+    base, keys, _ = studio
+    sign_in(driver, base, keys["admin"])
+    driver.set_window_size(800, 900)
+    try:
+        for path in ("/", "/datasets", "/fine-tune", "/playground", "/kb", "/evals", "/keys"):
+            driver.get(base + path)
+            wide = driver.execute_script(
+                "return [document.documentElement.scrollWidth, window.innerWidth]")
+            assert wide[0] <= wide[1] + 1, f"{path} scrolls sideways at 800 px: {wide}"
+    finally:
+        driver.set_window_size(1280, 900)

@@ -15,10 +15,25 @@ def csrf_of(html: str) -> str:
     return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
 
 
+def post_signin(http: TestClient, key: str, **data):
+    """The sign-in form as a browser sends it: its CSRF token and cookie from GET /signin."""
+    form = http.get("/signin").text
+    token = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+    return http.post("/signin", data={"key": key, "csrf": token, **data},
+                     follow_redirects=False)
+
+
 def sign_in(http: TestClient, key: str) -> str:
-    r = http.post("/signin", data={"key": key, "next": "/"}, follow_redirects=False)
+    r = post_signin(http, key, next="/")
     assert r.status_code == 303, r.text
     return csrf_of(http.get("/").text)
+
+
+def signed_in(app, key: str) -> TestClient:
+    """A client signed in with ``key``, sending the session's CSRF header."""
+    c = TestClient(app)
+    c.headers["X-CSRF-Token"] = sign_in(c, key)
+    return c
 
 
 @pytest.fixture
@@ -40,15 +55,19 @@ def test_pages_need_a_session_and_a_bad_key_is_refused(http, keys):
     r = http.get("/", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/signin?next=/"
     assert http.get("/keys", follow_redirects=False).headers["location"] == "/signin?next=/keys"
-    r = http.post("/signin", data={"key": "sk-wrong"})
+    r = post_signin(http, "sk-wrong")
     assert r.status_code == 401 and "Incorrect API key" in r.text and "Traceback" not in r.text
-    r = http.post("/signin", data={"key": ""})
+    r = post_signin(http, "")
     assert r.status_code == 401 and "Paste an API key" in r.text
+    # a sign-in posted from another site (no form token and cookie of this one) is refused
+    http.cookies.clear()
+    r = http.post("/signin", data={"key": keys["admin"], "csrf": "forged"})
+    assert r.status_code == 403 and "another site" in r.text
+    assert http.cookies.get("afinar_studio") is None
 
 
 def test_session_cookie_is_httponly_strict_and_only_its_hash_is_kept(http, keys):
-    r = http.post("/signin", data={"key": keys["admin"], "next": "//evil.example/x"},
-                  follow_redirects=False)
+    r = post_signin(http, keys["admin"], next="//evil.example/x")
     assert r.status_code == 303 and r.headers["location"] == "/"  # no open redirect
     cookie = r.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from afinar.models import Catalog
 from afinar.server.app import create_app
 from afinar.store.files import Files
+from tests.unit.test_studio import sign_in
 
 
 def rows(n, bad_line=None):
@@ -32,9 +33,7 @@ def http(home, tiny_model_template):
     app = create_app(auth=False)
     app.state.spawn_workers = False
     with TestClient(app) as c:
-        c.post("/signin", data={"key": ""})
-        c.headers["X-CSRF-Token"] = re.search(r'name="csrf-token" content="([^"]+)"',
-                                              c.get("/").text).group(1)
+        c.headers["X-CSRF-Token"] = sign_in(c, "")
         yield c
 
 

@@ -7,23 +7,15 @@ import re
 import time
 
 import pytest
-from fastapi.testclient import TestClient
 
 from afinar.server.app import create_app
 from afinar.store.keys import ApiKeys
+from tests.unit.test_studio import signed_in
 
 DOCS = {"wifi.md": ("# Router\n\n## Wi-Fi\n\nTo reset the router's Wi-Fi, hold the reset "
                     "button for ten seconds until the light turns blue.\n", "support"),
         "billing.md": ("# Billing\n\n## Invoices\n\nInvoices are sent on the first day of each "
                        "month; reset your billing address in the portal.\n", "billing")}
-
-
-def signed_in(app, key):
-    c = TestClient(app)
-    assert c.post("/signin", data={"key": key}, follow_redirects=False).status_code == 303
-    c.headers["X-CSRF-Token"] = re.search(r'name="csrf-token" content="([^"]+)"',
-                                          c.get("/").text).group(1)
-    return c
 
 
 @pytest.fixture

@@ -12,14 +12,7 @@ from fastapi.testclient import TestClient
 from afinar.models import Catalog
 from afinar.server.app import create_app
 from afinar.store.keys import ApiKeys
-
-
-def signed_in(app, key):
-    c = TestClient(app)
-    assert c.post("/signin", data={"key": key}, follow_redirects=False).status_code == 303
-    c.headers["X-CSRF-Token"] = re.search(r'name="csrf-token" content="([^"]+)"',
-                                          c.get("/").text).group(1)
-    return c
+from tests.unit.test_studio import signed_in
 
 
 @pytest.fixture

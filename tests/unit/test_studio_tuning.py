@@ -7,11 +7,11 @@ import json
 import re
 
 import pytest
-from fastapi.testclient import TestClient
 
 from afinar.models import Catalog
 from afinar.server.app import create_app
 from afinar.store.keys import ApiKeys
+from tests.unit.test_studio import signed_in
 from afinar.tuning import run_worker
 
 
@@ -19,14 +19,6 @@ def chat_rows(n):
     return "".join(json.dumps({"messages": [{"role": "user", "content": f"question {i}"},
                                             {"role": "assistant", "content": "Red and blue."}]})
                    + "\n" for i in range(n))
-
-
-def signed_in(app, key):
-    c = TestClient(app)
-    assert c.post("/signin", data={"key": key}, follow_redirects=False).status_code == 303
-    c.headers["X-CSRF-Token"] = re.search(r'name="csrf-token" content="([^"]+)"',
-                                          c.get("/").text).group(1)
-    return c
 
 
 @pytest.fixture

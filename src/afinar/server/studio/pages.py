@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 import os
+import secrets
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,9 +15,11 @@ from starlette.concurrency import run_in_threadpool
 from afinar.errors import AfinarError
 from afinar.server import routes_fine_tuning, routes_keys, routes_models, routes_vector_stores
 from afinar.server.studio.render import form_check, page, pydantic_message, signed_in
+from afinar.server.common import Forbidden
 from afinar.server.studio.session import COOKIE, TTL_S, current, sessions, sign_in
 
 router = APIRouter(include_in_schema=False)
+SIGNIN_COOKIE = "afinar_signin"
 
 
 def _safe_next(value: str | None) -> str:
@@ -30,19 +34,35 @@ def signin_page(request: Request, next: str | None = None) -> HTMLResponse:
     from afinar.store.keys import ApiKeys
 
     local = not request.app.state.auth and not ApiKeys(request.app.state.settings).any()
-    return page(request, "signin.html", None, None, next=_safe_next(next), local=local)
+    return _signin_form(request, status_code=200, next=_safe_next(next), local=local)
+
+
+def _signin_form(request: Request, status_code: int, **context: Any) -> HTMLResponse:
+    """The sign-in form with its own CSRF token (a cookie the form must repeat), so no other
+    site can sign a browser in with a key of its choosing."""
+    token = secrets.token_urlsafe(24)
+    resp = page(request, "signin.html", None, None, status_code=status_code,
+                signin_csrf=token, **context)
+    resp.set_cookie(SIGNIN_COOKIE, token, max_age=3600, httponly=True, samesite="strict",
+                    secure=request.url.scheme == "https", path="/signin")
+    return resp
 
 
 @router.post("/signin")
 async def signin(request: Request) -> Any:
     form = await request.form()
     nxt = _safe_next(form.get("next"))
+    sent, kept = str(form.get("csrf") or ""), request.cookies.get(SIGNIN_COOKIE) or ""
     try:
+        if not sent or not hmac.compare_digest(sent, kept):
+            raise Forbidden("the sign-in form expired or came from another site: sign in "
+                            "again from this page", code="csrf_failed")
         token, _ = await run_in_threadpool(sign_in, request, str(form.get("key") or ""))
     except AfinarError as e:
-        return page(request, "signin.html", None, None, status_code=e.http_status,
-                    error=e.message, next=nxt, local=False)
+        return _signin_form(request, status_code=e.http_status, error=e.message, next=nxt,
+                            local=False)
     resp = RedirectResponse(nxt, status_code=303)
+    resp.delete_cookie(SIGNIN_COOKIE, path="/signin")
     resp.set_cookie(COOKIE, token, max_age=TTL_S, httponly=True, samesite="strict",
                     secure=request.url.scheme == "https", path="/")
     return resp
