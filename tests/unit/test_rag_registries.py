@@ -132,7 +132,8 @@ def test_kb_tune_fusion_cli(kb, tmp_path, capsys):
     labelled.write_text(json.dumps({"query": QUERY, "relevant": ["wifi.md"]}) + "\n\n"
                         + json.dumps({"query": "when are invoices sent",
                                       "relevant": ["billing.md"]}) + "\n")
-    code, out, err = run_cli(capsys, "kb", "tune-fusion", "help", str(labelled))
+    code, out, err = run_cli(capsys, "kb", "tune-fusion", "help", str(labelled),
+                             "--no-rerank", "--no-calibrate")
     assert code == 0, err
     rows = [line.split() for line in out.splitlines() if "." in line and "nDCG" not in line]
     assert len(rows) == 14 and all(len(line) <= 80 for line in out.splitlines())
@@ -141,3 +142,78 @@ def test_kb_tune_fusion_cli(kb, tmp_path, capsys):
     labelled.write_text(json.dumps({"query": QUERY, "relevant": ["nowhere.md"]}) + "\n")
     code, _, err = run_cli(capsys, "kb", "tune-fusion", "help", str(labelled))
     assert code == 2 and "no document matches 'nowhere.md'" in err
+
+
+class Prefer:
+    """A fake reranker: hits whose text holds its word first (``prefer:WORD``)."""
+
+    argument, argument_required, usage = "word", True, "prefer:WORD"
+
+    def __init__(self, word: str):
+        self.word = word
+
+    def rerank(self, query, hits):
+        import dataclasses
+
+        order = sorted(hits, key=lambda h: self.word not in h.text)
+        return [dataclasses.replace(h, score=1.0 - i / 100, score_kind="rerank")
+                for i, h in enumerate(order)]
+
+
+@pytest.fixture
+def prefer(monkeypatch):
+    from afinar.rag.rerank import RERANKERS
+
+    monkeypatch.setitem(RERANKERS._entries, "prefer", Prefer)
+    return Prefer
+
+
+def test_tune_fusion_keeps_a_reranker_only_when_it_pays(kb, prefer):
+    from afinar.evals.fusion_tuning import tune_fusion
+
+    # the billing page is the labelled answer but no fusion puts it first for this query: a
+    # reranker that moves it up helps by far more than the margin
+    helps = [(QUERY, {s for s in (d.source for d in kb.documents("help"))
+                      if s.endswith("billing.md")})]
+    r = tune_fusion(kb, "help", helps, groups=None, rerankers=["prefer:Invoices"])
+    rr = r["rerank"]
+    assert rr["ndcg"]["none"] < 1.0 and rr["ndcg"]["prefer:Invoices"] == 1.0
+    assert rr["chosen"] == "prefer:Invoices" and rr["ndcg"]["none"] == r["ndcg"][r["best"]]
+    assert set(rr["latency_ms"]) == {"none", "prefer:Invoices"}
+    info = kb.get("help").info
+    assert info["rerank"] == "prefer:Invoices" and kb.stored_reranker("help") == info["rerank"]
+    # the same reranker on a query it leads astray: not chosen, and the choice is stored
+    hurts = [(QUERY, {s for s in (d.source for d in kb.documents("help"))
+                      if s.endswith("wifi.md")})]
+    r = tune_fusion(kb, "help", hurts, groups=None, rerankers=["prefer:Invoices"])
+    assert r["rerank"]["ndcg"]["prefer:Invoices"] < r["rerank"]["ndcg"]["none"]
+    assert r["rerank"]["chosen"] == "none" and kb.stored_reranker("help") is None
+    assert kb.get("help").info["rerank"] == "none"
+    # a gain within the margin is not enough
+    r = tune_fusion(kb, "help", helps, groups=None, rerankers=["prefer:Invoices"], margin=1.0)
+    assert r["rerank"]["chosen"] == "none"
+    with pytest.raises(InvalidRequest, match="unknown reranker"):
+        tune_fusion(kb, "help", helps, rerankers=["nosuch"])
+
+
+def test_the_stored_reranker_is_searchs_default_and_none_turns_it_off(kb, prefer, capsys):
+    kb.update_info("help", lambda info: info.update(rerank="prefer:Invoices"))
+    code, out, err = run_cli(capsys, "kb", "search", "help", QUERY, "--json", "-k", "2")
+    assert code == 0, err
+    hits = json.loads(out)
+    assert "Invoices" in hits[0]["text"] and hits[0]["score_kind"] == "rerank"
+    code, out, err = run_cli(capsys, "kb", "search", "help", QUERY, "--json", "-k", "2",
+                             "--rerank", "none")
+    assert code == 0, err
+    assert {h["score_kind"] for h in json.loads(out)} != {"rerank"}
+
+
+def test_tune_fusion_cli_synthetic_queries_rerank_and_calibration(kb, prefer, capsys):
+    code, out, err = run_cli(capsys, "kb", "tune-fusion", "help", "--rerank", "prefer:Wi-Fi")
+    assert code == 0, err
+    assert "3 synthetic queries" in out and "rerank: " in out and "prefer:Wi-Fi" in out
+    assert "abstain below dense cosine" in out
+    assert all(len(line) <= 80 for line in out.splitlines())
+    info = kb.get("help").info
+    assert info["rerank"] in ("none", "prefer:Wi-Fi") and info["rerank_tuning"]["by"] == "chunk"
+    assert "abstain_below" in info

@@ -23,13 +23,16 @@ def ask(
     group: list[str] = typer.Option(None, "--group", "-g", help="Your groups (ACL)."),
     user: str = typer.Option(None, "--user", help="Add this user's relevant memories."),
     k: int = typer.Option(5, "-k"),
-    threshold: float = typer.Option(0.3, "--threshold", help="Minimum relevance (cosine)."),
+    threshold: float = typer.Option(None, "--threshold", help="Minimum relevance (cosine; "
+                                    "default: the base's learned abstention threshold, see kb "
+                                    "calibrate, else 0.3)."),
     max_tokens: int = typer.Option(256, "--max-tokens"),
     explain: bool = typer.Option(False, "--explain", help="Also each retriever's score and "
                                  "rank for every source (dense cosine, lexical BM25)."),
     as_json: bool = typer.Option(False, "--json"),
     rerank: str = typer.Option(None, "--rerank", help=f"Rerank the hits: {reranker_usage()} "
-                               "(llm: this chat model)."),
+                               "(llm: this chat model); none: off (default: the base's, see "
+                               "kb tune-fusion)."),
 ) -> None:
     """Answer from a knowledge base, citing sources; says so when nothing relevant is found."""
     from afinar.cli.chat_cmd import _load
@@ -39,6 +42,9 @@ def ask(
     from afinar.settings import get_settings
 
     KnowledgeBases().get(kb)  # an unknown base or model is refused before any model loads
+    if rerank is None:
+        rerank = KnowledgeBases().stored_reranker(kb)  # what kb tune-fusion chose, if any
+    rerank = None if rerank and rerank.strip() == "none" else rerank
     Catalog().get(model or get_settings().default_model)
     from afinar.rag.rerank import get_reranker, parse_name
 

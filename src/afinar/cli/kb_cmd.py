@@ -118,7 +118,8 @@ def search(name: str, query: str, k: int = typer.Option(5, "-k"),
            explain: bool = typer.Option(False, "--explain", help="Also each retriever's score "
                                         "and rank (dense cosine, lexical BM25)."),
            rerank: str = typer.Option(None, "--rerank", help=f"Rerank: {reranker_usage()} "
-                                      "(llm: the chat model)."),
+                                      "(llm: the chat model); none: off (default: the "
+                                      "base's, see tune-fusion)."),
            rerank_depth: int = typer.Option(None, "--rerank-depth", min=1, help="Hits "
                                             "reranked (default 3 x k)."),
            as_json: bool = typer.Option(False, "--json")) -> None:
@@ -133,7 +134,9 @@ def search(name: str, query: str, k: int = typer.Option(5, "-k"),
     if fusion is not None:
         FUSIONS.get(fusion)
     reranker = None
-    if rerank:
+    if rerank is None:
+        rerank = _kbs().stored_reranker(name)  # what tune-fusion chose for the base, if any
+    if rerank and rerank.strip() != "none":
         from afinar.rag.rerank import get_reranker, parse_name
 
         parse_name(rerank)
@@ -216,30 +219,120 @@ def delete(name: str) -> None:
     console.print(f"deleted {name}")
 
 
-@app.command("tune-fusion")
-def tune_fusion(name: str, labelled: Path = typer.Argument(..., help="JSONL of {\"query\": ..., "
-                                                            "\"relevant\": [file names]}",
-                                                            callback=existing_file),
-                group: list[str] = typer.Option(None, "--group", "-g")) -> None:
-    """Choose RRF or a weighted fusion (and its weight) by nDCG@10 on your labelled queries."""
-    kbs = _kbs()
+def _labelled(kbs, name: str, labelled: Path) -> list[tuple[str, set[str]]]:
     sources = [d.source for d in kbs.documents(name)]
     rows = []
     for n, line in enumerate(labelled.read_text().splitlines(), 1):
         if not line.strip():
             continue
-        obj = json.loads(line)
+        try:
+            obj = json.loads(line)
+            query, items = obj["query"], obj.get("relevant", [])
+        except (ValueError, KeyError, TypeError):
+            raise typer.BadParameter(f"{labelled}:{n}: not a JSON object with a \"query\"") \
+                from None
         rel = set()
-        for item in obj.get("relevant", []):
+        for item in items:
             hits = [s for s in sources if s == item or s.endswith("/" + item)]
             if not hits:
                 raise typer.BadParameter(f"{labelled}:{n}: no document matches {item!r}")
             rel.update(hits)
-        rows.append((obj["query"], rel))
-    from afinar.evals.fusion_tuning import tune_fusion as tune
+        rows.append((query, rel))
+    return rows
 
-    r = tune(kbs, name, rows, groups=group or [])
-    t = Table("fusion", Column("nDCG@10", justify="right"), box=box.SIMPLE_HEAD)
+
+@app.command("tune-fusion")
+def tune_fusion(name: str, labelled: Path = typer.Argument(
+                    None, help="JSONL of {\"query\": ..., \"relevant\": [file names]}; "
+                    "none: synthetic queries (first sentences of sampled chunks; easier than "
+                    "real questions).", callback=existing_file),
+                group: list[str] = typer.Option(None, "--group", "-g"),
+                rerank: list[str] = typer.Option(None, "--rerank", help="Rerankers to try "
+                                                 "(repeatable; default llm: the chat model)."),
+                cross_encoder: Path = typer.Option(None, "--cross-encoder", help="Also try "
+                                                   "this local cross-encoder folder."),
+                no_rerank: bool = typer.Option(False, "--no-rerank", help="Tune the fusion "
+                                               "only; keep the stored rerank choice."),
+                margin: float = typer.Option(0.02, "--margin", min=0.0, help="nDCG@10 a "
+                                             "reranker must add to be chosen."),
+                sample: int = typer.Option(50, "--sample", min=1, help="Synthetic queries "
+                                           "(without a labelled file)."),
+                calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate",
+                                               help="Also learn the abstention threshold "
+                                               "(see kb calibrate).")) -> None:
+    """Choose the fusion (RRF or weighted, and its weight) by nDCG@10, then whether reranking
+    raises it by more than --margin; store both on the base (search and ask use them)."""
+    kbs = _kbs()
+    kbs.get(name)
+    if labelled:
+        rows, by = _labelled(kbs, name, labelled), "source"
+    else:
+        from afinar.rag.calibration import synthetic_queries
+
+        rows, by = synthetic_queries(kbs, name, sample, groups=group or []), "chunk"
+    names = [] if no_rerank else [*(rerank or ["llm"])]
+    if cross_encoder is not None and not no_rerank:
+        if not cross_encoder.is_dir():
+            raise typer.BadParameter(f"no cross-encoder folder at {cross_encoder}",
+                                     param_hint="--cross-encoder")
+        names.append(f"cross-encoder:{cross_encoder.resolve()}")
+    from afinar.evals.fusion_tuning import calibrate_abstention, tune_fusion as tune
+
+    r = tune(kbs, name, rows, groups=group or [], rerankers=names, margin=margin, by=by)
+    what = f"{len(rows)} {'labelled' if labelled else 'synthetic'} queries"
+    t = Table(f"fusion ({what})", Column("nDCG@10", justify="right"), box=box.SIMPLE_HEAD)
     for mode, v in sorted(r["ndcg"].items(), key=lambda kv: -kv[1]):
         t.add_row(mode + ("  <- chosen" if mode == r["best"] else ""), f"{v:.3f}")
     console.print(t)
+    if "rerank" in r:
+        rr = r["rerank"]
+        t = Table(Column(f"rerank (on {r['best']})", overflow="fold"),
+                  Column("nDCG@10", justify="right"), Column("ms/query", justify="right"),
+                  box=box.SIMPLE_HEAD)
+        for n, v in rr["ndcg"].items():
+            t.add_row(Text(n + ("  <- chosen" if n == rr["chosen"] else "")), f"{v:.3f}",
+                      f"{rr['latency_ms'][n]:.0f}")
+        console.print(t)
+        console.print(f"rerank: {rr['chosen']} (a reranker must add more than "
+                      f"{rr['margin']:.3f} nDCG@10)", markup=False)
+    if calibrate:
+        _print_calibration(calibrate_abstention(
+            kbs, name, [q for q, _ in rows] if labelled else None, sample=sample))
+
+
+def _print_calibration(c: dict) -> None:
+    kind = "synthetic" if c["synthetic"] else "labelled"
+    console.print(f"abstain below dense cosine {c['threshold']:.3f} (balanced accuracy "
+                  f"{c['balanced_accuracy']:.2f})\n  median best cosine "
+                  f"{c['positive_median']:.3f} on {c['positives']} {kind} queries, "
+                  f"{c['negative_median']:.3f} on {c['negatives']} off-topic", markup=False)
+
+
+@app.command("calibrate")
+def calibrate(name: str, labelled: Path = typer.Argument(
+                  None, help="JSONL of {\"query\": ...} the base answers; none: synthetic "
+                  "queries from sampled chunks (easier than real questions).",
+                  callback=existing_file),
+              sample: int = typer.Option(50, "--sample", min=1),
+              off_topic: Path = typer.Option(None, "--off-topic", help="Text file, one "
+                                             "off-topic question a line (default: packaged "
+                                             "general questions).", callback=existing_file),
+              clear: bool = typer.Option(False, "--clear", help="Forget the threshold: "
+                                         "never abstain on a weak hit.")) -> None:
+    """Learn when answers from this base should abstain: a threshold on the best hit's dense
+    similarity between questions it answers and off-topic ones (ask and the API use it)."""
+    kbs = _kbs()
+    kbs.get(name)
+    if clear:
+        from afinar.rag.calibration import KEY
+
+        kbs.update_info(name, lambda info: [info.pop(k, None)
+                                            for k in (KEY, "abstain_calibration")])
+        console.print(f"{name}: abstention threshold cleared")
+        return
+    qs = [q for q, _ in _labelled(kbs, name, labelled)] if labelled else None
+    neg = [x.strip() for x in off_topic.read_text().splitlines() if x.strip()] \
+        if off_topic else None
+    from afinar.evals.fusion_tuning import calibrate_abstention
+
+    _print_calibration(calibrate_abstention(kbs, name, qs, sample=sample, off_topic=neg))

@@ -2,6 +2,10 @@
 the model is told to use and not to obey; the answer's citations are mapped to sources and each
 cited sentence is checked against its chunk.
 
+Abstention (``rag.calibration``): a base that learned its threshold (``afinar kb calibrate``)
+answers ``NOTHING_FOUND`` when the best hit's dense similarity is below it, instead of letting the
+model guess from weak sources; a base without one keeps the constant ``THRESHOLD`` on the hits.
+
 Citation checking is lexical (content-word overlap between the sentence and the cited chunk): no
 entailment model can be had offline here. A sentence whose overlap is below ``SUPPORT`` is flagged
 as unsupported, and so is a citation of a source number that was never given.
@@ -15,10 +19,12 @@ from typing import Any
 
 from afinar.models.generation import GenerationResult, Generator, SamplingParams
 from afinar.models.loader import LoadedModel
+from afinar.rag.calibration import best_dense, threshold_of
 from afinar.rag.kb import KnowledgeBases
 from afinar.rag.search import Hit
 
 SUPPORT = 0.5
+THRESHOLD = 0.3  # the minimum cosine of a source for a base without a learned threshold
 NOTHING_FOUND = ("I could not find this in the knowledge base, so I will not guess. Try other "
                  "words, or add the documents that cover it.")
 SYSTEM = ("Answer the question using only the numbered sources below. The sources are quoted "
@@ -139,13 +145,21 @@ def cite(text: str, sources: list[Hit]) -> list[Citation]:
 
 
 def ask(question: str, lm: LoadedModel, kb: str, *, groups=(), k: int = 5,
-        score_threshold: float = 0.3, params: SamplingParams | None = None,
+        score_threshold: float | None = None, params: SamplingParams | None = None,
         kbs: KnowledgeBases | None = None, memories: list[str] | None = None,
         system: str | None = None, reranker=None) -> Answer:
+    """A grounded answer. ``score_threshold``: the minimum cosine of a source; ``None``: the
+    base's learned abstention threshold when it has one (below it on the best hit: abstain),
+    else ``THRESHOLD``."""
     kbs = kbs or KnowledgeBases()
     params = params or SamplingParams(temperature=0, max_tokens=256)
-    hits = kbs.search(kb, question, groups=groups, k=k, score_threshold=score_threshold,
+    learned = threshold_of(kbs, kb) if score_threshold is None else None
+    floor = THRESHOLD if score_threshold is None and learned is None else score_threshold
+    hits = kbs.search(kb, question, groups=groups, k=k, score_threshold=floor or 0.0,
                       reranker=reranker)
+    best = best_dense(hits)
+    if learned is not None and best is not None and best < learned:
+        hits = []  # the best source is weak for this base: say so instead of guessing
     if not hits and not memories:
         return Answer(NOTHING_FOUND, [], [], found=False)
     system = system or SYSTEM

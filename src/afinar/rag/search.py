@@ -2,7 +2,10 @@
 fusion of its rankings (``rag.fusion``), and an optional reranker (``rag.rerank``).
 
 The mode and fusion weight a base searches with by default are kept in its ``info``
-(``fusion_mode``, ``fusion_weight``: what ``afinar kb tune-fusion`` chose), else ``hybrid``.
+(``fusion_mode``, ``fusion_weight``: what ``afinar kb tune-fusion`` chose), else ``hybrid``;
+so is whether reranking paid on it (``rerank``: a reranker's name or ``none``), which callers
+that were not told read with ``stored_reranker`` (a reranker loads a model, so the caller, who
+has the model cache, builds it).
 """
 
 from __future__ import annotations
@@ -91,6 +94,12 @@ class KbSearch(KbRecords):
             return self._hits(idx, ranked[:k], kind)
         # rerank a wider pool; the ACL mask was already applied to it
         return reranker.rerank(query, self._hits(idx, ranked[:max(k, 3 * k)], kind))[:k]
+
+    def stored_reranker(self, kb: str) -> str | None:
+        """The reranker ``kb tune-fusion`` chose for the base, or ``None`` (none chosen, or
+        ``none``: reranking did not pay)."""
+        name = (self.get(kb).info or {}).get("rerank")
+        return None if not name or name == "none" else str(name)
 
     def _hits(self, idx: KbIndex, ranked, kind: str) -> list[Hit]:
         if not ranked:
