@@ -38,6 +38,7 @@ from afinar.models.constrained import json_hint
 from afinar.models.toolcalls import FORCED_PREFIX, forced_call_schema, parse_tool_calls
 from afinar.models.templates import render_ids
 from afinar.rag.answer import NOTHING_FOUND, SYSTEM, build_messages, cite
+from afinar.rag.calibration import weak
 from afinar.rag.condense import standalone_query
 from afinar.rag.kb import KnowledgeBases
 from afinar.server import request_log
@@ -123,7 +124,8 @@ def _grounded(app: FastAPI, model: str, messages: list[dict[str, str]],
                       filters=spec.get("filters"), k=tool.max_num_results,
                       ranking_options=spec.get("ranking_options"),
                       load=lambda m: app.state.models.get(m, settings=app.state.settings))
-    if not found:
+    stores = [vs.store(kbs, sid).id for sid in tool.vector_store_ids]
+    if not found or weak(kbs, stores, [f.hit for f in found]):  # weak for these stores: abstain
         return Grounded(NOTHING_FOUND, [], {"prompt_tokens": 0, "completion_tokens": 0,
                                             "total_tokens": 0}, [query], [])
     lm = app.state.models.get(model, settings=app.state.settings)
