@@ -135,6 +135,8 @@ def test_a_fine_tune_updates_its_curve_and_events_without_a_reload(driver, studi
     assert points(driver) == 12
     events = driver.find_element("id", "events").text
     assert "Step 12/12" in events, events[:500]
+    wait(driver, lambda d: "The job has successfully completed" in d.find_element(
+        "id", "events").text, timeout=30)
     assert css(driver, "#checkpoints tr.ck") and "chat with it" in driver.find_element(
         "id", "job-model").text
     wait(driver, lambda d: css(d, "#manifest"))
