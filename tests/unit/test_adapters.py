@@ -156,7 +156,8 @@ def test_traits_come_from_the_manifest_or_from_an_old_manifest_s_method():
             old["prompt_tuning"].mergeable) == ("prompt", False, False)
     assert (old["full"].artifact, old["full"].shares_base) == ("full", False)
     assert (old["dpo"].objective, old["dpo"].data_kind) == ("dpo", "preference")
-    assert old["continued_pretraining"].data_kind == "text"
+    assert (old["continued_pretraining"].objective, old["continued_pretraining"].data_kind) == \
+        ("sft", "text")  # what the runner writes for it (tuning/methods)
     cpt_full = {"method": "continued_pretraining",
                 "method_config": {"type": "continued_pretraining",
                                   "continued_pretraining": {"adapter": "full"}}}
@@ -179,3 +180,17 @@ def test_an_adapter_whose_traits_do_not_share_the_base_loads_on_its_own(two_adap
     assert lm.adapter is None and lm.model is not cache.get("tiny").model  # a private copy
     assert cache.adapters("tiny") is None
     assert Generator(lm).chat(PROMPT, GREEDY).text == solo(a)
+
+
+def test_an_old_manifest_s_traits_are_those_the_runner_writes_now():
+    """The fallback for manifests without "traits" gives what each built-in method's
+    ``traits()`` writes (tuning/methods), continued pretraining's ``adapter: full`` included."""
+    from afinar.models.finetuned import _BY_METHOD, traits
+    from afinar.tuning.methods import get_method
+
+    for name in _BY_METHOD:
+        assert traits({"method": name}) == traits({"traits": get_method(name).traits()}), name
+    config = {"adapter": "full"}
+    old = {"method": "continued_pretraining",
+           "method_config": {"type": "continued_pretraining", "continued_pretraining": config}}
+    assert traits(old) == traits({"traits": get_method("continued_pretraining", config).traits()})

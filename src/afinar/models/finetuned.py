@@ -38,7 +38,7 @@ class FineTuneTraits:
     artifact: str  # "adapter" (LoRA/DoRA weights), "prompt" (virtual tokens), "full" (weights)
     shares_base: bool  # served as an adapter on its base's shared weights
     mergeable: bool  # its weights merge into the base's (a merged export, a private copy)
-    objective: str  # what the training minimised: "sft", "dpo", "causal_lm"
+    objective: str  # the objective it trained with (tuning.objectives): "sft", "dpo"
     data_kind: str  # what it trained on: "sft" (chat/completion), "text", "preference"
 
 
@@ -54,7 +54,7 @@ _BY_METHOD: dict[str, tuple[tuple[str, bool, bool], str, str]] = {
     "dpo": (_ADAPTER, "dpo", "preference"),
     "prompt_tuning": (("prompt", False, False), "sft", "sft"),
     "full": (("full", False, False), "sft", "sft"),
-    "continued_pretraining": (_ADAPTER, "causal_lm", "text"),
+    "continued_pretraining": (_ADAPTER, "sft", "text"),  # the runner's: next-token loss
 }
 
 
