@@ -92,6 +92,13 @@ def test_overview_and_keys_for_an_admin(http, keys):
     secret = re.search(r'id="new-secret">([^<]+)<', r.text).group(1)
     assert ApiKeys().verify(secret).name == "carl"
     assert secret not in http.get("/keys").text  # shown once
+    from afinar.store.audit import AuditLog
+
+    made = ApiKeys().verify(secret).id
+    done = [(e.key_name, e.action, e.object_id, e.status) for e in AuditLog().entries(20)]
+    assert ("boss", "POST /keys (studio)", made, 200) in done  # audited as the API's writes
+    assert ("boss", "POST /keys (studio)", None, 403) in done  # the refused one too
+    assert ("boss", "POST /signin (studio)", None, 303) in done
     r = http.post("/keys", data={"name": "x" * 200, "csrf": csrf})
     assert r.status_code == 400 and "name: String should have at most 128" in r.text
     # revoke: the member's session ends at once

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from afinar.server.common import require_key
+from afinar.server.studio.audit import StudioAudit
 from afinar.server.studio.render import NotSignedIn, not_signed_in
 from afinar.server.studio.session import Sessions, studio_or_key
 
@@ -25,10 +26,12 @@ PAGES = ("pages", "datasets", "tuning", "knowledge", "playground", "evaluations"
 
 
 def mount(app: FastAPI) -> None:
-    """The studio's pages at ``/``, its static files at ``/studio/static``, and session
-    authentication for ``/v1`` (an ``Authorization`` header still comes first)."""
+    """The studio's pages at ``/``, its static files at ``/studio/static``, session
+    authentication for ``/v1`` (an ``Authorization`` header still comes first) and the audit
+    of the studio's own writes."""
     app.state.studio_sessions = Sessions()
     app.dependency_overrides[require_key] = studio_or_key
+    app.add_middleware(StudioAudit)  # the studio's writes in the audit log, as /v1's
     app.add_exception_handler(NotSignedIn, not_signed_in)
     app.mount("/studio/static", StaticFiles(directory=STATIC), name="studio-static")
     for name in PAGES:

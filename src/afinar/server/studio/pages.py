@@ -16,7 +16,8 @@ from afinar.errors import AfinarError
 from afinar.server import routes_fine_tuning, routes_keys, routes_models, routes_vector_stores
 from afinar.server.studio.render import form_check, page, pydantic_message, signed_in
 from afinar.server.common import Forbidden
-from afinar.server.studio.session import COOKIE, TTL_S, current, sessions, sign_in
+from afinar.server.studio.session import COOKIE, TTL_S, caller_of, current, sessions, \
+    sign_in
 
 router = APIRouter(include_in_schema=False)
 SIGNIN_COOKIE = "afinar_signin"
@@ -57,7 +58,8 @@ async def signin(request: Request) -> Any:
         if not sent or not hmac.compare_digest(sent, kept):
             raise Forbidden("the sign-in form expired or came from another site: sign in "
                             "again from this page", code="csrf_failed")
-        token, _ = await run_in_threadpool(sign_in, request, str(form.get("key") or ""))
+        token, session = await run_in_threadpool(sign_in, request, str(form.get("key") or ""))
+        request.state.caller = await run_in_threadpool(caller_of, request, session)  # audit
     except AfinarError as e:
         return _signin_form(request, status_code=e.http_status, error=e.message, next=nxt,
                             local=False)
