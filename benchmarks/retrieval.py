@@ -9,7 +9,15 @@ takes hours on this machine; the vectors are noisy copies of the corpus's real c
 embeddings), with real query embedding; above 20,000 chunks dense search uses
 an HNSW graph, and its recall@10 against exact search is printed.
 
+Reranking (``--rerank NAME``, default ``llm``: the configured chat model; ``none``: skip): nDCG@10
+and p50 latency per query of hybrid search without and with the reranker (over 3 x 10 hits), and
+their ratios, measured in the same run, on the BEIR folder and on the Debian FAQ
+(../shared/corpora/debian-faq-html, all chapters; its 112 numbered questions from
+debian-faq.txt are the queries, the section that asks each one its relevant item). This is what
+``afinar kb tune-fusion`` decides per base. ``--limit N`` takes the first N queries of each.
+
     .venv/bin/python benchmarks/retrieval.py [--beir ../shared/datasets/squad] [--scale 100000]
+        [--rerank llm|cross-encoder:PATH|none] [--limit N] [--no-faq]
 """
 
 from __future__ import annotations
@@ -62,7 +70,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--beir", type=Path, default=DEFAULT)
     ap.add_argument("--scale", type=int, default=0)
-    ap.add_argument("--max-queries", type=int, default=0)
+    ap.add_argument("--max-queries", "--limit", type=int, default=0, dest="max_queries")
+    ap.add_argument("--rerank", default="llm", help="Reranker to compare with (none: skip).")
+    ap.add_argument("--no-faq", action="store_true", help="Skip the Debian FAQ comparison.")
     a = ap.parse_args()
     if not (a.beir / "corpus.jsonl").exists():
         print(f"no BEIR folder at {a.beir}")
@@ -108,9 +118,69 @@ def main() -> int:
             lat.sort()
             print(f"{mode:10} {m['ndcg@10']:8.3f} {m['recall@10']:6.3f} {m['recall@100']:6.3f} "
                   f"{m['mrr@10']:7.3f} {lat[len(lat) // 2]:7.1f} {lat[int(len(lat) * .95)]:7.1f}")
+        if a.rerank != "none":
+            from afinar.rag.rerank import get_reranker
+
+            reranker = get_reranker(a.rerank)
+            print(f"\nreranking ({a.rerank}) on hybrid search, nDCG@10 and p50 ms per query")
+            print(f"{'corpus':10} {'queries':>7} {'nDCG':>6} {'+rerank':>7} {'ratio':>6} "
+                  f"{'p50 ms':>7} {'+rerank':>8} {'ratio':>6}")
+            labelled = [(q, set(qrels[qid])) for qid, q in queries.items()]
+            print(rerank_row(kbs, "bench", a.beir.name, labelled, lambda h: h.source, reranker))
+            if not a.no_faq and FAQ_HTML.is_dir():
+                kbs.create("faq")
+                kbs.add("faq", sorted(FAQ_HTML.glob("*.html")))
+                faq = faq_labelled()[: a.max_queries or None]
+                print(rerank_row(kbs, "faq", "debian-faq", faq, section, reranker))
         if a.scale:
             scale(kbs, a.scale, list(queries.values()))
     return 0
+
+
+FAQ_HTML = DEFAULT.parents[1] / "corpora/debian-faq-html"
+FAQ_TXT = DEFAULT.parents[1] / "corpora/debian-faq.txt"
+
+
+def faq_labelled() -> list[tuple[str, set[str]]]:
+    """The FAQ's numbered questions (its table of contents) with the section that asks each
+    one ("1.2") as the relevant item."""
+    import re
+
+    out, seen = [], set()
+    for line in FAQ_TXT.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = re.match(r"^ +(\d+\.\d+)\. (.+?)\s*$", line)
+        if m and m.group(1) not in seen:
+            seen.add(m.group(1))
+            out.append((m.group(2), {m.group(1)}))
+    return out
+
+
+def section(hit) -> str:
+    """The FAQ section of a hit: "1.2" of the heading "1.2 What is Debian GNU/Linux?"."""
+    for h in reversed(hit.heading_path or []):
+        head = h.split()[0].rstrip(".") if h.split() else ""
+        if head.replace(".", "").isdigit() and "." in head:
+            return head
+    return hit.source
+
+
+def rerank_row(kbs, kb: str, name: str, labelled, item, reranker) -> str:
+    """One table row: nDCG@10 and p50 latency per query without and with ``reranker``."""
+    from afinar.evals.ranking import ndcg_at_k
+
+    out = {}
+    for label, rr in (("none", None), ("rerank", reranker)):
+        nd, lat = [], []
+        for q, rel in labelled:
+            t = time.perf_counter()
+            hits = kbs.search(kb, q, k=10, mode="hybrid", groups=None, reranker=rr)
+            lat.append((time.perf_counter() - t) * 1000)
+            nd.append(ndcg_at_k((item(h) for h in hits), rel, 10))
+        lat.sort()
+        out[label] = (statistics.mean(nd), lat[len(lat) // 2])
+    (n0, l0), (n1, l1) = out["none"], out["rerank"]
+    return (f"{name:10} {len(labelled):7d} {n0:6.3f} {n1:7.3f} {n1 / n0 if n0 else 0:6.2f} "
+            f"{l0:7.1f} {l1:8.1f} {l1 / l0 if l0 else 0:6.1f}")
 
 
 def scale(kbs, n: int, queries: list[str]) -> None:

@@ -1,4 +1,5 @@
-"""``afinar kb``: knowledge bases (create, add, sync, search, list, docs, remove, check, delete)."""
+"""``afinar kb``: knowledge bases (create, add, sync, search, list, docs, remove, check, delete,
+tune-fusion, calibrate)."""
 
 from __future__ import annotations
 

@@ -144,22 +144,31 @@ def cite(text: str, sources: list[Hit]) -> list[Citation]:
     return out
 
 
-def ask(question: str, lm: LoadedModel, kb: str, *, groups=(), k: int = 5,
-        score_threshold: float | None = None, params: SamplingParams | None = None,
-        kbs: KnowledgeBases | None = None, memories: list[str] | None = None,
-        system: str | None = None, reranker=None) -> Answer:
-    """A grounded answer. ``score_threshold``: the minimum cosine of a source; ``None``: the
-    base's learned abstention threshold when it has one (below it on the best hit: abstain),
-    else ``THRESHOLD``."""
-    kbs = kbs or KnowledgeBases()
-    params = params or SamplingParams(temperature=0, max_tokens=256)
+def sources_for(kbs: KnowledgeBases, kb: str, question: str, *, groups=(), k: int = 5,
+                score_threshold: float | None = None, reranker=None) -> list[Hit]:
+    """The sources an answer is grounded on, ``[]`` to abstain (retrieval only: no model
+    runs). ``score_threshold``: the minimum cosine of a source; ``None``: the base's learned
+    threshold when it has one (the best hit below it: abstain), else ``THRESHOLD``."""
     learned = threshold_of(kbs, kb) if score_threshold is None else None
     floor = THRESHOLD if score_threshold is None and learned is None else score_threshold
     hits = kbs.search(kb, question, groups=groups, k=k, score_threshold=floor or 0.0,
                       reranker=reranker)
     best = best_dense(hits)
     if learned is not None and best is not None and best < learned:
-        hits = []  # the best source is weak for this base: say so instead of guessing
+        return []  # the best source is weak for this base: say so instead of guessing
+    return hits
+
+
+def ask(question: str, lm: LoadedModel, kb: str, *, groups=(), k: int = 5,
+        score_threshold: float | None = None, params: SamplingParams | None = None,
+        kbs: KnowledgeBases | None = None, memories: list[str] | None = None,
+        system: str | None = None, reranker=None) -> Answer:
+    """A grounded answer, or ``NOTHING_FOUND`` (``found=False``) when ``sources_for`` abstains
+    and there are no memories."""
+    kbs = kbs or KnowledgeBases()
+    params = params or SamplingParams(temperature=0, max_tokens=256)
+    hits = sources_for(kbs, kb, question, groups=groups, k=k, score_threshold=score_threshold,
+                       reranker=reranker)
     if not hits and not memories:
         return Answer(NOTHING_FOUND, [], [], found=False)
     system = system or SYSTEM
