@@ -34,8 +34,10 @@ class Settings(BaseSettings):
     default_embedding_model: str = Field(
         default="all-minilm-l6-v2", description="Embedding model used when none is named."
     )
-    engine: Literal["transformers", "llama.cpp"] = Field(
-        default="transformers", description="Inference engine (llama.cpp: the llama extra)."
+    engine: str = Field(
+        default="transformers", min_length=1,
+        description="Inference engine: a name of the engine registry (`afinar plugins`; built "
+        "in: transformers, llama.cpp with the llama extra; plugins add more).",
     )
     max_adapters: int = Field(
         default=8, ge=1, description="LoRA/DoRA adapters kept loaded on each shared base model."

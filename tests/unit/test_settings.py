@@ -35,3 +35,19 @@ def test_bad_values_are_refused(monkeypatch, var, value):
     monkeypatch.setenv(var, value)
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_engine_is_any_registered_name_and_an_unknown_one_is_the_registry_error(monkeypatch,
+                                                                              tmp_path):
+    """The setting takes plugin engines too, so it is checked against the registry where it is
+    used, with the registry's one message."""
+    from afinar.errors import InvalidRequest
+    from afinar.models.engines import ENGINES, get_engine
+
+    monkeypatch.setenv("AFINAR_HOME", str(tmp_path / "h"))
+    monkeypatch.setenv("AFINAR_ENGINE", "transfomers")
+    assert Settings().engine == "transfomers"
+    assert "transformers" in ENGINES.names()
+    with pytest.raises(InvalidRequest, match=r"unknown engine 'transfomers' \(did you mean "
+                                             r"'transformers'\?\); known: "):
+        get_engine(Settings().engine)
