@@ -129,3 +129,33 @@ def test_kb_calibrate_cli(kb, tmp_path, capsys):
     code, _, err = run_cli(capsys, "kb", "calibrate", "help", "--off-topic",
                            str(tmp_path / "missing.txt"))
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_the_servers_grounded_answer_abstains_below_the_stores_threshold(kb, tiny_long,
+                                                                        monkeypatch):
+    from afinar.models.generation import GenerationResult
+    from afinar.server.app import create_app
+    from afinar.server.routes_responses import grounded_chat
+
+    class Canned:  # the answer, without generating
+        def __init__(self, lm):
+            pass
+
+        def chat(self, messages, params=None):
+            return GenerationResult("Hold the reset button [1].", "stop", 50, 6, 0)
+
+    monkeypatch.setattr("afinar.server.routes_responses.Generator", Canned)
+    app = create_app(auth=False)
+    tool = {"type": "file_search", "vector_store_ids": [kb.get("help").id]}
+    msgs = [{"role": "user", "content": ON_TOPIC[0]}]
+    on = cal.top_dense(kb, "help", ON_TOPIC[:1])[0]
+
+    def answer():
+        return grounded_chat(app, "tiny-long", msgs, tool, SamplingParams(max_tokens=8),
+                             groups=None)[0]
+
+    assert answer() == "Hold the reset button [1]."  # no threshold: as before
+    _set(kb, on + 0.01)
+    assert answer() == NOTHING_FOUND
+    _set(kb, on - 0.01)
+    assert answer() == "Hold the reset button [1]."
