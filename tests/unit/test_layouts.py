@@ -50,3 +50,24 @@ def test_default_layout_is_registered_and_an_unknown_one_is_the_registry_error()
 def test_the_evaluation_rag_prompt_is_a_registered_layout():
     assert with_sources(CONVERSATION, SOURCES, "Use them.") == \
         LAYOUTS.get("system_sources")(CONVERSATION, SOURCES, "Use them.")
+
+
+def test_grounded_answers_are_laid_out_by_the_default_layout(tiny):
+    """ask / file_search / responses build their prompt through rag.layouts: the default layout
+    is what is served (the sources that fit the context, in rank order)."""
+    from afinar.rag.answer import SYSTEM, build_messages
+    from afinar.rag.search import Hit
+
+    hits = [Hit(chunk_id=i, doc_id=f"doc-{i}", source=src, text=text, score=1.0,
+                heading_path=[], pages=[], start=0, end=len(text), attributes={})
+            for i, (src, text) in enumerate(SOURCES)]
+    from types import SimpleNamespace
+
+    lm = SimpleNamespace(tokenizer=tiny.tokenizer, context_length=2048)  # tiny's 256: too few
+    msgs, kept = build_messages("How long is the Orvel Bridge?", hits, lm, 64)
+    assert kept == hits
+    assert msgs == grounded([{"role": "system", "content": SYSTEM},
+                             {"role": "user", "content": "How long is the Orvel Bridge?"}],
+                            SOURCES, "")
+    assert msgs[1]["content"].startswith("Sources:\n\n[1] from bridges.txt:")
+    assert msgs[1]["content"].endswith("\n\nQuestion: How long is the Orvel Bridge?")

@@ -10,7 +10,9 @@ reading can answer) and compares every layout registered here on the embedded mo
 
 A layout is a function ``(messages, sources, instructions) -> messages``: ``messages`` is the
 conversation (its last message is the user's question), ``sources`` are ``(name, text)`` pairs in
-rank order, numbered from 1 in the prompt. It returns new messages and leaves the input alone.
+rank order, numbered from 1 in the prompt; ``instructions`` (None: ``INSTRUCTIONS``; "": none,
+the caller's system message already says what to do) go to the system message. It returns new
+messages and leaves the input alone.
 """
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ def _copy(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _with_system(out: list[dict[str, Any]], extra: str) -> list[dict[str, Any]]:
-    """``extra`` appended to the system message (one is created when there is none)."""
+    """``extra`` appended to the system message (one is created when there is none); an empty
+    ``extra`` leaves the messages as they are (the caller wrote the system message itself)."""
+    if not extra:
+        return out
     if out and out[0].get("role") in ("system", "developer"):
         out[0]["content"] = f"{content_text(out[0].get('content'))}\n\n{extra}"
     else:
@@ -71,8 +76,9 @@ def _rewrite_question(messages, make: Callable[[str], str]) -> list[dict[str, An
 @LAYOUTS.register("system_sources")
 def system_sources(messages, sources, instructions=None):
     """Instructions and sources appended to the system message; the user's turn unchanged."""
-    return _with_system(_copy(messages), f"{instructions or INSTRUCTIONS}\n\nSources:\n\n"
-                                         f"{source_blocks(sources)}")
+    extra = INSTRUCTIONS if instructions is None else instructions
+    return _with_system(_copy(messages), f"{extra}\n\nSources:\n\n{source_blocks(sources)}"
+                        .lstrip("\n"))
 
 
 @LAYOUTS.register("user_sources")
@@ -80,7 +86,7 @@ def user_sources(messages, sources, instructions=None):
     """Instructions in the system message; the sources in the user's turn, then the question."""
     out = _rewrite_question(messages, lambda q: f"Sources:\n\n{source_blocks(sources)}\n\n"
                                                 f"Question: {q}")
-    return _with_system(out, instructions or INSTRUCTIONS)
+    return _with_system(out, INSTRUCTIONS if instructions is None else instructions)
 
 
 @LAYOUTS.register("user_sources_reminder")
@@ -90,7 +96,7 @@ def user_sources_reminder(messages, sources, instructions=None):
     out = _rewrite_question(messages, lambda q: (
         f"Sources:\n\n{source_blocks(sources)}\n\nRead the sources above and answer from them, "
         f"not from memory.\nQuestion: {q}"))
-    return _with_system(out, instructions or INSTRUCTIONS)
+    return _with_system(out, INSTRUCTIONS if instructions is None else instructions)
 
 
 @LAYOUTS.register("question_first")
@@ -98,7 +104,7 @@ def question_first(messages, sources, instructions=None):
     """The question, then the sources, then the question again (the "sandwich")."""
     out = _rewrite_question(messages, lambda q: f"Question: {q}\n\nSources:\n\n"
                                                 f"{source_blocks(sources)}\n\nQuestion: {q}")
-    return _with_system(out, instructions or INSTRUCTIONS)
+    return _with_system(out, INSTRUCTIONS if instructions is None else instructions)
 
 
 @LAYOUTS.register("extractive")
@@ -107,7 +113,7 @@ def extractive(messages, sources, instructions=None):
     out = _rewrite_question(messages, lambda q: (
         f"Sources:\n\n{source_blocks(sources)}\n\nQuestion: {q}\nAnswer with the words of the "
         f"source that holds the answer, and cite it."))
-    return _with_system(out, instructions or INSTRUCTIONS)
+    return _with_system(out, INSTRUCTIONS if instructions is None else instructions)
 
 
 def grounded(messages: Sequence[dict[str, Any]], sources: Sequence[tuple[str, str]],
