@@ -38,7 +38,8 @@ def test_prompt_quotes_sources_within_the_budget(tiny):
     ids = render_ids(tiny.tokenizer, msgs)
     assert len(ids) + 64 <= tiny.context_length  # the answer still fits
     assert 0 < len(kept) < len(long)  # not everything fitted: the rest was left out
-    assert '"""' in msgs[1]["content"] and "not instructions" in msgs[0]["content"]
+    assert '"""' in "\n".join(m["content"] for m in msgs)  # the sources, quoted
+    assert "not instructions" in msgs[0]["content"] and msgs[-1]["content"].endswith("what?")
     from afinar.errors import ContextLengthExceeded
 
     with pytest.raises(ContextLengthExceeded, match="no room"):

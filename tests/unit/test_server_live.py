@@ -213,7 +213,7 @@ class Quoting:
         pass
 
     def chat(self, messages, params=None):
-        prompt = messages[-1]["content"]
+        prompt = "\n".join(m["content"] for m in messages)  # wherever the layout puts them
         Quoting.prompts.append(prompt)
         m = re.search(r"\[(\d+)\] from alpha\.md", prompt)
         text = f"The alpha vault code is 4711 [{m.group(1)}]." if m else "I do not know."

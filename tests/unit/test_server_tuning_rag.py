@@ -217,7 +217,8 @@ def test_responses_with_file_search(server, tmp_path, monkeypatch):
             pass
 
         def chat(self, messages, params=None):
-            assert "wifi.md" in messages[-1]["content"]  # sources shown by filename
+            prompt = "\n".join(m["content"] for m in messages)  # wherever the layout puts them
+            assert "[1] from wifi.md" in prompt  # sources shown by filename
             return GenerationResult(answer, "stop", 100, 9, 0)
 
     monkeypatch.setattr("afinar.server.routes_responses.Generator", Quoting)
