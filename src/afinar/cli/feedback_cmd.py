@@ -39,7 +39,7 @@ def add(
                                      "or response (chatcmpl-..., cmpl-..., resp_...)."),
     rating: str = typer.Option(None, "--rating", help="+1 (up) or -1 (down)."),
     correction: str = typer.Option(None, "--correction", help="The answer it should have given."),
-    correction_file: Path = typer.Option(None, "--correction-file", exists=True, dir_okay=False,
+    correction_file: Path = typer.Option(None, "--correction-file",
                                          help="The corrected answer, read from a file."),
     prefer: int = typer.Option(None, "--prefer", min=0, help="The best of the request's n "
                                "choices (its index)."),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -263,6 +264,10 @@ def tune_fusion(name: str, labelled: Path = typer.Argument(
                                                "(see kb calibrate).")) -> None:
     """Choose the fusion (RRF or weighted, and its weight) by nDCG@10, then whether reranking
     raises it by more than --margin; store both on the base (search and ask use them)."""
+    if cross_encoder is not None and not cross_encoder.is_dir():  # bad input before any work
+        err = NotADirectoryError if cross_encoder.exists() else FileNotFoundError
+        code = errno.ENOTDIR if cross_encoder.exists() else errno.ENOENT
+        raise err(code, os.strerror(code), str(cross_encoder))
     kbs = _kbs()
     kbs.get(name)
     if labelled:
@@ -273,9 +278,6 @@ def tune_fusion(name: str, labelled: Path = typer.Argument(
         rows, by = synthetic_queries(kbs, name, sample, groups=group or []), "chunk"
     names = [] if no_rerank else [*(rerank or ["llm"])]
     if cross_encoder is not None and not no_rerank:
-        if not cross_encoder.is_dir():
-            raise typer.BadParameter(f"no cross-encoder folder at {cross_encoder}",
-                                     param_hint="--cross-encoder")
         names.append(f"cross-encoder:{cross_encoder.resolve()}")
     from afinar.evals.fusion_tuning import calibrate_abstention, tune_fusion as tune
 
