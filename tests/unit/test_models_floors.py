@@ -13,10 +13,10 @@ A module not named below is taken for a basic piece."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
-PKG = Path(__file__).resolve().parents[2] / "src" / "afinar" / "models"
+from tests.unit.test_import_graph import _modules as package_modules
+from tests.unit.test_import_graph import import_edges
 
 BASIC = ("catalog", "inspect", "templates", "finetuned", "loader", "sampling", "constrained",
          "generation", "toolcalls", "gguf")
@@ -25,41 +25,16 @@ FACADE = "afinar.models"
 
 
 def _modules() -> dict[str, Path]:
-    out = {}
-    for p in PKG.rglob("*.py"):
-        parts = ["afinar", "models", *p.relative_to(PKG).with_suffix("").parts]
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        out[".".join(parts)] = p
-    return out
+    return {m: p for m, p in package_modules().items() if m == FACADE
+            or m.startswith(FACADE + ".")}
 
 
 def _edges() -> dict[str, dict[str, int]]:
-    """models module -> {models module it imports: first line}; ``from pkg import sub`` names the
-    submodule, ``from pkg import name`` the package (its ``__init__``)."""
-    mods = _modules()
-    edges: dict[str, dict[str, int]] = {m: {} for m in mods}
-    for m, p in mods.items():
-        pkg = m if p.name == "__init__.py" else m.rsplit(".", 1)[0]
-        for node in ast.walk(ast.parse(p.read_text(), str(p))):
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    up = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
-                    name = ".".join(up + ([node.module] if node.module else []))
-                else:
-                    name = node.module or ""
-                targets = [f"{name}.{a.name}" if f"{name}.{a.name}" in mods else name
-                           for a in node.names]
-            else:
-                continue
-            for t in targets:
-                while t and t not in mods and t.startswith(FACADE + "."):
-                    t = t.rsplit(".", 1)[0]  # afinar.models.x.attr -> afinar.models.x
-                if t in mods and t != m:
-                    edges[m].setdefault(t, node.lineno)
-    return edges
+    """models module -> {models module it imports: first line}, from the package's one import
+    reader (``test_import_graph.import_edges``: ``from pkg import sub`` names the submodule,
+    ``from pkg import name`` the package's ``__init__``)."""
+    mods, edges = _modules(), import_edges()
+    return {m: {t: line for t, line in edges.get(m, {}).items() if t in mods} for m in mods}
 
 
 def floor(module: str) -> int:
