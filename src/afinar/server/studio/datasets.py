@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from afinar.errors import AfinarError, InvalidRequest
 from afinar.server import routes_files
 from afinar.server.common import Caller, readable_file
-from afinar.server.studio.render import form_check, page, signed_in
+from afinar.server.studio.render import error_page, form_check, page, signed_in
 from afinar.store.files import MAX_BYTES, Files
 
 router = APIRouter(include_in_schema=False)
@@ -64,23 +64,11 @@ def _lines(path: Path, wanted: set[int], limit: int = 300) -> dict[int, str]:
 def _histogram(path: Path, tok, fmt: str | None) -> dict[str, Any] | None:
     """Example lengths in tokens (the encoding training uses), binned, over the first
     ``HIST_MAX_EXAMPLES`` valid examples."""
-    from afinar.data import encode_example, iter_rows, parse_example
-    from afinar.data.issues import Issue
+    from afinar.data import encode_example
 
-    lengths: list[int] = []
-    for item in iter_rows(path):
-        if len(lengths) >= HIST_MAX_EXAMPLES:
-            break
-        if isinstance(item, Issue):
-            continue
-        ex, _ = parse_example(item.data, item.line, fmt)
-        if ex is None:
-            continue
-        try:
-            enc = encode_example(tok, ex)
-        except AfinarError:
-            continue
-        lengths.append(max(e.n_tokens for e in (enc if isinstance(enc, tuple) else (enc,))))
+    lengths = [max(e.n_tokens for e in (enc if isinstance(enc, tuple) else (enc,)))
+               for _, _, enc in _encoded(path, fmt, lambda ex: encode_example(tok, ex),
+                                         HIST_MAX_EXAMPLES)]
     if not lengths:
         return None
     lo, hi = min(lengths), max(lengths)
@@ -93,25 +81,34 @@ def _histogram(path: Path, tok, fmt: str | None) -> dict[str, Any] | None:
 
 
 def _preview(path: Path, tok, fmt: str | None) -> list[dict[str, Any]]:
-    from afinar.data import iter_rows, parse_example
-    from afinar.data.issues import Issue
     from afinar.data.preview import example_segments
 
-    out: list[dict[str, Any]] = []
+    return [{"line": line, "format": ex.format, "sequences": seqs}
+            for line, ex, seqs in _encoded(path, fmt, lambda ex: example_segments(tok, ex),
+                                           PREVIEW_N)]
+
+
+def _encoded(path: Path, fmt: str | None, encode, limit: int):
+    """``(line, example, encode(example))`` of the first ``limit`` examples that parse and
+    encode (rows with issues are the validator's report, not shown here)."""
+    from afinar.data import iter_rows, parse_example
+    from afinar.data.issues import Issue
+
+    n = 0
     for item in iter_rows(path):
-        if len(out) >= PREVIEW_N:
-            break
+        if n >= limit:
+            return
         if isinstance(item, Issue):
             continue
         ex, _ = parse_example(item.data, item.line, fmt)
         if ex is None:
             continue
         try:
-            seqs = example_segments(tok, ex)
+            out = encode(ex)
         except AfinarError:
             continue
-        out.append({"line": item.line, "format": ex.format, "sequences": seqs})
-    return out
+        n += 1
+        yield item.line, ex, out
 
 
 def report(request: Request, who: Caller, file_id: str, model: str | None) -> dict[str, Any]:
@@ -164,8 +161,7 @@ async def dataset(file_id: str, request: Request, model: str | None = None) -> H
     try:
         ctx = await run_in_threadpool(report, request, who, file_id, model)
     except AfinarError as e:
-        return page(request, "error.html", who, s, status_code=e.http_status, title="Dataset",
-                    error=e.message)
+        return error_page(request, who, s, "Dataset", e)
     return page(request, "dataset.html", who, s, models=chat_models(request, who), **ctx)
 
 
@@ -225,8 +221,7 @@ async def dataset_action(file_id: str, action: str, request: Request) -> Any:
         try:
             ctx = await run_in_threadpool(report, request, who, file_id, model)
         except AfinarError as e2:
-            return page(request, "error.html", who, s, status_code=e2.http_status,
-                        title="Dataset", error=e2.message)
+            return error_page(request, who, s, "Dataset", e2)
         return page(request, "dataset.html", who, s, models=chat_models(request, who),
                     status_code=e.http_status, action_error=e.message, action=action, **ctx)
     if action == "train":

@@ -21,7 +21,7 @@ from afinar.errors import AfinarError, InvalidRequest
 from afinar.server import routes_files, routes_vector_stores
 from afinar.server.common import Caller, error_response, readable_file
 from afinar.server.studio.datasets import chat_models
-from afinar.server.studio.render import form_check, page, pydantic_message, signed_in
+from afinar.server.studio.render import error_page, form_check, page, pydantic_message, signed_in
 from afinar.store.files import Files
 
 router = APIRouter(include_in_schema=False)
@@ -180,8 +180,7 @@ async def eval_page(run_id: str, request: Request) -> HTMLResponse:
     try:
         p = await run_in_threadpool(progress, request, who, run_id)
     except AfinarError as e:
-        return page(request, "error.html", who, s, status_code=e.http_status,
-                    title="Evaluation", error=e.message)
+        return error_page(request, who, s, "Evaluation", e)
     return page(request, "eval.html", who, s, run=p)
 
 
@@ -196,8 +195,7 @@ async def eval_report(run_id: str, request: Request) -> HTMLResponse:
         ev = get_run(run_id, request.app.state.settings, _project(who))
         summary = await run_in_threadpool(ev.summary)
     except AfinarError as e:
-        return page(request, "error.html", who, s, status_code=e.http_status,
-                    title="Evaluation", error=e.message)
+        return error_page(request, who, s, "Evaluation", e)
     return HTMLResponse(render_html(summary), headers={
         "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
                                    "script-src 'unsafe-inline'; "

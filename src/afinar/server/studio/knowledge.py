@@ -18,7 +18,7 @@ from afinar.errors import AfinarError, InvalidRequest
 from afinar.server import routes_vector_store_files, routes_vector_stores
 from afinar.server import vector_stores as vs
 from afinar.server.common import Caller, error_response
-from afinar.server.studio.render import form_check, page, signed_in
+from afinar.server.studio.render import error_page, form_check, page, signed_in
 
 router = APIRouter(include_in_schema=False)
 
@@ -70,8 +70,7 @@ async def store_page(store_id: str, request: Request) -> HTMLResponse:
     try:
         ctx = await run_in_threadpool(store_context, request, who, store_id)
     except AfinarError as e:
-        return page(request, "error.html", who, s, status_code=e.http_status,
-                    title="Knowledge base", error=e.message)
+        return error_page(request, who, s, "Knowledge base", e)
     return page(request, "kb.html", who, s, **ctx)
 
 
@@ -144,8 +143,7 @@ async def _chunk_page(request: Request, **where: Any) -> HTMLResponse:
     try:
         ctx = await run_in_threadpool(find_chunk, request, who, **where)
     except AfinarError as e:
-        return page(request, "error.html", who, s, status_code=e.http_status, title="Chunk",
-                    error=e.message)
+        return error_page(request, who, s, "Chunk", e)
     return page(request, "chunk.html", who, s, **ctx)
 
 
@@ -179,6 +177,5 @@ async def check(store_id: str, request: Request) -> HTMLResponse:
         result = await run_in_threadpool(run)
         ctx = await run_in_threadpool(store_context, request, who, store_id)
     except AfinarError as e:
-        return page(request, "error.html", who, s, status_code=e.http_status,
-                    title="Knowledge base", error=e.message)
+        return error_page(request, who, s, "Knowledge base", e)
     return page(request, "kb.html", who, s, check=result, **ctx)

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from afinar.errors import AfinarError
 from afinar.server import routes_fine_tuning, routes_keys, routes_models, routes_vector_stores
-from afinar.server.studio.render import form_check, page, pydantic_message, signed_in
+from afinar.server.studio.render import error_page, form_check, page, pydantic_message, signed_in
 from afinar.server.common import Forbidden
 from afinar.server.studio.session import COOKIE, TTL_S, caller_of, current, sessions, \
     sign_in
@@ -152,8 +152,7 @@ def keys_page(request: Request, created: str | None = None) -> HTMLResponse:
     try:
         keys = routes_keys.list_keys(request, who)["data"]
     except AfinarError as e:
-        return page(request, "error.html", who, s, status_code=e.http_status, title="Keys",
-                    error=e.message)
+        return error_page(request, who, s, "Keys", e)
     return page(request, "keys.html", who, s, keys=keys, new=None)
 
 
@@ -169,8 +168,7 @@ async def keys_create(request: Request) -> HTMLResponse:
         new = await run_in_threadpool(routes_keys.create_key, body, request, who)
     except AfinarError as e:
         if e.http_status == 403:
-            return page(request, "error.html", who, s, status_code=403, title="Keys",
-                        error=e.message)
+            return error_page(request, who, s, "Keys", e, status_code=403)
         error = e.message
     except ValidationError as e:
         error = pydantic_message(e)
@@ -186,6 +184,5 @@ async def keys_revoke(key_id: str, request: Request) -> Any:
     try:
         await run_in_threadpool(routes_keys.revoke_key, key_id, request, who)
     except AfinarError as e:
-        return page(request, "error.html", who, s, status_code=e.http_status, title="Keys",
-                    error=e.message)
+        return error_page(request, who, s, "Keys", e)
     return RedirectResponse("/keys", status_code=303)

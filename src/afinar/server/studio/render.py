@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from afinar import __version__
+from afinar.errors import AfinarError
 from afinar.server.common import Caller
 from afinar.server.studio.session import Session, check_csrf, current
 
@@ -56,6 +57,13 @@ def page(request: Request, template: str, who: Caller | None, s: Session | None,
     return templates.TemplateResponse(request, template, {
         "who": who, "csrf": s.csrf if s else "", "version": __version__,
         "path": request.url.path, **context}, status_code=status_code)
+
+
+def error_page(request: Request, who: Caller | None, s: Session | None, title: str,
+               e: AfinarError, status_code: int | None = None) -> HTMLResponse:
+    """A service's error as its own page: the clear message, the error's HTTP status."""
+    return page(request, "error.html", who, s, status_code=status_code or e.http_status,
+                title=title, error=e.message)
 
 
 def size(n: int | float | None) -> str:

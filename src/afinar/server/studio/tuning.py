@@ -21,7 +21,7 @@ from afinar.errors import AfinarError, InvalidRequest
 from afinar.server import routes_files, routes_fine_tuning
 from afinar.server.common import Caller, error_response, readable_file
 from afinar.server.studio.datasets import chat_models, pick_model
-from afinar.server.studio.render import page, pydantic_message, signed_in
+from afinar.server.studio.render import error_page, page, pydantic_message, signed_in
 from afinar.store.files import Files
 from afinar.tuning import METHODS, Hyperparameters, Jobs, get_method, resolve
 from afinar.tuning.serialize import event_object
@@ -123,8 +123,7 @@ async def job_page(job_id: str, request: Request) -> HTMLResponse:
     try:
         ctx = await run_in_threadpool(job_context, request, who, job_id)
     except AfinarError as e:
-        return page(request, "error.html", who, s, status_code=e.http_status, title="Job",
-                    error=e.message)
+        return error_page(request, who, s, "Job", e)
     return page(request, "job.html", who, s, **ctx)
 
 
