@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
 import random
 import re
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(__file__))
+from abstention import wilson  # noqa: E402  (one Wilson interval for the benchmarks)
 
 QA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "squad" / "qa.jsonl"
 _YEAR = re.compile(r"^(1[5-9]\d\d|20[0-2]\d)$")
@@ -78,16 +82,6 @@ def counterfactuals(n: int, seed: int = 0) -> list[dict]:
         if len(out) == n:
             break
     return out
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 0.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
 
 
 def main() -> None:
