@@ -3,7 +3,7 @@ including those inside functions, goes down the floors of docs/architecture.md, 
 reaches itself again through others (a circle hidden by a function-local import is a circle).
 
 Floors, top first: cli > server > evals > tuning, rag (siblings: neither imports the other) >
-data > models > store > the base modules (errors, ids, settings, registry, processes).
+graders > data > models > store > the base modules (errors, ids, settings, registry, processes).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 FLOOR = {"": 0, "errors": 0, "ids": 0, "settings": 0, "registry": 0, "processes": 0,
-         "store": 1, "models": 2, "data": 3, "rag": 4, "tuning": 4, "evals": 5,
-         "server": 6, "cli": 7, "__main__": 8}
+         "store": 1, "models": 2, "data": 3, "graders": 4, "rag": 5, "tuning": 5,
+         "evals": 6, "server": 7, "cli": 8, "__main__": 9}
 
 
 def _modules() -> dict[str, Path]:
