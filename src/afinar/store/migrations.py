@@ -267,6 +267,35 @@ def _v8(conn: Connection) -> None:
     md.create_all(conn, checkfirst=True)
 
 
+def _v9(conn: Connection) -> None:
+    """Model aliases (``afinar models alias``): a stable name clients use as ``model``, and the
+    history of its moves (who, when, from, to, why; promotions' decisions too)."""
+    from sqlalchemy import Float
+
+    md = MetaData()
+    Table(
+        "model_aliases", md,
+        Column("name", String(256), primary_key=True),
+        Column("model", String(256), nullable=False),
+        Column("created_at", Float, nullable=False),
+        Column("updated_at", Float, nullable=False),
+        Column("info", JSON, nullable=False),
+    )
+    Table(
+        "model_alias_history", md,
+        Column("seq", Integer, primary_key=True, autoincrement=True),
+        Column("alias", String(256), nullable=False, index=True),
+        Column("created_at", Float, nullable=False),
+        Column("action", String(16), nullable=False),
+        Column("actor", String(256), nullable=False),
+        Column("from_model", String(256)),
+        Column("to_model", String(256)),
+        Column("reason", String),
+        Column("info", JSON, nullable=False),
+    )
+    md.create_all(conn, checkfirst=True)
+
+
 # (version, description, step). Append only; never edit a step that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "models catalog", _v1),
@@ -278,6 +307,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
      _v6),
     (7, "job queues", _v7),
     (8, "request log and feedback on served answers", _v8),
+    (9, "model aliases and the history of their moves", _v9),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -220,3 +220,33 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(300))
     object_id: Mapped[str | None] = mapped_column(String(300), nullable=True)
     status: Mapped[int] = mapped_column(Integer)
+
+
+class AliasRecord(Base):
+    """A model alias (``afinar models alias NAME MODEL``): the stable name clients send as
+    ``model``; ``model`` is the catalog id it stands for now (read on every request)."""
+
+    __tablename__ = "model_aliases"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    model: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AliasEvent(Base):
+    """One line of an alias's history: ``action`` set | move | delete | promote | refuse (a
+    promotion that did not move it), who did it, from and to which model, and why."""
+
+    __tablename__ = "model_alias_history"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alias: Mapped[str] = mapped_column(String(256), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    action: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(256))
+    from_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    to_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    reason: Mapped[str | None] = mapped_column(String, nullable=True)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
