@@ -295,6 +295,40 @@ def _v9(conn: Connection) -> None:
     )
     md.create_all(conn, checkfirst=True)
 
+def _v10(conn: Connection) -> None:
+    """Schedules (``afinar schedule``): afinar commands a worker runs every N seconds (or once),
+    claimed under a lease, and the record of each run (exit status, output)."""
+    from sqlalchemy import Float
+
+    md = MetaData()
+    Table(
+        "schedules", md,
+        Column("id", String(64), primary_key=True),
+        Column("argv", JSON, nullable=False),
+        Column("every_s", Float),
+        Column("project_id", String(64), nullable=False),
+        Column("owner_key_id", String(64)),
+        Column("created_at", Float, nullable=False),
+        Column("next_run_at", Float, index=True),
+        Column("lease_owner", String(256)),
+        Column("lease_until", Float),
+        Column("runs", Integer, nullable=False),
+        Column("last_run_at", Float),
+        Column("last_status", Integer),
+        Column("info", JSON, nullable=False),
+    )
+    Table(
+        "schedule_runs", md,
+        Column("seq", Integer, primary_key=True, autoincrement=True),
+        Column("schedule_id", String(64), nullable=False, index=True),
+        Column("worker", String(256), nullable=False),
+        Column("started_at", Float, nullable=False),
+        Column("finished_at", Float),
+        Column("exit_code", Integer),
+        Column("output", String),
+    )
+    md.create_all(conn, checkfirst=True)
+
 
 # (version, description, step). Append only; never edit a step that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
@@ -308,6 +342,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (7, "job queues", _v7),
     (8, "request log and feedback on served answers", _v8),
     (9, "model aliases and the history of their moves", _v9),
+    (10, "schedules of afinar commands and their runs", _v10),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
