@@ -53,6 +53,9 @@ class Method:
     shares_base: bool = True
     mergeable: bool = True
     full_forward: ClassVar[bool] = False  # needs the wrapped forward (virtual tokens)
+    # optimizer steps on each batch, one after another (GRPO's num_iterations: the same
+    # rollouts trained on again); counted in the job's total_steps
+    updates_per_batch: int = 1
 
     def __init__(self, config: MethodConfig | dict | None = None):
         if isinstance(config, MethodConfig):

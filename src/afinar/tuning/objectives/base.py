@@ -15,7 +15,7 @@ materialising logits for every position (the memory-lean loss every objective sh
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -33,6 +33,7 @@ class ObjectiveContext:
     pad_id: int
     device: str
     full_forward: bool = False  # the method needs the wrapped forward (virtual tokens)
+    seed: int = 0  # the job's seed, for objectives that sample (GRPO's rollouts)
 
 
 @dataclass
@@ -68,6 +69,9 @@ class EvalSums:
     loss: float  # summed over units
     correct: int
     units: int
+    # further sums over units (GRPO: {"mean_reward": ...}); the trainer reports each divided
+    # by ``units`` as ``valid_<key>`` / ``full_valid_<key>``
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 def make_batch(samples: list[Sample], pad_id: int, device: str, rejected: bool = False) -> Batch:
@@ -119,6 +123,28 @@ class Objective:
         batches in the order training and evaluation first meet them. Yields the number of
         examples done after each piece, so the trainer can honour cancel/pause in between."""
         return iter(())
+
+    def prepare(self, model, parts: list[StepPart]) -> list[StepPart]:
+        """Work with the current model on a step's parts before their losses (GRPO: sample
+        the completions the loss scores); returns the parts to train on, their ``units`` set.
+        Default: the parts as they are."""
+        return parts
+
+    def finish_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The objective's last word on a step's metrics row (add its own fields; a key set
+        to None is dropped). Default: the row as it is."""
+        return row
+
+    def message(self, row: dict[str, Any], total: int) -> str | None:
+        """The metrics event's message for a row; None: the trainer's loss line."""
+        return None
+
+    @classmethod
+    def openai_method(cls, options: dict[str, Any], hyperparameters: dict[str, Any]
+                      ) -> dict[str, Any]:
+        """The job object's ``method[openai_type]`` from the job's method options and its
+        hyperparameters as echoed."""
+        return {"hyperparameters": hyperparameters}
 
     def state_dict(self) -> dict[str, Any]:
         return {}
