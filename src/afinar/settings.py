@@ -83,6 +83,17 @@ class Settings(BaseSettings):
         "this many days.",
     )
 
+    loss_chunk_tokens: int = Field(
+        default=256, ge=0,
+        description="Training: trained positions projected onto the vocabulary at a time by "
+        "the chunked loss (the full-vocabulary logits never exist for more); 0: all at once.",
+    )
+    embed_backend: Literal["torch", "int8", "onnx"] = Field(
+        default="torch",
+        description="Embedding backend of new knowledge bases: torch (float32), int8 (dynamic "
+        "quantisation of the Linear layers), onnx (the onnx extra); a base keeps its own.",
+    )
+
     @field_validator("home", mode="after")
     @classmethod
     def _expand(cls, v: Path) -> Path:
@@ -126,6 +137,8 @@ class Settings(BaseSettings):
             "llama_weights": self.llama_weights,
             "llama_adapters": self.llama_adapters,
             "llama_threads": str(self.llama_threads),
+            "loss_chunk_tokens": str(self.loss_chunk_tokens),
+            "embed_backend": self.embed_backend,
             "log_requests": f"{'on' if self.log_requests else 'off'} (retention "
                             f"{self.log_retention_days:g} days)",
         }
