@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     max_adapters: int = Field(
         default=8, ge=1, description="LoRA/DoRA adapters kept loaded on each shared base model."
     )
+    max_batch: int = Field(
+        default=8, ge=1, le=64,
+        description="Concurrent requests on one model decoded together in one batch "
+        "(continuous batching); 1: one request at a time.",
+    )
     llama_weights: Literal["q8_0", "f16", "f32"] = Field(
         default="q8_0",
         description="GGUF weight type of the llama.cpp engine (f32: the reference's exact weights).",
@@ -134,6 +139,7 @@ class Settings(BaseSettings):
             "default_embedding_model": self.default_embedding_model,
             "engine": self.engine,
             "max_adapters": str(self.max_adapters),
+            "max_batch": str(self.max_batch),
             "llama_weights": self.llama_weights,
             "llama_adapters": self.llama_adapters,
             "llama_threads": str(self.llama_threads),

@@ -57,6 +57,10 @@ def serve(
     engine: str | None = typer.Option(
         None, "--engine", help=f"{', '.join(ENGINES.names())} (default: AFINAR_ENGINE, "
                                "transformers, the reference)."),
+    max_batch: int | None = typer.Option(
+        None, "--max-batch", min=1, max=64,
+        help="Concurrent requests on one model decoded together (default: AFINAR_MAX_BATCH, 8; "
+             "1: one at a time)."),
 ) -> None:
     """Serve OpenAI's API (files, fine_tuning.jobs, models, chat, embeddings, vector stores).
 
@@ -74,6 +78,8 @@ def serve(
     settings = get_settings()
     if max_adapters is not None:
         settings = settings.model_copy(update={"max_adapters": max_adapters})
+    if max_batch is not None:
+        settings = settings.model_copy(update={"max_batch": max_batch})
     if engine is not None:
         # fails now (an unknown name: one error naming the registered engines; a missing
         # dependency: what to install) rather than on the first request
