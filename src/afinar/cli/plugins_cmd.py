@@ -26,6 +26,7 @@ KINDS = [
     ("layout", "afinar.rag.layouts", "LAYOUTS"),
     ("engine", "afinar.models.engines", "ENGINES"),
     ("exporter", "afinar.models.export", "EXPORTERS"),
+    ("grader", "afinar.graders", "GRADERS"),
     ("metric", "afinar.evals.metrics", "METRICS"),
     ("strategy", "afinar.evals.strategies", "STRATEGIES"),
 ]
