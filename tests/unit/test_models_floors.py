@@ -2,7 +2,7 @@
 inside functions, which is where circles hide):
 
 1. basic pieces (catalog, inspect, templates, the fine-tune contract, the loader, sampling,
-   constrained JSON, generation, tool-call parsing, GGUF conversion): they import no engine, no
+   constrained JSON, the batch scheduler, generation, tool-call parsing, GGUF conversion): they import no engine, no
    cache and no adapter host;
 2. ``adapters``: the one LRU and the PEFT adapter host;
 3. ``engines``: the basic pieces and ``adapters`` only, never the cache;
@@ -19,7 +19,7 @@ from tests.unit.test_import_graph import _modules as package_modules
 from tests.unit.test_import_graph import import_edges
 
 BASIC = ("catalog", "inspect", "templates", "finetuned", "loader", "sampling", "constrained",
-         "generation", "toolcalls", "gguf")
+         "batching", "generation", "toolcalls", "gguf")
 FLOORS = {"adapters": 2, "engines": 3, "cache": 4, "export": 4}
 FACADE = "afinar.models"
 

@@ -151,7 +151,8 @@ class AdapterLRU:
             self._ensure(name, info.path)
             lm = LoadedModel(info, self.base.model, self.base.tokenizer, self.base.device,
                              time.perf_counter() - t0, "adapter", lock=self.base.lock,
-                             activate_hook=lambda: self._activate(name, info.path), adapter=name)
+                             activate_hook=lambda: self._activate(name, info.path), adapter=name,
+                             batcher=self.base.batcher)
             self._models[key] = lm
             return lm
 

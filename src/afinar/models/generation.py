@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from afinar.errors import ContextLengthExceeded, InvalidRequest
+from afinar.models.batching import BatchRequest
 from afinar.models.constrained import JsonConstraint
 from afinar.models.loader import LoadedModel
 from afinar.models.sampling import GREEDY_BELOW, SAMPLING_DEFAULT_KEYS, SamplingParams
@@ -98,7 +99,49 @@ class GenerationStream:
         self._streamer = _TokenQueue()
         self._eos = set(end_of_turn_ids(lm.tokenizer, lm.model.generation_config))
 
+    def _processors(self) -> list:
+        """The request's own logits processors (penalties, JSON), in the order ``generate``
+        applies them after its repetition penalty."""
+        p, processors = self.params, []
+        if p.frequency_penalty or p.presence_penalty:
+            processors.append(_penalty_processor(
+                len(self.prompt_ids), p.frequency_penalty, p.presence_penalty))
+        if self.constraint is not None:  # last: after penalties, before temperature/top_p
+            processors.append(self.constraint.processor(len(self.prompt_ids)))
+        return processors
+
+    def _request(self) -> BatchRequest:
+        """This generation for the model's batch scheduler, with the processors and warpers
+        ``generate`` would build from the kwargs of ``_run``, in its order."""
+        from transformers import (
+            MinPLogitsWarper,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        p = self.params
+        processors = self._processors()
+        if p.repetition_penalty != 1.0:
+            processors.insert(0, RepetitionPenaltyLogitsProcessor(p.repetition_penalty))
+        do_sample, warpers = p.temperature >= GREEDY_BELOW, []
+        if do_sample:
+            if p.temperature != 1.0:
+                warpers.append(TemperatureLogitsWarper(p.temperature))
+            if p.top_k:
+                warpers.append(TopKLogitsWarper(p.top_k))
+            if p.top_p < 1.0:
+                warpers.append(TopPLogitsWarper(p.top_p))
+            if p.min_p:
+                warpers.append(MinPLogitsWarper(p.min_p))
+        return BatchRequest(self.prompt_ids, self.max_new, self._eos, processors=processors,
+                            warpers=warpers, do_sample=do_sample, seed=self.seed,
+                            group=self.lm.adapter, activate=self.lm.activate, cancel=self._stop)
+
     def _run(self) -> None:
+        """The solo path (no scheduler: ``max_batch`` 1, a prompt-tuned model): ``generate``
+        under the model's lock, one request at a time."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -117,13 +160,7 @@ class GenerationStream:
                 if lm.tokenizer.pad_token_id is not None else sorted(self._eos)[0],
                 streamer=self._streamer, stopping_criteria=StoppingCriteriaList([_Cancel()]),
             )
-            processors = []
-            if p.frequency_penalty or p.presence_penalty:
-                processors.append(_penalty_processor(
-                    len(self.prompt_ids), p.frequency_penalty, p.presence_penalty))
-            if self.constraint is not None:  # last: after penalties, before temperature/top_p
-                processors.append(self.constraint.processor(len(self.prompt_ids)))
-            if processors:
+            if processors := self._processors():
                 from transformers import LogitsProcessorList
 
                 kwargs["logits_processor"] = LogitsProcessorList(processors)
@@ -146,14 +183,21 @@ class GenerationStream:
 
     def __iter__(self) -> Iterator[str]:
         tok, stops = self.lm.tokenizer, self.params.stop
-        thread = threading.Thread(target=self._run, name="afinar-generate", daemon=True)
-        thread.start()
+        batcher = getattr(self.lm, "batcher", None)
+        if batcher is not None:  # decoded with the model's other requests (models/batching.py)
+            req = self._request()
+            tokens, wait = req.out, req.finished.wait
+            batcher.submit(req)
+        else:
+            thread = threading.Thread(target=self._run, name="afinar-generate", daemon=True)
+            thread.start()
+            tokens, wait = self._streamer.q, thread.join
         ids: list[int] = []
         sent = 0  # characters of text already yielded
         finish, cut = "length", False
         text = ""
         try:
-            while (t := self._streamer.q.get()) is not None:
+            while (t := tokens.get()) is not None:
                 if self._stop.is_set():
                     continue  # drain what generate still emits after a stop
                 ids.append(t)
@@ -177,8 +221,8 @@ class GenerationStream:
                 if ready > sent:
                     yield text[sent:ready]
                     sent = ready
-            if self._error is not None:
-                raise self._error
+            if (error := self._error or (req.error if batcher is not None else None)):
+                raise error
             if not cut and sent < len(text):
                 yield text[sent:]  # a held-back prefix of a stop string that never completed
             self.result = GenerationResult(
@@ -187,7 +231,7 @@ class GenerationStream:
             )
         finally:
             self._stop.set()
-            thread.join()
+            wait()
 
 
 class Generator:

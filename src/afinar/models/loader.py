@@ -45,6 +45,10 @@ class LoadedModel:
     # ``model`` and ``lock``; the hook puts the shared weights in this model's state.
     activate_hook: Callable[[], None] | None = None
     adapter: str | None = None  # its PEFT adapter name on the shared base
+    # The engine's batch scheduler (``batching.Scheduler``): set, ``Generator`` decodes this
+    # model's concurrent requests together; ``None``, one ``generate`` at a time under ``lock``.
+    # Adapters hosted on a base share its scheduler (a batch holds one adapter at a time).
+    batcher: Any = None
 
     def activate(self) -> None:
         """Select this model's adapter (or none, for a base) on the shared weights. Call it
