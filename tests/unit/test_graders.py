@@ -266,3 +266,104 @@ def test_bad_files_name_the_file_and_field(tmp_path):
         load_grader(tmp_path / "none.yaml")
     with pytest.raises(InvalidRequest, match=r"\.yaml, \.yml or \.json"):
         load_grader(tmp_path / "g.txt")
+
+
+# --- python ---------------------------------------------------------------------------------
+
+SOURCE = '''
+import socket
+
+def grade(sample, item):
+    kind = item.get("kind")
+    if kind == "ok":
+        return len(sample["output_text"]) / 10
+    if kind == "loop":
+        while True:
+            pass
+    if kind == "memory":
+        block = bytearray(1 << 30)  # 1 GiB, over the limit below
+        return float(len(block))
+    if kind == "raise":
+        raise ValueError("nope")
+    if kind == "text":
+        return "1.0"
+    if kind == "connect":
+        socket.create_connection(("127.0.0.1", item["port"]), timeout=2)
+        return 1.0
+    if kind == "print":
+        print("to stderr, not the protocol")
+        return 1
+'''
+
+
+@pytest.fixture
+def python_grader():
+    from afinar.graders.python import SandboxLimits
+
+    g = load_grader({"type": "python", "name": "p", "source": SOURCE, "image_tag": "2025-05-08"})
+    g.limits = SandboxLimits(time_s=3, memory_bytes=512 << 20)
+    return g
+
+
+@pytest.fixture
+def listener():
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    socket.create_connection(("127.0.0.1", port), timeout=2).close()  # reachable from here
+    yield port
+    srv.close()
+
+
+def _runtime(r, words):
+    assert r.score == 0.0 and r.errors["python_grader_runtime_error"], r.metadata
+    assert words in r.metadata["error_details"]["python_grader_runtime"]
+
+
+def test_python_grader_scores_and_fails_to_zero(python_grader, listener):
+    kinds = ["ok", "raise", "text", "loop", "ok", "memory", "connect", "print"]
+    rs = python_grader.grade_many(["abcd"] * len(kinds),
+                                  [{"kind": k, "port": listener} for k in kinds])
+    assert rs[0].score == pytest.approx(0.4) and rs[0].error is None
+    _runtime(rs[1], "ValueError: nope (line 15)")
+    _runtime(rs[2], "grade returned str, not a float")
+    _runtime(rs[3], "time limit of 3 s exceeded")  # killed; the next sample gets a new process
+    assert rs[4].score == pytest.approx(0.4) and rs[4].error is None
+    _runtime(rs[5], "MemoryError")
+    _runtime(rs[6], "Network is unreachable" if rs[0].metadata["network_isolation"] ==
+             "namespace" else "no network")
+    assert rs[7].score == 1.0
+    assert python_grader.grade("abcdefgh", {"kind": "ok"}).score == pytest.approx(0.8)
+
+
+def test_python_grader_without_a_namespace_blocks_sockets_by_audit_hook(python_grader,
+                                                                         listener):
+    from dataclasses import replace
+
+    python_grader.limits = replace(python_grader.limits, network="audit_hook")
+    r = python_grader.grade("x", {"kind": "connect", "port": listener})
+    _runtime(r, "the grader sandbox has no network")
+    ok = python_grader.grade("xy", {"kind": "ok"})
+    assert ok.score == pytest.approx(0.2) and ok.metadata["network_isolation"] == "audit_hook"
+
+
+@pytest.mark.parametrize("source,words", [
+    ("def grade(sample, item):\n    return 1 +\n", "line 2: invalid syntax"),
+    ("def other(sample, item):\n    return 1\n", "defines no top-level grade"),
+    ("x = 1\n" + "#" * (256 * 1024), "under 256 kB"),
+])
+def test_python_grader_source_is_checked_when_loaded(source, words):
+    with pytest.raises(InvalidRequest) as e:
+        load_grader({"type": "python", "name": "p", "source": source})
+    assert e.value.param == "grader.source" and words in e.value.message
+
+
+def test_python_grader_whose_code_fails_to_run(python_grader):
+    g = load_grader({"type": "python", "name": "p",
+                     "source": "import no_such_module\ndef grade(s, i):\n    return 1.0\n"})
+    rs = g.grade_many(["a", "b"], [{}, {}])
+    for r in rs:
+        _runtime(r, "ModuleNotFoundError")

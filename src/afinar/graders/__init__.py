@@ -12,12 +12,13 @@ One file per type, each registering itself in ``GRADERS`` (``Registry("grader",
 
     string_check.py     eq / ne / like / ilike
     text_similarity.py  fuzzy_match, bleu, gleu, meteor, rouge_1..5, rouge_l, cosine
+    python.py           the user's grade(sample, item) in a separate, limited process
     multi.py            graders combined by a formula (parsed with ast, never eval)
 
 Templates (``{{ item.x }}``, ``{{ sample.output_json.a[0].b }}``) are in ``templates.py``.
 """
 
-from afinar.graders import multi, string_check, text_similarity  # noqa: F401  (registering)
+from afinar.graders import multi, python, string_check, text_similarity  # noqa: F401  (registering)
 from afinar.graders.base import (
     ERROR_KINDS,
     GRADERS,

@@ -135,16 +135,16 @@ class Grader:
 
     def grade(self, sample: dict[str, Any] | str, item: dict[str, Any] | None = None
               ) -> GradeResult:
-        sample, item = _sample(sample), item or {}
+        sample, item = as_sample(sample), item or {}
         t0 = time.perf_counter()
         try:
             out = self.score(sample, item)
         except SampleNotJson as e:
-            out = _flagged("sample_parse", str(e))
+            out = flagged("sample_parse", str(e))
         except InvalidVariable as e:
-            out = _flagged("invalid_variable", str(e))
+            out = flagged("invalid_variable", str(e))
         except GraderError as e:
-            out = _flagged(e.kind, e.details)
+            out = flagged(e.kind, e.details)
         return self._finish(out, time.perf_counter() - t0)
 
     def grade_many(self, samples: list[dict[str, Any] | str],
@@ -157,7 +157,7 @@ class Grader:
     def _finish(self, out: float | GradeResult, seconds: float) -> GradeResult:
         r = out if isinstance(out, GradeResult) else GradeResult(float(out))
         if r.score != r.score or r.score in (float("inf"), float("-inf")):  # NaN / inf
-            r = _flagged("other", f"the score is not finite ({r.score})")
+            r = flagged("other", f"the score is not finite ({r.score})")
         r.errors = {**no_errors(), **r.errors}
         meta = {"name": self.name, "type": self.type, "execution_time": round(seconds, 6),
                 "scores": dict(r.sub_rewards), "token_usage": None, "sampled_model_name": None}
@@ -165,7 +165,7 @@ class Grader:
         return r
 
 
-def _flagged(kind: str, details: str) -> GradeResult:
+def flagged(kind: str, details: str) -> GradeResult:
     errors = no_errors()
     errors[f"{kind}_error"] = True
     return GradeResult(0.0, errors=errors, metadata={"error_details": {kind: details[:2000]}})
@@ -174,7 +174,7 @@ def _flagged(kind: str, details: str) -> GradeResult:
 GRADERS: Registry[type[Grader]] = Registry("grader", "afinar.graders", param="type")
 
 
-def _sample(sample: dict[str, Any] | str) -> dict[str, Any]:
+def as_sample(sample: dict[str, Any] | str) -> dict[str, Any]:
     if isinstance(sample, str):
         return sample_from_text(sample)
     if not isinstance(sample, dict):
@@ -263,4 +263,5 @@ def load_grader(spec: dict[str, Any] | str | Path, *, model_loader: ModelLoader 
 
 
 __all__ = ["ERROR_KINDS", "GRADERS", "Context", "GradeResult", "Grader", "GraderError", "Spec",
-           "build", "load_grader", "no_errors", "sample_from_text", "spec_error"]
+           "as_sample", "build", "flagged", "load_grader", "no_errors", "sample_from_text",
+           "spec_error"]
