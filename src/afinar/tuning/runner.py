@@ -153,6 +153,9 @@ class JobRunner:
             train = [train[i] for i in order[k:]]
         hp = resolve(hp_in, len(train), method.base_lr, info.context_length or 2048,
                      objective=method.objective_class().hyperparameters)
+        if (u := method.updates_per_batch) > 1:  # each batch trained on u steps in a row
+            hp = hp.model_copy(update={"steps_per_epoch": hp.steps_per_epoch * u,
+                                       "total_steps": hp.total_steps * u})
         if job.status == "validating_files":
             self.jobs.update(job.id, status="queued")
             self.event("info", "message", f"Files validated: {len(train)} training examples"

@@ -56,7 +56,7 @@ class Trainer:
         self.emit, self.control, self.save_checkpoint = emit, control, save_checkpoint
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.objective = method.make_objective(ObjectiveContext(
-            hp, self.pad_id, device, full_forward=method.full_forward))
+            hp, self.pad_id, device, full_forward=method.full_forward, seed=seed))
         params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
         warm = int(hp.warmup_ratio * hp.total_steps)
@@ -103,13 +103,17 @@ class Trainer:
         was = self.model.training
         self.model.eval()
         total, right, n = 0.0, 0, 0
+        extra: dict[str, float] = {}
         for items in self._eval_batches(idx):
             sums = self.objective.evaluate(self.model, items)
             total += sums.loss
             right += sums.correct
             n += sums.units
+            for k, v in sums.extra.items():
+                extra[k] = extra.get(k, 0.0) + v
         self.model.train(was)
-        return {"loss": total / max(n, 1), "accuracy": right / max(n, 1)}
+        return {"loss": total / max(n, 1), "accuracy": right / max(n, 1),
+                "extra": {k: v / max(n, 1) for k, v in extra.items()}}
 
     # -- before the first step ------------------------------------------------------------
     def _groups(self, epoch: int) -> list[list[list[int]]]:
@@ -117,7 +121,8 @@ class Trainer:
         batches = epoch_batches([s.length for s in self.train], self.hp.batch_size, self.seed,
                                 epoch)
         ga = self.hp.gradient_accumulation_steps
-        return [batches[i:i + ga] for i in range(0, len(batches), ga)]
+        groups = [batches[i:i + ga] for i in range(0, len(batches), ga)]
+        return [g for g in groups for _ in range(self.method.updates_per_batch)]
 
     def _parts(self, group: list[list[int]]) -> list[StepPart]:
         return self.objective.parts([self._items("t", b) for b in group])
@@ -178,16 +183,21 @@ class Trainer:
                        "learning_rate": self.sched.get_last_lr()[0], "total_steps": hp.total_steps}
                 if self.val and hp.eval_every_steps and st.step % hp.eval_every_steps == 0:
                     ev = self.evaluate(self.eval_sample)
-                    row.update(valid_loss=ev["loss"], valid_mean_token_accuracy=ev["accuracy"])
+                    row.update(valid_loss=ev["loss"], valid_mean_token_accuracy=ev["accuracy"],
+                               **{f"valid_{k}": v for k, v in ev["extra"].items()})
                 end_of_epoch = st.group == len(groups)
                 if end_of_epoch and self.val:
                     ev = self.evaluate(list(range(len(self.val))))
                     row.update(full_valid_loss=ev["loss"],
-                               full_valid_mean_token_accuracy=ev["accuracy"])
+                               full_valid_mean_token_accuracy=ev["accuracy"],
+                               **{f"full_valid_{k}": v for k, v in ev["extra"].items()})
                     if "valid_loss" not in row:
-                        row.update(valid_loss=ev["loss"], valid_mean_token_accuracy=ev["accuracy"])
+                        row.update(valid_loss=ev["loss"], valid_mean_token_accuracy=ev["accuracy"],
+                                   **{f"valid_{k}": v for k, v in ev["extra"].items()})
+                row = {k: v for k, v in self.objective.finish_row(row).items() if v is not None}
                 st.history.append(row)
-                self.emit("info", "metrics", _metrics_message(row, hp.total_steps), row)
+                self.emit("info", "metrics", self.objective.message(row, hp.total_steps)
+                          or _metrics_message(row, hp.total_steps), row)
                 self._last_end = time.perf_counter()
                 if end_of_epoch:
                     st.epoch += 1
@@ -222,7 +232,7 @@ class Trainer:
                       f"({st.best['full_valid_loss']:.4f})", None)
 
     def _step(self, group: list[list[int]]) -> tuple[float, int, int, int]:
-        parts = self._parts(group)
+        parts = self.objective.prepare(self.model, self._parts(group))
         units = sum(p.units for p in parts)  # normalise over the whole accumulated batch
         loss_sum, right = 0.0, 0
         for part in parts:
