@@ -123,6 +123,14 @@ def encode_example(tok, ex: Example) -> Encoded | tuple[Encoded, Encoded]:
     """Token ids and trained mask; a preference example gives (chosen, rejected)."""
     if ex.format == "chat":
         return encode_chat(tok, ex.messages, ex.tools)
+    if ex.format == "prompt":  # the conversation up to the answer the model will write
+        prepared, tools = prepare_messages(tok, ex.messages, ex.tools)
+        try:
+            text = _apply(tok, prepared, tools, add_generation_prompt=True)
+        except Exception as e:  # as in chat_spans: jinja raises plain exceptions too
+            raise TemplateError(f"the chat template cannot render this example: {e}") from e
+        ids = list(tok(text, add_special_tokens=False)["input_ids"])
+        return Encoded(ids, [False] * len(ids))
     if ex.format == "preference":
         return (encode_chat(tok, [*ex.messages, ex.chosen], ex.tools, only_last=True),
                 encode_chat(tok, [*ex.messages, ex.rejected], ex.tools, only_last=True))

@@ -3,7 +3,9 @@
 Formats: ``chat`` (OpenAI chat fine-tuning: messages, tools, weights, tool calls), ``completion``
 (prompt/completion), ``preference`` (DPO: input + preferred/non-preferred output, also the
 ``*_completion`` spelling), ``text`` (continued pretraining) and ``evals`` rows
-(``{"input": [messages], "ideal": ...}``), which become chat by appending the ideal answer.
+(``{"input": [messages], "ideal": ...}``), which become chat by appending the ideal answer, and
+``prompt`` (reinforcement fine-tuning: ``messages`` ending with a user turn, no answer; the row's
+other keys are the grader's ``item``), which only a caller expecting it asks for.
 Unlike the OpenAI cookbook checker, valid tool calls, tool messages and text content parts pass.
 """
 
@@ -19,12 +21,12 @@ from afinar.models.templates import content_text  # noqa: F401  (re-exported)
 ROLES = ("system", "user", "assistant", "tool")
 MESSAGE_KEYS = {"role", "content", "name", "weight", "tool_calls", "tool_call_id",
                 "function_call", "refusal"}
-FORMATS = ("chat", "completion", "preference", "text")
+FORMATS = ("chat", "completion", "preference", "text", "prompt")
 
 
 @dataclass
 class Example:
-    format: str  # chat | completion | preference | text
+    format: str  # chat | completion | preference | text | prompt
     line: int
     messages: list[dict[str, Any]] = field(default_factory=list)  # chat; preference input
     tools: list[dict[str, Any]] | None = None
@@ -33,12 +35,14 @@ class Example:
     prompt: str = ""  # completion
     completion: str = ""
     text: str = ""  # text
+    item: dict[str, Any] | None = None  # prompt: the row without messages/tools (the grader's)
 
     def canonical(self) -> str:
         """A stable string for duplicate detection (weights excluded)."""
         strip = [{k: v for k, v in m.items() if k != "weight"} for m in self.messages]
         return json.dumps([self.format, strip, self.tools, self.chosen, self.rejected,
-                           self.prompt, self.completion, self.text],
+                           self.prompt, self.completion, self.text]
+                          + ([self.item] if self.item is not None else []),
                           sort_keys=True, ensure_ascii=False)
 
 
@@ -218,6 +222,8 @@ def parse_example(obj: Any, line: int, expected: str | None = None) -> tuple[Exa
         else:
             ck.err("unknown_format", f"expected a {expected} example")
         return None, ck.issues
+    if expected == "prompt" and fmt == "chat":  # an RFT row is a chat row without the answer
+        fmt = "prompt"
     if expected is not None and fmt != expected:
         ck.err("inconsistent_format", f"a {fmt} example in a {expected} file")
         return None, ck.issues
@@ -228,6 +234,14 @@ def parse_example(obj: Any, line: int, expected: str | None = None) -> tuple[Exa
         if "parallel_tool_calls" in obj and not isinstance(obj["parallel_tool_calls"], bool):
             ck.err("invalid_field", "parallel_tool_calls must be true or false",
                    "parallel_tool_calls")
+    elif fmt == "prompt":
+        ex.messages = ck.messages(obj.get("messages"), "messages", need_assistant=False)
+        ex.tools = ck.tools(obj.get("tools"))
+        last = ex.messages[-1] if ex.messages else None
+        if isinstance(last, dict) and last.get("role") != "user":
+            ck.err("invalid_field", "a reinforcement prompt must end with a user message (the "
+                   "model writes the answer)", f"messages[{len(ex.messages) - 1}].role")
+        ex.item = {k: v for k, v in obj.items() if k not in ("messages", "tools")}
     elif fmt == "preference":
         inp = obj.get("input")
         inp = inp if isinstance(inp, dict) else {}

@@ -197,7 +197,7 @@ def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
         norms.append(_digest(normalize(example_text(row.data)) or ex.canonical()))
         lines.append(row.line)
         report.n_examples += 1
-        if ex.format in ("chat", "preference"):
+        if ex.format in ("chat", "preference", "prompt"):
             roles = {m.get("role") for m in ex.messages}
             n_msgs.append(len(ex.messages) + (1 if ex.format == "preference" else 0))
             no_system += "system" not in roles
@@ -218,6 +218,11 @@ def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
         total = max(e.n_tokens for e in pair)
         n_tok.append(total)
         n_trained.append(pair[0].n_trained)
+        if ex.format == "prompt":  # nothing is trained on: the model writes the answer
+            if max_seq_len and total >= max_seq_len:
+                out.add(Issue("example_too_long", f"the prompt's {total} tokens leave no room "
+                              f"for an answer within max {max_seq_len}", row.line))
+            continue
         if pair[0].n_trained == 0:
             out.add(Issue("no_trained_tokens", "the loss mask is empty", row.line))
         if max_seq_len and total > max_seq_len and ex.format != "text":
@@ -245,7 +250,7 @@ def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
     elif report.n_rows and n < ADVISED_EXAMPLES and fmt != "text" and role == "training":
         out.add(Issue("few_examples", f"{n} examples; {ADVISED_EXAMPLES}-100 are advised to see "
                       "clear gains", None, severity="warning"))
-    if no_system and fmt in ("chat", "preference"):
+    if no_system and fmt in ("chat", "preference", "prompt"):
         shown = ", ".join(map(str, no_system_lines)) + (", ..." if no_system > LINES_SHOWN
                                                         else "")
         out.add(Issue("missing_system_message", f"{no_system} of {n} examples have no system "

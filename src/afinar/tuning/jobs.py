@@ -92,6 +92,8 @@ SCHEMAS = {
     "preference": ("preference rows {input: {messages}, preferred_output: [assistant message], "
                    "non_preferred_output: [assistant message]}", ("preference",)),
     "text": ("text rows {text}", ("text",)),
+    "prompt": ("reinforcement rows {messages: [..., {role: user, content}], other keys: the "
+               "grader's item}", ("chat",)),
 }
 FORMAT_NAMES = {"chat": "a chat example", "completion": "a completion example",
                 "preference": "a preference (DPO) row", "text": "a text document"}
@@ -115,6 +117,7 @@ def check_data(method: str, data_kind: str, train: tuple, val: tuple | None = No
     (with the model's tokenizer) is the job's, as with OpenAI; a file's format is read from its
     first row."""
     from afinar.data.validate import validate_file
+    from afinar.tuning.samples import expected_format
 
     schema, accepted = SCHEMAS[data_kind]
     for param, pair in (("training_file", train), ("validation_file", val)):
@@ -127,7 +130,8 @@ def check_data(method: str, data_kind: str, train: tuple, val: tuple | None = No
                                  f"is {FORMAT_NAMES.get(fmt, fmt)}", code=f"invalid_{param}",
                                  param=param)
     if val:
-        r = validate_file(val[0], role="validation")
+        r = validate_file(val[0], role="validation",
+                          expected_format=expected_format(data_kind))
         if not r.ok:
             first = "; ".join(str(e) for e in r.errors[:3])
             raise InvalidRequest(f"{val[1]} is not a valid validation file ({r.n_errors} "

@@ -35,8 +35,9 @@ class DatasetRejected(InvalidRequest):
 
 @dataclass
 class Sample:
-    seq: Encoded  # for DPO: the chosen sequence
+    seq: Encoded  # for DPO: the chosen sequence; for RFT: the prompt
     rejected: Encoded | None = None
+    item: dict | None = None  # RFT: the row without messages/tools, what the grader reads
 
     @property
     def length(self) -> int:
@@ -45,13 +46,20 @@ class Sample:
 
 def _accepted_formats(data_kind: str) -> tuple[str, ...]:
     return {"sft": ("chat", "completion"), "text": ("text",),
-            "preference": ("preference",)}[data_kind]
+            "preference": ("preference",), "prompt": ("prompt",)}[data_kind]
+
+
+def expected_format(data_kind: str) -> str | None:
+    """The format the validator must read a data kind's rows as (None: detect it). RFT prompts
+    (``prompt``) look like chat rows without the answer, so only this says what they are."""
+    return "prompt" if data_kind == "prompt" else None
 
 
 def load_samples(path: str | Path, tok, data_kind: str, max_seq_len: int,
                  param: str = "training_file", name: str | None = None,
                  role: str = "training") -> tuple[list[Sample], ValidationReport]:
-    report = validate_file(path, tok, max_seq_len=max_seq_len, role=role)
+    report = validate_file(path, tok, max_seq_len=max_seq_len, role=role,
+                           expected_format=expected_format(data_kind))
     if not report.ok:
         raise DatasetRejected(report, param, name)
     if report.format not in _accepted_formats(data_kind):
@@ -68,6 +76,8 @@ def load_samples(path: str | Path, tok, data_kind: str, max_seq_len: int,
         enc = encode_example(tok, ex)
         if isinstance(enc, tuple):
             out.append(Sample(enc[0], enc[1]))
+        elif ex.format == "prompt":
+            out.append(Sample(enc, item=ex.item))
         elif ex.format == "text":  # long documents: blocks of max_seq_len, never across documents
             for i in range(0, enc.n_tokens, max_seq_len):
                 block = Encoded(enc.input_ids[i:i + max_seq_len], enc.trained[i:i + max_seq_len])
