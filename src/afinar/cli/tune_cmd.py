@@ -73,6 +73,8 @@ def create(
                                 "training file (the first one is kept) before uploading it."),
     queue: str = typer.Option(None, "--queue", help="Queue to wait in (default: default); "
                               "run by `afinar worker --queue NAME`, e.g. on a GPU host."),
+    processes: int = typer.Option(None, "--processes", help="Train on N processes (torch."
+                                  "distributed: one GPU each on CUDA, gloo on the CPU)."),
 ) -> None:
     """Validate the data, queue a job, start a worker and follow it with a progress bar."""
     from afinar.tuning import Jobs, spawn_worker
@@ -90,7 +92,7 @@ def create(
              "epochs": epochs, "batch_size": batch_size, "lr_multiplier": lr_multiplier,
              "max_seq_len": max_seq_len, "eval_every": eval_every, "patience": patience,
              "checkpoint_every": checkpoint_every, "beta": beta, "suffix": suffix, "seed": seed,
-             "dedupe": dedupe or None, "queue": queue}
+             "dedupe": dedupe or None, "queue": queue, "processes": processes}
     opts = {**cfg, **{k: v for k, v in flags.items() if v is not None}}
     options = dict(cfg.get("options") or {})
     options.update(dict(_parse_option(o) for o in option or []))
@@ -126,7 +128,8 @@ def create(
                         validation_file=val_rec.id if val_rec else None,
                         method={"type": mtype, mtype: options}, hyperparameters=hp,
                         suffix=opts.get("suffix"), seed=opts.get("seed"),
-                        val_split=opts.get("val_split"), queue=opts.get("queue"))
+                        val_split=opts.get("val_split"), queue=opts.get("queue"),
+                        processes=opts.get("processes"))
     console.print(f"created [bold]{job.id}[/] ({escape(mtype)} on {escape(model_id)}, seed "
                   f"{job.seed})", soft_wrap=True)
     spawn_worker()

@@ -167,15 +167,19 @@ class Jobs:
                method: dict[str, Any] | None = None, hyperparameters: dict[str, Any] | None = None,
                suffix: str | None = None, seed: int | None = None,
                metadata: dict[str, str] | None = None, val_split: float | None = None,
-               owner: dict[str, Any] | None = None, queue: str | None = None) -> JobRecord:
+               owner: dict[str, Any] | None = None, queue: str | None = None,
+               processes: int | None = None) -> JobRecord:
         """A queued job. ``owner``: the record's project and creator columns (``project_id``,
         ``owner_key_id``, ``owner_groups``), written with the job so no worker or reader ever
         sees it without them. ``queue`` (else ``metadata["queue"]``, else ``default``): only
-        workers serving that queue take it (``afinar worker --queue NAME``)."""
+        workers serving that queue take it (``afinar worker --queue NAME``). ``processes``: train
+        on that many processes (``tuning/distributed.py``; one GPU each on CUDA)."""
         queue = queue_name(queue, metadata)
         base = Catalog(self.settings).get(model)
         if base.kind != "chat":
             raise InvalidRequest(f"{model} is not a chat model", param="model")
+        if processes is not None and not 1 <= processes <= 64:
+            raise InvalidRequest("processes must be 1-64", param="processes")
         files = Files(self.settings)
         files.get(training_file)
         if validation_file:
@@ -202,7 +206,8 @@ class Jobs:
             method={"type": mtype, mtype: method.get(mtype) or {}},
             hyperparameters=hp.model_dump(), seed=seed, suffix=suffix, result_files=[],
             metadata_=metadata, created_at=int(time.time()), queue=queue,
-            info={"val_split": val_split} if val_split else {}, **(owner or {}),
+            info={k: v for k, v in (("val_split", val_split), ("processes", processes)) if v},
+            **(owner or {}),
         )
         with self.store.session() as s:
             s.add(job)

@@ -34,6 +34,7 @@ from afinar.store.files import Files
 from afinar.store.tables import CheckpointRecord, JobRecord, ModelRecord
 from afinar.tuning.hparams import Hyperparameters, convergence_note, few_steps_note, resolve
 from afinar.tuning.jobs import Jobs, LeaseLost, model_id_for
+from afinar.tuning.distributed import Collective, launch
 from afinar.tuning.methods import BuildContext, get_method
 from afinar.tuning.samples import load_samples
 from afinar.tuning.trainer import Trainer, TrainState
@@ -76,10 +77,35 @@ class Heartbeat:
                 pass
 
 
+class _ReadOnly:
+    """The jobs service as a rank other than 0 sees it: it reads, and writes nothing (rank 0
+    writes the events, states and models of every rank)."""
+
+    def __init__(self, jobs: Jobs):
+        self._jobs = jobs
+
+    def __getattr__(self, name):
+        return getattr(self._jobs, name)
+
+    def update(self, *a, **k) -> None:
+        pass
+
+    def event(self, *a, **k) -> None:
+        pass
+
+
+RANK_RESTARTS = 2  # a multi-process job whose ranks die is restarted this often, then fails
+
+
 class JobRunner:
-    def __init__(self, job: JobRecord, settings: Settings, worker: str):
-        self.job, self.settings, self.worker = job, settings, worker
+    def __init__(self, job: JobRecord, settings: Settings, worker: str,
+                 dist: Collective | None = None):
+        """``dist``: this process is one rank of a multi-process job (``tuning/rank.py``)."""
+        self.job, self.settings, self.worker, self.dist = job, settings, worker, dist
+        self.main = dist is None or dist.main
         self.jobs = Jobs(settings).leased(job.id, worker)  # every write checks the lease
+        if not self.main:
+            self.jobs = _ReadOnly(self.jobs)
         self.dir = settings.home / "jobs" / job.id
         self._pace: tuple[float, int] | None = None  # (time, step) of the first reported step
 
@@ -96,6 +122,8 @@ class JobRunner:
                 self.jobs.update(self.job.id, estimated_finish=int(now + left))
 
     def run(self) -> str:
+        if self.dist is not None:
+            return self._run_rank()
         if self.job.worker != self.worker:  # run directly, not claimed: take the job first
             taken = self.jobs.take(self.job.id, self.worker)
             if taken is None:
@@ -104,7 +132,8 @@ class JobRunner:
         try:
             try:
                 with Heartbeat(self.jobs, self.job.id, self.worker):
-                    return self._run()
+                    n = int(self.job.info.get("processes") or 1)
+                    return self._run_ranks(n) if n > 1 else self._run()
             except LeaseLost:
                 raise
             except AfinarError as e:
@@ -116,6 +145,38 @@ class JobRunner:
             self.jobs.event(self.job.id, "warn", "message", f"Worker {self.worker} lost this "
                             "job (its lease was taken over) and stopped", guarded=False)
             return "lost"
+
+    def _run_ranks(self, n: int) -> str:
+        """The worker's side of a multi-process job: start the ranks, wait, and restart them
+        from the last checkpoint when one died (the job still running under this worker)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        log = self.dir / "ranks.log"
+        for attempt in range(RANK_RESTARTS + 1):
+            rc = launch(self.job.id, self.worker, n, log, self.settings.effective_threads)
+            job = self.jobs.get(self.job.id)
+            if job.status in ("succeeded", "failed", "cancelled", "paused"):
+                return job.status
+            if job.worker != self.worker:
+                return "lost"
+            if attempt < RANK_RESTARTS:
+                self.event("warn", "message", f"A training process died (launcher exit status "
+                           f"{rc}); restarting the {n} processes from the last checkpoint")
+        self._fail("training_error", f"the {n} training processes died {RANK_RESTARTS + 1} "
+                   f"times (last exit status {rc}); their output is in {log}", None)
+        return "failed"
+
+    def _run_rank(self) -> str:
+        """One rank (``tuning/rank.py``): the launching worker holds the job and its heartbeat.
+        A job error (bad data, a bad option: the same on every rank) fails the job; any other
+        exception (a peer died mid-collective, the process is being stopped) leaves it to the
+        worker, which restarts the ranks."""
+        try:
+            return self._run()
+        except LeaseLost:
+            return "lost"
+        except AfinarError as e:
+            self._fail(e.code, e.message, e.param)
+            return "failed"
 
     def _fail(self, code: str, message: str, param: str | None) -> None:
         self.jobs.update(self.job.id, status="failed", finished_at=int(time.time()), worker=None,
@@ -179,7 +240,8 @@ class JobRunner:
         model = method.build(base.load_model(**method.load_kwargs(device)),
                              BuildContext(base.folder, tok, device))
         trainer = Trainer(model, method, tok, train, val, hp, job.seed, device, self.event,
-                          self._control, lambda st, row: self._checkpoint(trainer, st, row))
+                          self._control, lambda st, row: self._checkpoint(trainer, st, row),
+                          dist=self.dist or Collective())
         st = TrainState()
         snap = self._latest_state()
         if snap is not None:
@@ -201,18 +263,22 @@ class JobRunner:
             self.event("info", "message", "Job cancelled")
             return "cancelled"
         if st.stop_reason == "pause":
-            self._save_state(trainer, st, self.dir / "resume")
+            if self.main:
+                self._save_state(trainer, st, self.dir / "resume")
             self.jobs.update(job.id, status="paused", worker=None, requested=None)
             self.event("info", "message", f"Job paused at step {st.step}")
             return "paused"
         if st.stop_reason is None and (note := convergence_note(
                 [r["train_loss"] for r in st.history])):
             self.event("warn", "message", note)
-        self._finish(trainer, st, method, info, tok, hp, time.time() - t0)
+        if self.main:
+            self._finish(trainer, st, method, info, tok, hp, time.time() - t0)
         return "succeeded"
 
     # -- control, checkpoints -------------------------------------------------------------
     def _control(self) -> str | None:
+        if not self.main:  # rank 0's signal is every rank's (Collective.agree)
+            return None
         job = self.jobs.get(self.job.id)
         if job.worker != self.worker:  # released as lost (no heartbeat within the lease)
             return "lost"
@@ -241,6 +307,8 @@ class JobRunner:
         job = self.job
         where = self.dir / "checkpoints" / f"step-{st.step}"
         ckpt_model = f"{model_id_for(job)}:ckpt-step-{st.step}"
+        if not self.main:
+            return ckpt_model
         if st.best and st.best["step"] == st.step:  # this checkpoint is the new best
             st.best.update(checkpoint=ckpt_model, path=str(where / "model"))
         with atomic_dir(where) as tmp:
@@ -265,7 +333,7 @@ class JobRunner:
     def _reregister(self, snap: Path, method) -> None:
         """A worker killed between writing a checkpoint and recording it leaves a folder the
         database does not know: record it again before resuming from it."""
-        if snap.parent.parent != self.dir / "checkpoints":
+        if snap.parent.parent != self.dir / "checkpoints" or not self.main:
             return
         step = json.loads((snap.parent / "step.json").read_text())["step"]
         with self.jobs.db.session() as s:

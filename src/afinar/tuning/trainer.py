@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from afinar.tuning.distributed import Collective
 from afinar.tuning.hparams import Resolved
 from afinar.tuning.methods.base import Method
 from afinar.tuning.objectives import Item, ObjectiveContext, StepPart
@@ -49,7 +50,11 @@ class TrainState:
 class Trainer:
     def __init__(self, model, method: Method, tok, train: list[Sample], val: list[Sample] | None,
                  hp: Resolved, seed: int, device: str, emit: Emit, control: Control,
-                 save_checkpoint: Callable[[TrainState, dict], str]):
+                 save_checkpoint: Callable[[TrainState, dict], str],
+                 dist: Collective | None = None):
+        """``dist``: the ranks of a multi-process run (``tuning/distributed.py``); each takes its
+        share of every batch and the gradients are summed, so the step is one process's."""
+        self.dist = dist or Collective()
         self.model, self.method, self.tok = model, method, tok
         self.train, self.val = train, val or []
         self.hp, self.seed, self.device = hp, seed, device
@@ -95,7 +100,7 @@ class Trainer:
     def _eval_batches(self, idx: list[int]) -> Iterator[list[Item]]:
         order = sorted(idx, key=lambda i: self.val[i].length)
         bs = max(1, self.hp.batch_size)
-        for k in range(0, len(order), bs):
+        for k in self.dist.shard(range(0, len(order), bs)):  # every N-th batch on rank r
             yield self._items("v", order[k:k + bs])
 
     @torch.no_grad()
@@ -112,6 +117,11 @@ class Trainer:
             for k, v in sums.extra.items():
                 extra[k] = extra.get(k, 0.0) + v
         self.model.train(was)
+        if self.dist.world > 1:  # the sums of every rank's share
+            keys = self.dist.agree(sorted(extra))
+            total, right, n, *vals = self.dist.sum([total, right, n,
+                                                    *(extra.get(k, 0.0) for k in keys)])
+            right, n, extra = int(right), int(n), dict(zip(keys, vals))
         return {"loss": total / max(n, 1), "accuracy": right / max(n, 1),
                 "extra": {k: v / max(n, 1) for k, v in extra.items()}}
 
@@ -125,7 +135,8 @@ class Trainer:
         return [g for g in groups for _ in range(self.method.updates_per_batch)]
 
     def _parts(self, group: list[list[int]]) -> list[StepPart]:
-        return self.objective.parts([self._items("t", b) for b in group])
+        mine = [self.dist.shard(b) for b in group]  # one process: the whole batch
+        return self.objective.parts([self._items("t", b) for b in mine if b])
 
     def _first_meetings(self, groups: list) -> Iterator[list[Item]]:
         """Validation batches in the order the evaluations first meet them: the sampled
@@ -145,7 +156,12 @@ class Trainer:
         t0, done = time.perf_counter(), 0
         for n in self.objective.precompute(self.model, parts, self._first_meetings(groups)):
             done += n
-            if signal := self.control():
+            # ranks do different amounts of it: they agree on a signal once, after
+            if self.dist.world == 1 and (signal := self.control()):
+                return signal
+        if self.dist.world > 1:
+            done = int(self.dist.sum([done])[0])
+            if signal := self.dist.agree(self.control()):
                 return signal
         if done:
             self.emit("info", "message", f"Computed the {self.objective.precomputes} of {done} "
@@ -165,7 +181,7 @@ class Trainer:
             if not groups:
                 break
             while st.group < len(groups):
-                signal = self.control()
+                signal = self.dist.agree(self.control())
                 if signal:
                     st.stop_reason = signal
                     return st
@@ -234,18 +250,25 @@ class Trainer:
     def _step(self, group: list[list[int]]) -> tuple[float, int, int, int]:
         parts = self.objective.prepare(self.model, self._parts(group))
         units = sum(p.units for p in parts)  # normalise over the whole accumulated batch
+        if self.dist.world > 1:  # ... of every rank
+            units = int(self.dist.sum([units])[0])
         loss_sum, right = 0.0, 0
         for part in parts:
             out = self.objective.loss(self.model, part)
             (out.loss / units).backward()
             loss_sum += out.value / units
             right += out.correct
+        tokens = sum(p.tokens for p in parts)
+        if self.dist.world > 1:
+            loss_sum, right, tokens = self.dist.sum([loss_sum, right, tokens])
+            right, tokens = int(right), int(tokens)
         self._optimizer_step()
-        return loss_sum, right, units, sum(p.tokens for p in parts)
+        return loss_sum, right, units, tokens
 
     def _optimizer_step(self) -> None:
-        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
-                                       1.0)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.dist.sum_grads(params)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
