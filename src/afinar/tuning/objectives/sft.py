@@ -1,10 +1,11 @@
 """Cross-entropy over the trained positions (supervised fine-tuning; continued pretraining, whose
-examples train every token), averaged over the step's trained tokens."""
+examples train every token), averaged over the step's trained tokens; computed by the chunked
+loss (``losses.cross_entropy_sum``), so the full-vocabulary logits never exist for more than
+``AFINAR_LOSS_CHUNK_TOKENS`` positions at once."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from afinar.tuning.objectives.base import (
     Batch,
@@ -13,18 +14,17 @@ from afinar.tuning.objectives.base import (
     Objective,
     PartLoss,
     StepPart,
-    logits_at_targets,
     make_batch,
     register,
 )
+from afinar.tuning.objectives.losses import cross_entropy_sum
 
 
-def token_loss(model, b: Batch, full_forward: bool = False) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over trained positions, and how many predictions were right."""
-    logits, sel = logits_at_targets(model, b, full_forward)
-    t = b.targets[sel]
-    loss = F.cross_entropy(logits.float(), t, reduction="sum")
-    return loss, int((logits.argmax(-1) == t).sum())
+def token_loss(model, b: Batch, full_forward: bool = False, chunk: int | None = None
+               ) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over trained positions, and how many predictions were right
+    (``chunk``: positions per projection, None: the setting, 0: unchunked)."""
+    return cross_entropy_sum(model, b, full_forward, chunk)
 
 
 @register
