@@ -18,6 +18,9 @@ host's dead workers held, instead of waiting out their lease.
 time: training is compute-bound and holds the GIL between kernels, torch's thread pool and CUDA
 state are per process, and a crash or out-of-memory kill ends one job only, which its lease then
 hands to another slot exactly like a dead worker's.
+
+Between jobs a worker runs the schedules that are due (``afinar schedule``,
+``tuning/scheduled.py``), each claimed under a lease of its own.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 from afinar.settings import Settings, get_settings
 from afinar.tuning.jobs import DEFAULT_QUEUE, Jobs, LeaseLost, queue_name
 from afinar.tuning.runner import JobRunner, new_worker_name
+from afinar.tuning.scheduled import run_due
 
 
 class WorkerLock:
@@ -159,6 +163,7 @@ def _loop(jobs: Jobs, settings: Settings, queues: tuple[str, ...], exit_when_idl
           poll_s: float, log) -> int:
     name, done = new_worker_name(), 0
     while True:
+        run_due(settings, name, log)  # due schedules run between jobs
         job = jobs.claim(name, queues)
         if job is None:
             if exit_when_idle:
