@@ -18,6 +18,7 @@ from afinar.cli import (
     kb_cmd,
     models_cmd,
     plugins_cmd,
+    schedule_cmd,
     serve_cmd,
     tune_cmd,
     worker_cmd,
@@ -37,6 +38,7 @@ app.add_typer(tune_cmd.app, name="tune")
 app.add_typer(kb_cmd.app, name="kb")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(feedback_cmd.app, name="feedback")
+app.add_typer(schedule_cmd.app, name="schedule")
 app.add_typer(ask_cmd.memory_app, name="memory")
 app.command("ask")(ask_cmd.ask)
 app.add_typer(serve_cmd.keys_app, name="keys")
