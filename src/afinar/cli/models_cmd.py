@@ -89,6 +89,85 @@ def remove(name: str) -> None:
     console.print(f"removed {name}")
 
 
+def _when(t: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M")
+
+
+@app.command("alias")
+def alias(
+    name: str = typer.Argument(None, help="The alias: the stable name clients send as model."),
+    model: str = typer.Argument(None, help="The model id it stands for (set or move)."),
+    list_: bool = typer.Option(False, "--list", help="Every alias and its model."),
+    delete: bool = typer.Option(False, "--delete", help="Delete alias NAME."),
+    history: bool = typer.Option(False, "--history", help="Show NAME's moves: who, when, "
+                                 "from, to, why."),
+    reason: str = typer.Option(None, "--reason", help="Why (kept in the history)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Point alias NAME at MODEL (create or move it), list aliases, delete one, or show its
+    history. Requests naming the alias follow a move at once."""
+    from afinar.errors import InvalidRequest
+    from afinar.models.aliases import Aliases
+
+    aliases = Aliases()
+    modes = [m for m, on in (("--list", list_), ("--delete", delete), ("--history", history))
+             if on]
+    if len(modes) > 1:
+        raise InvalidRequest(f"give one of {', '.join(modes)}", param="alias")
+    if list_:
+        if name or model:
+            raise InvalidRequest("--list takes no NAME or MODEL", param="alias")
+        rows = aliases.list()
+        if as_json:
+            print_json([{"name": a.name, "model": a.model, "created_at": a.created_at,
+                         "updated_at": a.updated_at} for a in rows])
+            return
+        if not rows:
+            console.print("no aliases (set one with `afinar models alias NAME MODEL`)")
+            return
+        t = Table(Column("alias", overflow="fold"), Column("model", overflow="fold"),
+                  Column("moved", no_wrap=True), box=box.SIMPLE_HEAD, pad_edge=False)
+        for a in rows:
+            t.add_row(a.name, a.model, _when(a.updated_at))
+        console.print(t)
+        return
+    if not name:
+        raise InvalidRequest("give NAME (and MODEL to set it), or --list", param="alias")
+    if delete or history:
+        if model:
+            raise InvalidRequest(f"{modes[0]} takes NAME only", param="alias")
+        if delete:
+            gone = aliases.delete(name, reason=reason)
+            console.print(f"deleted alias {name} (it stood for {gone.model})", markup=False)
+            return
+        rows = aliases.history(name)
+        if not rows:
+            aliases.get(name)  # unknown: the one error naming the known aliases
+        if as_json:
+            print_json([r.to_dict() for r in rows])
+            return
+        for r in rows:
+            move = (f"{r.from_model or '-'} -> {r.to_model or '-'}" if r.action != "refuse"
+                    else f"kept {r.from_model}, refused {r.to_model}")
+            console.print(f"{_when(r.created_at)}  {r.action:<7}  {move}  by {r.actor}",
+                          markup=False, soft_wrap=True)
+            if r.reason:
+                console.print(f"    {r.reason}", markup=False)
+        return
+    if not model:
+        a = aliases.get(name)
+        console.print(f"{a.name} -> {a.model}", markup=False)
+        return
+    before = aliases.find(name)
+    a = aliases.set(name, model, reason=reason)
+    if before is None:
+        console.print(f"alias {a.name} -> {a.model}", markup=False)
+    else:
+        console.print(f"moved alias {a.name}: {before.model} -> {a.model}", markup=False)
+
+
 def _print_checks(checks) -> None:
     for c in checks:
         mark = "[yellow]warning[/]" if c.warning else "[green]ok[/]"

@@ -22,7 +22,7 @@ from afinar.errors import Conflict, InvalidRequest, NotFound
 from afinar.models.inspect import inspect_path
 from afinar.settings import Settings, get_settings
 from afinar.store.db import Database, get_database
-from afinar.store.tables import ModelRecord
+from afinar.store.tables import AliasRecord, ModelRecord
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 
@@ -143,9 +143,12 @@ class Catalog:
                 return info
         with self.db.session() as s:
             rec = s.get(ModelRecord, model_id)
-            if rec is None:
+            if rec is None and (alias := s.get(AliasRecord, model_id)) is not None:
+                target = alias.model  # an alias: its target now (``afinar.models.aliases``)
+            elif rec is None:
                 ids = [b.id for b in BUILTINS] + list(s.scalars(
                     select(ModelRecord.id).order_by(ModelRecord.created_at, ModelRecord.id)))
+                ids += list(s.scalars(select(AliasRecord.name).order_by(AliasRecord.name)))
                 close = difflib.get_close_matches(model_id, ids, n=1, cutoff=0.5) or \
                     [i for i in ids if model_id.lower() in i.lower()][:1]
                 hint = f"did you mean {close[0]!r}? " if close else ""
@@ -155,7 +158,20 @@ class Catalog:
                     code="model_not_found",
                     param="model",
                 )
-            return self._from_record(rec)
+            else:
+                return self._from_record(rec)
+        try:
+            return self.get(target)  # never an alias: an alias names a model
+        except NotFound as e:
+            raise NotFound(f"alias {model_id!r} stands for {target!r}, which is no longer "
+                           f"available: {e.message}", code="model_not_found",
+                           param="model") from None
+
+    def resolve(self, model_id: str) -> str:
+        """The catalog id ``model_id`` names: an alias's target now, else itself."""
+        with self.db.session() as s:
+            alias = s.get(AliasRecord, model_id)
+            return alias.model if alias is not None else model_id
 
     def sampling_defaults(self, model_id: str) -> dict[str, float]:
         """The model's own recommended sampling, used for what a request leaves out (vLLM's
@@ -187,6 +203,9 @@ class Catalog:
         with self.db.session() as s:
             if s.get(ModelRecord, model_id) is not None:
                 raise Conflict(f"a model named {model_id!r} already exists", param="name")
+            if s.get(AliasRecord, model_id) is not None:
+                raise Conflict(f"{model_id!r} is an alias (`afinar models alias --list`): a "
+                               "model needs an id of its own", param="name")
 
     def add(self, model_id: str, path: str | Path, kind: str | None = None,
             info: dict[str, Any] | None = None) -> ModelInfo:
@@ -235,7 +254,16 @@ class Catalog:
         with self.db.session() as s:
             rec = s.get(ModelRecord, model_id)
             if rec is None:
+                if s.get(AliasRecord, model_id) is not None:
+                    raise InvalidRequest(f"{model_id!r} is an alias, not a model: delete it with "
+                                         f"`afinar models alias --delete {model_id}`",
+                                         param="model")
                 raise NotFound(f"no model {model_id!r}", code="model_not_found", param="model")
+            names = list(s.scalars(select(AliasRecord.name).where(AliasRecord.model == model_id)
+                                   .order_by(AliasRecord.name)))
+            if names:
+                raise Conflict(f"alias {names[0]!r} stands for {model_id!r}: move or delete "
+                               "the alias first (`afinar models alias`)", param="model")
             s.delete(rec)
 
     @staticmethod

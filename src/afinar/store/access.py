@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 
 from afinar.errors import AfinarError
-from afinar.store.tables import FileRecord, JobRecord, KbDocument, KbRecord, ModelRecord
+from afinar.store.tables import AliasRecord, FileRecord, JobRecord, KbDocument, KbRecord, \
+    ModelRecord
 
 DEFAULT_PROJECT = "default"
 ADMINS = "@admins"  # a principal no key holds: admins only
@@ -160,9 +161,12 @@ def may_see_job(who: Caller, job: JobRecord) -> bool:
 
 def model_project(db, model_id: str) -> str | None:
     """The project of a fine-tuned model (or checkpoint): its job's; ``None`` for a model that
-    no job made (built-in or registered with the CLI: every project's)."""
+    no job made (built-in or registered with the CLI: every project's). An alias is its
+    target's."""
     with db.session() as s:
         rec = s.get(ModelRecord, model_id)
+        if rec is None and (alias := s.get(AliasRecord, model_id)) is not None:
+            rec = s.get(ModelRecord, alias.model)
         job_id = (rec.info or {}).get("job") if rec is not None else None
         if not job_id:
             return None
