@@ -47,12 +47,13 @@ class BatchRequest:
     def __init__(self, prompt: list[int], max_new: int, eos: set[int], *, processors: list,
                  warpers: list, do_sample: bool, seed: int, group: Any = None,
                  activate: Callable[[], None] | None = None,
-                 cancel: threading.Event | None = None):
+                 cancel: threading.Event | None = None, params: Any = None):
         import torch
 
         self.prompt, self.max_new, self.eos = list(prompt), max_new, set(eos)
         self.processors, self.warpers, self.do_sample = processors, warpers, do_sample
         self.seed, self.group, self.activate = seed, group, activate
+        self.params = params  # the request's SamplingParams (a backend's own sampler reads them)
         self.ids = list(prompt)  # prompt + generated: what the processors read
         self.generated = 0
         # the same stream as torch.manual_seed(seed) gives the solo path's global generator
@@ -216,9 +217,8 @@ class Scheduler:
         if req.state is not None:
             try:
                 self.backend.release(req)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001  its text is whole; say what failed
                 req.error = req.error or e
-                self.backend.reset()
         req.state = None
 
     @staticmethod

@@ -137,7 +137,8 @@ class GenerationStream:
                 warpers.append(MinPLogitsWarper(p.min_p))
         return BatchRequest(self.prompt_ids, self.max_new, self._eos, processors=processors,
                             warpers=warpers, do_sample=do_sample, seed=self.seed,
-                            group=self.lm.adapter, activate=self.lm.activate, cancel=self._stop)
+                            group=self.lm.adapter, activate=self.lm.activate, cancel=self._stop,
+                            params=p)
 
     def _run(self) -> None:
         """The solo path (no scheduler: ``max_batch`` 1, a prompt-tuned model): ``generate``

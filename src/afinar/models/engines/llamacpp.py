@@ -26,6 +26,11 @@ Models of different fine-tunes decode concurrently (one context and lock each). 
 llama.cpp's plain CPU buffers (``gguf.no_extra_buffers``): its AMX and repacked q8_0/q4 buffer
 types crash ``llama_decode`` on CPUs with AMX.
 
+Batching: with ``AFINAR_MAX_BATCH`` > 1 (default 8) a model's context holds that many sequences
+(``n_seq_max``, KV cells of their own, the model's context each), and its concurrent requests
+are decoded together, each on its own sequence id, by the scheduler of ``models/batching.py``
+with ``engines/llamacpp_batch.py``'s backend; ``1`` is one ``generate`` at a time.
+
 Tokens: afinar tokenizes with the model's own Hugging Face tokenizer and hands llama.cpp token
 ids, so llama.cpp's tokenizer is never used (an unrecognised BPE pre-tokenizer is therefore
 written as ``default`` rather than refused). Decoding runs here with ``llama_decode``, one token a
@@ -52,7 +57,9 @@ from typing import Any
 
 from afinar.models import adapters as peft_adapters
 from afinar.models.catalog import ModelInfo
+from afinar.models.batching import Scheduler
 from afinar.models.engines.base import ENGINES, Engine
+from afinar.models.engines.llamacpp_batch import LlamaBackend
 from afinar.models.finetuned import check_fingerprint, read_manifest
 from afinar.models.gguf import (
     EngineUnavailable,
@@ -157,6 +164,8 @@ class LlamaCppModel:
     ``GenerationStream`` passes), plus ``config``/``generation_config`` from the HF folder."""
 
     def __init__(self, gguf: Path, folder: Path, settings: Settings, n_ctx: int):
+        import llama_cpp._internals as internals
+
         from transformers import AutoConfig, GenerationConfig
 
         llama_cpp = require_llama_cpp()
@@ -167,10 +176,18 @@ class LlamaCppModel:
             self.generation_config = GenerationConfig.from_model_config(self.config)
         threads = settings.llama_threads
         self.gguf = gguf
+        self.n_ctx_seq, self.max_batch = n_ctx, settings.max_batch  # a sequence's context
         with _LOADING, no_extra_buffers():  # AMX/repacked buffers crash llama_decode (gguf.py)
             self.llama = llama_cpp.Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=threads,
                                          n_threads_batch=threads, logits_all=False,
                                          verbose=False)
+            if self.max_batch > 1:  # Llama takes no n_seq_max: its context is made again
+                params = self.llama.context_params  # with a sequence (KV cells) per request
+                params.n_seq_max, params.kv_unified = self.max_batch, False
+                params.n_ctx = n_ctx * self.max_batch
+                old, self.llama._ctx = self.llama._ctx, internals.LlamaContext(
+                    model=self.llama._model, params=params, verbose=False)
+                old.close()
         self.n_vocab = self.llama.n_vocab()
         self.n_batch = self.llama.n_batch
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
@@ -204,21 +221,27 @@ class LlamaCppModel:
         ptr = llama_cpp.llama_get_logits_ith(self.llama._ctx.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
-    def _sampler(self, temperature: float | None, top_p: float | None, seed: int):
-        """llama.cpp's own sampler chain: temperature, then top-p, then a draw seeded by the
-        caller's torch seed (the same order as transformers' warpers)."""
+    def _sampler(self, temperature: float | None, top_p: float | None, seed: int,
+                 top_k: int | None = None, min_p: float | None = None):
+        """llama.cpp's own sampler chain: temperature, top-k, top-p, min-p, then a draw seeded
+        by the caller's torch seed (the order of transformers' warpers)."""
         llama_cpp = require_llama_cpp()
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         if temperature and temperature != 1.0:
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(temperature))
+        if top_k:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(top_k))
         if top_p is not None and top_p < 1.0:
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(top_p, 1))
+        if min_p:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_min_p(min_p, 1))
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
         return chain
 
     def generate(self, input_ids, max_new_tokens: int, eos_token_id=None, streamer=None,
                  stopping_criteria=None, logits_processor=None, do_sample: bool = False,
-                 temperature: float | None = None, top_p: float | None = None, **_: Any):
+                 temperature: float | None = None, top_p: float | None = None,
+                 top_k: int | None = None, min_p: float | None = None, **_: Any):
         import torch
 
         llama_cpp = require_llama_cpp()
@@ -240,7 +263,8 @@ class LlamaCppModel:
                 warpers.append(TopPLogitsWarper(top_p))
         elif do_sample:  # no processor needs the logits: llama.cpp samples them in place
             chain = self._sampler(temperature, top_p,
-                                  int(torch.randint(0, 2**31 - 1, (1,))))  # the caller's seed
+                                  int(torch.randint(0, 2**31 - 1, (1,))),  # the caller's seed
+                                  top_k=top_k, min_p=min_p)
         # no KV state from another request (another adapter's, too)
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.llama._ctx.ctx), True)
         self._decode(prompt, 0)
@@ -277,6 +301,16 @@ class LlamaCppModel:
             if streamer is not None:
                 streamer.end()
         return buf[:, :n].clone()
+
+
+def with_scheduler(lm: LoadedModel) -> LoadedModel:
+    """``lm`` with the batch scheduler of its context (``llamacpp_batch``), when its context has
+    a sequence per request (``max_batch`` > 1); adapters set at run time on a shared context
+    share it, one adapter per batch."""
+    model = lm.model
+    if model.max_batch > 1:
+        lm.batcher = Scheduler(LlamaBackend(model, model.max_batch), lm.lock, model.max_batch)
+    return lm
 
 
 class LlamaAdapterHost(peft_adapters.AdapterLRU):
@@ -356,11 +390,11 @@ class LlamaMergedHost:
         check_fingerprint(read_manifest(info.path), self.base.tokenizer,
                           self.base.model.generation_config, info.id)
         gguf = merged_gguf(info.path, self.folder, self.settings)
-        model = LlamaCppModel(gguf, self.folder, self.settings,
-                              n_ctx=self.base.model.llama.n_ctx())
-        return LoadedModel(info, model, self.base.tokenizer, "cpu", time.perf_counter() - t0,
-                           "adapter", lock=threading.Lock(),
-                           adapter=peft_adapters.adapter_name(info))
+        model = LlamaCppModel(gguf, self.folder, self.settings, n_ctx=self.base.model.n_ctx_seq)
+        return with_scheduler(LoadedModel(info, model, self.base.tokenizer, "cpu",
+                                          time.perf_counter() - t0, "adapter",
+                                          lock=threading.Lock(),
+                                          adapter=peft_adapters.adapter_name(info)))
 
 
 @ENGINES.register("llama.cpp")
@@ -394,8 +428,8 @@ class LlamaCppEngine(Engine):
         probe.model = type("M", (), {"config": AutoConfig.from_pretrained(str(folder))})
         model = LlamaCppModel(gguf, folder, settings, n_ctx=probe.context_length)
         info = ModelInfo(**{**info.__dict__, "info": {**info.info, "hf_folder": str(folder)}})
-        return LoadedModel(info, model, tok, "cpu", time.perf_counter() - t0, "llama.cpp",
-                           lock=threading.Lock())
+        return with_scheduler(LoadedModel(info, model, tok, "cpu", time.perf_counter() - t0,
+                                          "llama.cpp", lock=threading.Lock()))
 
     def adapter_host(self, base: LoadedModel, max_adapters: int,
                      settings: Settings) -> LlamaMergedHost | LlamaAdapterHost:
