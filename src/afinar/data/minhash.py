@@ -137,3 +137,36 @@ def near_pairs(train: list[str], other: list[str],
             best[o] = (sim, t)
     return [(o - len(train), t, sim) for o, (sim, t) in sorted(best.items())]
 
+
+
+def near_duplicates(texts: list[str], threshold: float) -> list[tuple[int, int, float]]:
+    """(index, earlier index, Jaccard) for each text that is a near duplicate (Jaccard >=
+    ``threshold``) of an earlier text of the same list: its most similar earlier one (ties: the
+    earliest). The one-list form of ``near_pairs``, for deduplicating a set against itself."""
+    if sum(bool(normalize(t)) for t in texts) < 2:
+        return []  # (nothing to compare; _shingles needs a word)
+    sh, bounds = _shingles(texts)
+    live = np.flatnonzero(bounds[1:] > bounds[:-1])
+    if len(live) < 2:
+        return []
+    sig = _signatures(sh, bounds[live], NUM_PERM)
+    bands, rows = _bands(threshold, NUM_PERM)
+    cand: set[tuple[int, int]] = set()
+    for b in range(bands):
+        key = np.zeros(len(live), dtype=np.uint64)
+        for c in range(b * rows, (b + 1) * rows):
+            key = _mix(key ^ sig[:, c].astype(np.uint64))
+        order = np.argsort(key, kind="stable")
+        ks = key[order]
+        starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+        for lo, hi in zip(starts.tolist(), [*starts[1:].tolist(), len(ks)], strict=True):
+            members = np.sort(live[order[lo:hi]]).tolist()
+            cand.update((j, i) for k, j in enumerate(members) for i in members[:k])
+    best: dict[int, tuple[float, int]] = {}
+    for j, i in sorted(cand):
+        x, y = sh[bounds[j]:bounds[j + 1]], sh[bounds[i]:bounds[i + 1]]
+        inter = np.intersect1d(x, y, assume_unique=True).size
+        sim = inter / (len(x) + len(y) - inter)
+        if sim >= threshold and sim > best.get(j, (-1.0, 0))[0]:
+            best[j] = (sim, i)
+    return [(j, i, sim) for j, (sim, i) in sorted(best.items())]
