@@ -14,7 +14,14 @@ from afinar.errors import InvalidRequest
 from afinar.models import Catalog
 from afinar.tuning import METHODS, OBJECTIVES, Jobs, get_method
 from afinar.tuning.serialize import job_object
-from tests.unit.test_tuning import DATA, run_job, tiny_home, upload, when_step  # noqa: F401
+from tests.unit.test_tuning import (  # noqa: F401
+    DATA,
+    OPTIONS,
+    run_job,
+    tiny_home,
+    upload,
+    when_step,
+)
 
 TWO_STEPS = {"n_epochs": 1, "batch_size": 6, "learning_rate_multiplier": 5}
 CUDA = torch.cuda.is_available()
@@ -26,13 +33,14 @@ def manifest_of(model_id: str) -> dict:
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_trains_saves_and_writes_its_traits(tiny_home, tmp_path, name):
-    method = get_method(name)
+    method = get_method(name, OPTIONS.get(name))
     if name == "qlora" and not CUDA:  # its CPU refusal: test_tuning.py
         pytest.skip("qlora needs a CUDA GPU (bitsandbytes)")
     cls = METHODS.get(name)
     assert method.objective in OBJECTIVES and method.data_kind in DATA
     train = upload(tmp_path, DATA[method.data_kind](12), "train.jsonl")
-    job = Jobs().create(model="tiny", training_file=train, method={"type": name},
+    job = Jobs().create(model="tiny", training_file=train,
+                        method={"type": name, name: OPTIONS.get(name, {})},
                         hyperparameters=TWO_STEPS, seed=1)
     assert run_job(job) == "succeeded", Jobs().get(job.id).error
     done = Jobs().get(job.id)

@@ -18,6 +18,9 @@ def job_object(j) -> dict[str, Any]:
     for k in (objective.hyperparameters if objective else ()):
         hyper[k] = resolved.get(k, hp.get(k, "auto"))
     kind = objective.openai_type if objective else "supervised"
+    options = (j.method or {}).get(mtype) or {}
+    # the objective's OpenAI sub-object (RFT: the grader, response_format, its hyperparameters)
+    sub = objective.openai_method(options, hyper) if objective else {"hyperparameters": hyper}
     return {
         "object": "fine_tuning.job", "id": j.id, "model": j.model, "created_at": j.created_at,
         "finished_at": j.finished_at, "fine_tuned_model": j.fine_tuned_model,
@@ -26,9 +29,8 @@ def job_object(j) -> dict[str, Any]:
         "training_file": j.training_file, "hyperparameters": hyper,
         "trained_tokens": j.trained_tokens, "error": j.error, "seed": j.seed,
         "estimated_finish": j.estimated_finish, "integrations": [], "metadata": j.metadata_,
-        "method": {"type": kind, kind: {"hyperparameters": hyper},
-                   "afinar": {"method": mtype, "options": (j.method or {}).get(mtype) or {},
-                              "resolved": resolved}},
+        "method": {"type": kind, kind: sub,
+                   "afinar": {"method": mtype, "options": options, "resolved": resolved}},
     }
 
 

@@ -6,6 +6,7 @@ from afinar.tuning.methods import (  # noqa: F401  (imports register the methods
     dora,
     dpo,
     full,
+    grpo,
     lora,
     prompt_tuning,
     qlora,

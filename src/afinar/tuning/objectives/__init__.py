@@ -1,7 +1,11 @@
 """Training objectives, one module each, registered by name in ``OBJECTIVES`` (plugins: entry
 points ``afinar.objectives``); a tuning method names the one it trains with."""
 
-from afinar.tuning.objectives import dpo, sft  # noqa: F401  (imports register the objectives)
+from afinar.tuning.objectives import (  # noqa: F401  (imports register the objectives)
+    dpo,
+    grpo,
+    sft,
+)
 from afinar.tuning.objectives.base import (
     OBJECTIVES,
     Batch,
