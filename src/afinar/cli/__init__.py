@@ -18,6 +18,7 @@ from afinar.cli import (
     kb_cmd,
     models_cmd,
     plugins_cmd,
+    promote_cmd,
     schedule_cmd,
     serve_cmd,
     tune_cmd,
@@ -49,6 +50,7 @@ app.command("worker")(worker_cmd.worker)
 app.command("chat")(chat_cmd.chat)
 app.command("demo")(demo_cmd.demo)
 app.command("plugins")(plugins_cmd.plugins)
+app.command("promote")(promote_cmd.promote)
 
 
 def _version(value: bool) -> None:
