@@ -27,6 +27,8 @@ SCHEMA = {"type": "object", "properties": {"topic": {"enum": ["power", "reset"]}
           "required": ["topic"]}
 LABELS = {"labels": ["power", "reset", "setup"], "field": "topic"}
 
+GRADER = {"type": "string_check", "name": "has_reference", "operation": "like",  # OpenAI's shape
+          "input": "{{ sample.output_text }}", "reference": "{{ item.reference }}"}
 # (metric spec, answer, reference, metadata, sources, expected value or None, expected note)
 CASES = [
     ("exact_match", " Paris ", "Paris", {}, None, 1.0, None),
@@ -74,6 +76,12 @@ CASES = [
     ("citation_support", "The X300 needs a 12 V adapter. Bananas are yellow fruit.", "x", {}, SRC,
      0.5, "unsupported sentence"),
     ("citation_support", "anything", "x", {}, None, None, None),
+    ({"name": "grader", "grader": GRADER}, "It needs 12 V", "12 V", {}, None, 1.0, None),
+    ({"name": "grader", "grader": GRADER}, "It needs 9 V", "12 V", {}, None, 0.0, None),
+    ({"name": "grader", "grader": {**GRADER, "reference": "{{ item.volts }}"}}, "It needs 9 V",
+     "x", {"volts": "9 V"}, None, 1.0, None),  # the case's metadata is the item too
+    ({"name": "grader", "grader": {**GRADER, "reference": "{{ item.nope }}"}}, "9 V", "x", {},
+     None, 0.0, "invalid_variable: item.nope: no such variable"),
 ]
 
 
@@ -90,7 +98,8 @@ def test_metric(spec, answer, ref, meta, sources, value, note):
 # Metrics that grade with a model: scored on the tiny model below, not from CASES.
 MODEL_GRADERS = {"judge": {"model": "tiny-long"}}  # its prompt needs the longer window
 # The options a metric cannot be built without.
-NEEDS = {"label_accuracy": LABELS, "json_schema_valid": {"schema": SCHEMA}}
+NEEDS = {"label_accuracy": LABELS, "json_schema_valid": {"schema": SCHEMA},
+         "grader": {"grader": GRADER}}
 
 
 @pytest.mark.parametrize("name", METRICS.names())

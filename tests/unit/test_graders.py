@@ -367,3 +367,162 @@ def test_python_grader_whose_code_fails_to_run(python_grader):
     rs = g.grade_many(["a", "b"], [{}, {}])
     for r in rs:
         _runtime(r, "ModuleNotFoundError")
+
+
+# --- score_model / label_model (the tiny random model: any verdict, but a valid one) --------
+
+JUDGE_INPUT = [{"role": "developer", "content": "You check answers."},
+               {"role": "user", "content": [{"type": "input_text", "text": "Q: {{ item.q }}"},
+                                            {"type": "output_text",
+                                             "text": "A: {{ sample.output_text }}"}]}]
+MODEL_SPECS = {
+    "score_model": {"type": "score_model", "name": "s", "model": "tiny-long",
+                    "input": JUDGE_INPUT, "range": [0, 10],
+                    "sampling_params": {"max_completions_tokens": 300, "seed": 1}},
+    "label_model": {"type": "label_model", "name": "l", "model": "tiny-long",
+                    "input": JUDGE_INPUT, "labels": ["good", "bad", "unsure"],
+                    "passing_labels": ["good"]},
+}
+
+
+def _valid_verdict(r, kind, model="tiny-long"):
+    if r.errors["model_grader_parse_error"]:
+        assert r.score == 0.0
+        return
+    assert r.error is None, r.metadata
+    if kind == "score_model":
+        assert 0.0 <= r.score <= 10.0
+    else:
+        assert r.metadata["label"] in ("good", "bad", "unsure")
+        assert r.score == float(r.metadata["label"] == "good")
+    usage = r.metadata["token_usage"]
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert r.metadata["sampled_model_name"] == model
+
+
+@pytest.mark.parametrize("kind", sorted(MODEL_SPECS))
+def test_model_graders_give_a_valid_verdict_deterministically(kind, tiny_long):
+    g = load_grader(MODEL_SPECS[kind])
+    first = g.grade(sample_from_text("blue"), {"q": "What colour is the sky?"})
+    _valid_verdict(first, kind)
+    again = g.grade_many([sample_from_text("blue")], [{"q": "What colour is the sky?"}])[0]
+    assert (again.score, again.errors, again.metadata.get("label")) == \
+        (first.score, first.errors, first.metadata.get("label"))
+    missing = g.grade(sample_from_text("blue"), {})  # no model work for a missing variable
+    assert missing.errors["invalid_variable_error"] and missing.metadata["token_usage"] is None
+
+
+def test_model_graders_use_the_loader_they_are_given(tiny_long):
+    asked = []
+    g = load_grader({**MODEL_SPECS["label_model"], "model": "someone-elses"},
+                    model_loader=lambda m: asked.append(m) or tiny_long)
+    _valid_verdict(g.grade("blue", {"q": "sky?"}), "label_model", "someone-elses")
+    assert asked == ["someone-elses"]
+
+
+def test_model_graders_cut_by_the_token_budget_flag_a_parse_error(tiny_long):
+    g = load_grader({**MODEL_SPECS["score_model"], "sampling_params": {
+        "max_completions_tokens": 3}})
+    r = g.grade("blue", {"q": "sky?"})
+    assert r.score == 0.0 and r.errors["model_grader_parse_error"]
+    assert "max_tokens" in r.metadata["error_details"]["model_grader_parse"]
+
+
+def test_model_grader_whose_prompt_overflows_the_model_flags_a_server_error(tiny_long):
+    g = load_grader(MODEL_SPECS["label_model"])
+    r = g.grade("blue " * 3000, {"q": "sky?"})
+    assert r.score == 0.0 and r.errors["model_grader_server_error"]
+
+
+@pytest.mark.parametrize("change,param,words", [
+    ({"model": "no-such-model"}, "grader.model", "no-such-model"),
+    ({"labels": ["a", "b"], "passing_labels": ["c"]}, "grader", "among the labels"),
+    ({"input": [{"role": "user", "content": {"type": "input_image", "image_url": "x"}}]},
+     "grader.input.0.content", "read text only"),
+    ({"input": [{"role": "robot", "content": "x"}]}, "grader.input.0.role", "'user'"),
+    ({"input": []}, "grader.input", "at least 1"),
+    ({"input": [{"role": "user", "content": "{{ items.q }}"}]}, "grader.input.0.content",
+     "must start with item."),
+])
+def test_bad_model_grader_specs(change, param, words, home):
+    with pytest.raises(InvalidRequest) as e:
+        load_grader({**MODEL_SPECS["label_model"], **change})
+    assert e.value.param == param and words in e.value.message, e.value.message
+
+
+def test_score_model_range_is_checked(home):
+    with pytest.raises(InvalidRequest, match=r"^grader\.range: .*low < high"):
+        load_grader({**MODEL_SPECS["score_model"], "range": [1, 0]})
+
+
+def test_judge_models_default_to_the_settings_model(home):
+    from afinar.settings import get_settings
+
+    spec = {k: v for k, v in MODEL_SPECS["label_model"].items() if k != "model"}
+    assert load_grader(spec).model_id == get_settings().default_model
+
+
+# --- cosine ---------------------------------------------------------------------------------
+
+def test_cosine_on_embeddings(home):
+    g = load_grader(ts("cosine"))
+    same = g.grade("The cat sat on the mat.", {"ref": "The cat sat on the mat."})
+    near = g.grade("A cat is sitting on a rug.", {"ref": "The cat sat on the mat."})
+    far = g.grade("Quarterly tax filings are due in April.", {"ref": "The cat sat on the mat."})
+    assert same.score == pytest.approx(1.0, abs=1e-4)
+    assert far.score < near.score < same.score
+    assert g.range == (-1.0, 1.0)
+
+
+# --- the evaluation metric ------------------------------------------------------------------
+
+def test_an_eval_metric_may_be_a_grader_inline_or_from_a_file(tmp_path, tiny_long):
+    import yaml
+
+    from afinar.evals.config import load_config
+    from afinar.evals.runner import run
+
+    test = tmp_path / "test.jsonl"
+    rows = [("What colour is the sky?", "blue", {"colour": "blue"}),
+            ("What colour is grass?", "green", {"colour": "green"})]
+    test.write_text("".join(json.dumps({"messages": [
+        {"role": "user", "content": q}, {"role": "assistant", "content": a}],
+        "metadata": m}) + "\n" for q, a, m in rows))
+    (tmp_path / "graders").mkdir()
+    (tmp_path / "graders" / "long.yaml").write_text(yaml.safe_dump({
+        "type": "python", "name": "long_enough",
+        "source": "def grade(sample, item):\n    return float(len(sample['output_text']) > 0)\n"}))
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump({
+        "test_file": "test.jsonl", "model": "tiny-long", "forgetting": False,
+        "generation": {"max_tokens": 4, "temperature": 0}, "bootstrap_samples": 100,
+        "metrics": [{"grader": "graders/long.yaml"},
+                    {"grader": sc(input="{{ item.colour }}", reference="{{ item.reference }}",
+                                  name="meta_is_item")},
+                    "exact_match"],
+        "main_metric": "long_enough"}))
+    cfg = load_config(tmp_path / "eval.yaml")
+    assert cfg.metric_names() == ["long_enough", "meta_is_item", "exact_match"]
+    s = run(cfg).summary()
+    row = s["strategies"][0]["metrics"]
+    assert row["meta_is_item"] == {"mean": 1.0, "lo": 1.0, "hi": 1.0, "n": 2, "notes": {}}
+    assert row["long_enough"]["n"] == 2 and row["long_enough"]["lo"] is not None
+    assert row["long_enough"]["lo"] <= row["long_enough"]["mean"] <= row["long_enough"]["hi"]
+
+
+def test_eval_grader_metrics_are_checked_with_the_configuration(tmp_path):
+    from afinar.evals.config import load_config, parse_config
+
+    base = {"test_file": "t.jsonl"}
+    with pytest.raises(InvalidRequest, match=r"^metrics\.0\.grader\.operation: "):
+        parse_config({**base, "metrics": [{"grader": sc(operation="neq")}]})
+    (tmp_path / "g.json").write_text(json.dumps({**sc(), "operation": "neq"}))
+    with pytest.raises(InvalidRequest, match=rf"^{tmp_path / 'g.json'}: operation: "):
+        parse_config({**base, "metrics": [{"grader": "g.json"}]}, tmp_path)
+    with pytest.raises(InvalidRequest, match="grader file not found"):
+        parse_config({**base, "metrics": [{"grader": "none.yaml"}]}, tmp_path)
+    with pytest.raises(InvalidRequest, match="two metrics named 'exact'"):
+        parse_config({**base, "metrics": [{"grader": sc()}, {"grader": sc()}]})
+    (tmp_path / "e.yaml").write_text("test_file: t.jsonl\nmetrics: [{grader: 3}]\n")
+    with pytest.raises(InvalidRequest, match=r"metrics\.0\.grader: a grader object"):
+        load_config(tmp_path / "e.yaml")

@@ -28,12 +28,15 @@ from pydantic_core import PydanticCustomError
 
 from afinar.errors import InvalidRequest
 from afinar.evals.metrics import METRICS
+from afinar.evals.metrics import grader as grader_metric
 from afinar.evals.strategies import STRATEGIES, StrategySpec
 
 
 def _known_metric(spec: str | dict[str, Any]) -> str | dict[str, Any]:
     """A metric name, or ``{name: ..., **options}``, whose name is registered (its options are
-    checked when the metric is built)."""
+    checked when the metric is built); ``{grader: ...}`` is the ``grader`` metric."""
+    if isinstance(spec, dict) and "grader" in spec and "name" not in spec:
+        spec = {"name": "grader", **spec}
     name = spec if isinstance(spec, str) else spec.get("name")
     if name is None:
         raise PydanticCustomError("metric_name", "a metric with options needs its name "
@@ -84,7 +87,7 @@ class EvalConfig(BaseModel):
         return [{"type": x} if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
 
     def metric_names(self) -> list[str]:
-        return [m if isinstance(m, str) else str(m.get("name")) for m in self.metrics]
+        return [grader_metric.column(m) for m in self.metrics]
 
     @property
     def main(self) -> str:
@@ -112,12 +115,19 @@ class EvalConfig(BaseModel):
 
         strategies = [s.model_copy(update={"train_file": fix(s.train_file)})
                       for s in self.strategies]
+        metrics = [grader_metric.inline(m, base, f"metrics.{i}")  # a grader file read now
+                   if isinstance(m, dict) and m.get("name") == "grader" else m
+                   for i, m in enumerate(self.metrics)]
         out = self.model_copy(update={"test_file": fix(self.test_file),
                                       "train_file": fix(self.train_file),
-                                      "strategies": strategies})
-        if self.main not in self.metric_names():
-            raise InvalidRequest(f"main_metric {self.main!r} is not among the metrics "
-                                 f"({', '.join(self.metric_names())})", param="main_metric")
+                                      "strategies": strategies, "metrics": metrics})
+        names = out.metric_names()
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise InvalidRequest(f"two metrics named {twice[0]!r} (a grader's name is its "
+                                 "metric's)", param="metrics")
+        if out.main not in names:
+            raise InvalidRequest(f"main_metric {out.main!r} is not among the metrics "
+                                 f"({', '.join(names)})", param="main_metric")
         f = out.forgetting_spec()
         if f is not None:
             out.forgetting = f.model_copy(update={"text_file": fix(f.text_file),

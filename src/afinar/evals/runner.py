@@ -25,7 +25,7 @@ from afinar.errors import InvalidRequest, NotFound
 from afinar.evals import advisor, forgetting, strategies, table, timing
 from afinar.evals.cases import read_cases
 from afinar.evals.config import EvalConfig
-from afinar.evals.metrics import Judge, Prediction, build as build_metric
+from afinar.evals.metrics import GraderMetric, Judge, Prediction, build as build_metric
 from afinar.ids import new_id
 from afinar.models import ModelCache
 from afinar.processes import pid_alive
@@ -183,7 +183,7 @@ def _execute(ev: EvalRun, config: EvalConfig, settings: Settings, cache: ModelCa
     metrics = {name: build_metric(spec) for name, spec in
                zip(config.metric_names(), config.metrics)}
     for m in metrics.values():
-        if isinstance(m, Judge):
+        if isinstance(m, (Judge, GraderMetric)):  # they grade with a model: the run's cache
             m.loader = load
     cases = read_cases(config.test_file, config.limit)
 

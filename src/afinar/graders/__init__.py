@@ -13,12 +13,21 @@ One file per type, each registering itself in ``GRADERS`` (``Registry("grader",
     string_check.py     eq / ne / like / ilike
     text_similarity.py  fuzzy_match, bleu, gleu, meteor, rouge_1..5, rouge_l, cosine
     python.py           the user's grade(sample, item) in a separate, limited process
+    score_model.py      a chosen local model's score in a range (judging.py: the one judge path)
+    label_model.py      a chosen local model's label among labels, passing or not
     multi.py            graders combined by a formula (parsed with ast, never eval)
 
 Templates (``{{ item.x }}``, ``{{ sample.output_json.a[0].b }}``) are in ``templates.py``.
 """
 
-from afinar.graders import multi, python, string_check, text_similarity  # noqa: F401  (registering)
+from afinar.graders import (  # noqa: F401  (importing each type registers it)
+    label_model,
+    multi,
+    python,
+    score_model,
+    string_check,
+    text_similarity,
+)
 from afinar.graders.base import (
     ERROR_KINDS,
     GRADERS,

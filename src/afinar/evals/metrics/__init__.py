@@ -11,7 +11,8 @@ One file per family, each registering its metrics in ``METRICS`` where they are 
     text.py        exact_match, normalized_exact_match, token_f1, rouge_l, contains_all
     structured.py  label_accuracy, json_valid, json_schema_valid, json_match
     retrieval.py   retrieval_recall, citation_support
-    judge.py       judge (a model grader)
+    judge.py       judge (a model grader: the graders' label_model)
+    grader.py      grader (any grader of afinar.graders, OpenAI's shapes)
 
 Third-party metrics register through the ``afinar.metrics`` entry point group (see
 ``afinar.registry``).
@@ -28,7 +29,8 @@ from afinar.evals.metrics.base import (
     parse_json,
 )
 # importing each family registers its metrics
-from afinar.evals.metrics.judge import JUDGE_PROMPT, JUDGE_SCHEMA, Judge
+from afinar.evals.metrics.grader import GraderMetric
+from afinar.evals.metrics.judge import JUDGE_LABELS, JUDGE_PROMPT, Judge
 from afinar.evals.metrics.retrieval import CitationSupport, RetrievalRecall
 from afinar.evals.metrics.structured import JsonMatch, JsonSchemaValid, JsonValid, LabelAccuracy
 from afinar.evals.metrics.text import (
@@ -40,8 +42,8 @@ from afinar.evals.metrics.text import (
 )
 
 __all__ = [
-    "JUDGE_PROMPT", "JUDGE_SCHEMA", "METRICS", "CitationSupport", "ContainsAll", "ExactMatch",
-    "Judge", "JsonMatch", "JsonSchemaValid", "JsonValid", "LabelAccuracy", "Metric",
-    "NormalizedExactMatch", "Prediction", "RetrievalRecall", "RougeL", "Score", "TokenF1",
-    "bootstrap_ci", "build", "normalize", "parse_json",
+    "JUDGE_LABELS", "JUDGE_PROMPT", "METRICS", "CitationSupport", "ContainsAll", "ExactMatch",
+    "GraderMetric", "Judge", "JsonMatch", "JsonSchemaValid", "JsonValid", "LabelAccuracy",
+    "Metric", "NormalizedExactMatch", "Prediction", "RetrievalRecall", "RougeL", "Score",
+    "TokenF1", "bootstrap_ci", "build", "normalize", "parse_json",
 ]
