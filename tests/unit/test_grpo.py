@@ -230,3 +230,35 @@ def test_bad_grpo_data_and_grader_are_refused_before_a_job_exists(tiny_home, tmp
         Jobs().create(model="tiny", training_file=upload(tmp_path, prompt_rows(10), "t3.jsonl"),
                       validation_file=val, method={"type": "grpo", "grpo": {"grader": GRADER}})
     assert "line 4" in e.value.message and "messages[1].role" in e.value.message
+
+
+def test_cli_grpo_needs_a_grader_and_checks_it_before_any_work(tiny_home, tmp_path, capsys,
+                                                               monkeypatch):
+    from afinar.store.files import Files
+    from tests.helpers import run_cli
+
+    train = tmp_path / "t.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in prompt_rows(10)))
+    code, _, err = run_cli(capsys, "tune", "create", "-m", "tiny", "--train", str(train),
+                           "--method", "grpo", "--detach")
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error:") and "needs a grader" in last, err
+    bad = tmp_path / "g.yaml"
+    bad.write_text("type: string_check\nname: g\ninput: '{{ sample.output_text }}'\n"
+                   "reference: x\noperation: equals\n")
+    code, _, err = run_cli(capsys, "tune", "create", "-m", "tiny", "--train", str(train),
+                           "--method", "grpo", "--grader", str(bad), "--detach")
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error:") and "g.yaml" in last, err
+    assert "Traceback" not in err and not Files().list()  # nothing uploaded
+    good = tmp_path / "good.yaml"
+    good.write_text(bad.read_text().replace("equals", "ilike"))
+    monkeypatch.setattr("afinar.tuning.spawn_worker", lambda *a, **k: None, raising=False)
+    code, out, err = run_cli(capsys, "tune", "create", "-m", "tiny", "--train", str(train),
+                             "--method", "grpo", "--grader", str(good), "--detach",
+                             "-o", "num_generations=2")
+    assert code == 0, err
+    (job,) = Jobs().list()
+    assert job.method == {"type": "grpo", "grpo": {"num_generations": 2, "grader": {
+        "type": "string_check", "name": "g", "input": "{{ sample.output_text }}",
+        "reference": "x", "operation": "ilike"}}}

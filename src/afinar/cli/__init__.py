@@ -15,6 +15,7 @@ from afinar.cli import (
     demo_cmd,
     eval_cmd,
     feedback_cmd,
+    graders_cmd,
     kb_cmd,
     models_cmd,
     plugins_cmd,
@@ -39,6 +40,7 @@ app.add_typer(tune_cmd.app, name="tune")
 app.add_typer(kb_cmd.app, name="kb")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(feedback_cmd.app, name="feedback")
+app.add_typer(graders_cmd.app, name="graders")
 app.add_typer(schedule_cmd.app, name="schedule")
 app.add_typer(ask_cmd.memory_app, name="memory")
 app.command("ask")(ask_cmd.ask)

@@ -62,6 +62,9 @@ def create(
     patience: int = typer.Option(None, "--patience", help="Early stopping patience (epochs)."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Also every N steps."),
     beta: str = typer.Option(None, "--beta", help="DPO beta or auto."),
+    grader: Path = typer.Option(None, "--grader", help="Grader spec (YAML/JSON, OpenAI's "
+                                "grader object): the reward of --method grpo.",
+                                callback=existing_file),
     option: list[str] = typer.Option(None, "--option", "-o", help="Method option KEY=VALUE "
                                      "(e.g. r=8, target_modules='[\"q_proj\"]')."),
     suffix: str = typer.Option(None, "--suffix"),
@@ -93,6 +96,7 @@ def create(
              "max_seq_len": max_seq_len, "eval_every": eval_every, "patience": patience,
              "checkpoint_every": checkpoint_every, "beta": beta, "suffix": suffix, "seed": seed,
              "dedupe": dedupe or None, "queue": queue, "processes": processes}
+    flags["grader"] = str(grader) if grader else None
     opts = {**cfg, **{k: v for k, v in flags.items() if v is not None}}
     options = dict(cfg.get("options") or {})
     options.update(dict(_parse_option(o) for o in option or []))
@@ -115,6 +119,15 @@ def create(
                         ("checkpoint_every", "checkpoint_every_steps")):
         if opts.get(k_cli) is not None:
             hp[k_hp] = int(opts[k_cli])
+    if opts.get("grader"):  # checked (errors name its file and field), stored with the job
+        from afinar.graders import load_grader
+        from afinar.graders.base import read_spec_file
+
+        load_grader(Path(opts["grader"]))
+        options["grader"] = read_spec_file(Path(opts["grader"]))
+    from afinar.tuning.methods import get_method
+
+    get_method(mtype, options)  # its options (grpo: a grader) before any work
     if opts.get("dedupe"):
         opts["train"] = _dedupe(Path(opts["train"]))
     _precheck(Path(opts["train"]), model_id, mtype, hp.get("max_seq_len"),
@@ -164,16 +177,16 @@ def _precheck(train: Path, model_id: str, method: str, max_seq_len: int | None,
     from afinar.data.validate import validate_file
     from afinar.models import Catalog, load_tokenizer
     from afinar.tuning.jobs import check_data
-    from afinar.tuning.methods import get_method
-    from afinar.tuning.samples import DatasetRejected
+    from afinar.tuning.samples import DatasetRejected, expected_format
 
-    check_data(method, get_method(method).data_kind, (train, train.name),
-               (val, val.name) if val else None)
+    kind = METHODS.get(method).data_kind
+    check_data(method, kind, (train, train.name), (val, val.name) if val else None)
     info = Catalog().get(model_id)
     with status(f"validating {train.name} for {model_id}"):
         tok = load_tokenizer(info)
         r = validate_file(train, tok, max_seq_len=max_seq_len or min(info.context_length or 2048,
-                                                                      2048))
+                                                                      2048),
+                          expected_format=expected_format(kind))
     for line in r.warning_lines():
         err_console.print(f"  warning: {line}")
     if not r.ok:
