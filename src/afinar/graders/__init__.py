@@ -35,8 +35,9 @@ from afinar.graders.base import (
     Grader,
     GraderError,
     load_grader,
+    run_object,
     sample_from_text,
 )
 
 __all__ = ["ERROR_KINDS", "GRADERS", "GradeResult", "Grader", "GraderError", "load_grader",
-           "sample_from_text"]
+           "run_object", "sample_from_text"]

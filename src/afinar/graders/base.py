@@ -174,6 +174,26 @@ def flagged(kind: str, details: str) -> GradeResult:
 GRADERS: Registry[type[Grader]] = Registry("grader", "afinar.graders", param="type")
 
 
+def run_object(result: GradeResult) -> dict[str, Any]:
+    """OpenAI's ``/fine_tuning/alpha/graders/run`` response for one result: ``reward``,
+    ``sub_rewards``, ``model_grader_token_usage_per_model`` and ``metadata`` (name, type,
+    execution_time, scores, sampled_model_name, token_usage, errors: every ``<kind>_error`` flag
+    and, for a set one, ``<kind>_error_details``)."""
+    m = result.metadata
+    errors: dict[str, Any] = dict(result.errors)
+    for kind, details in (m.get("error_details") or {}).items():
+        kind = kind.rsplit(".", 1)[-1]  # multi: "<variable>.<kind>"
+        if kind in ERROR_KINDS:
+            errors.setdefault(f"{kind}_error_details", details)
+    return {"reward": result.score, "sub_rewards": dict(result.sub_rewards),
+            "model_grader_token_usage_per_model": dict(m.get("token_usage_per_model") or {}),
+            "metadata": {"name": m.get("name"), "type": m.get("type"),
+                         "execution_time": m.get("execution_time", 0.0),
+                         "scores": dict(m.get("scores") or {}),
+                         "sampled_model_name": m.get("sampled_model_name"),
+                         "token_usage": m.get("token_usage"), "errors": errors}}
+
+
 def as_sample(sample: dict[str, Any] | str) -> dict[str, Any]:
     if isinstance(sample, str):
         return sample_from_text(sample)
@@ -263,5 +283,6 @@ def load_grader(spec: dict[str, Any] | str | Path, *, model_loader: ModelLoader 
 
 
 __all__ = ["ERROR_KINDS", "GRADERS", "Context", "GradeResult", "Grader", "GraderError", "Spec",
-           "as_sample", "build", "flagged", "load_grader", "no_errors", "sample_from_text",
+           "as_sample", "build", "flagged", "load_grader", "no_errors", "run_object",
+           "sample_from_text",
            "spec_error"]

@@ -156,7 +156,8 @@ class ModelJudge(Grader):
         usage = {"prompt_tokens": result.prompt_tokens,
                  "completion_tokens": result.completion_tokens,
                  "total_tokens": result.total_tokens, "cached_tokens": 0}
-        return value, {"sampled_model_name": self.model_id, "token_usage": usage}
+        return value, {"sampled_model_name": self.model_id, "token_usage": usage,
+                       "token_usage_per_model": {self.model_id: usage}}
 
 
 def reason(value: dict[str, Any]) -> str | None:

@@ -156,9 +156,13 @@ class Multi(Grader):
         sub_rewards = {k: r.score for k, r in subs.items()}
         meta: dict[str, Any] = {"token_usage": _usage([r.metadata.get("token_usage")
                                                        for r in subs.values()])}
-        models = {r.metadata.get("sampled_model_name") for r in subs.values()} - {None}
-        if models:
-            meta["sampled_model_name"] = ", ".join(sorted(models))
+        per_model: dict[str, list] = {}
+        for r in subs.values():
+            for model, u in (r.metadata.get("token_usage_per_model") or {}).items():
+                per_model.setdefault(model, []).append(u)
+        if per_model:
+            meta["sampled_model_name"] = ", ".join(sorted(per_model))
+            meta["token_usage_per_model"] = {m: _usage(us) for m, us in per_model.items()}
         try:
             value = evaluate(self.formula, sub_rewards)
         except (ArithmeticError, ValueError, TypeError) as e:
