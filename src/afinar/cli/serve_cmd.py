@@ -196,6 +196,24 @@ def list_keys(as_json: bool = typer.Option(False, "--json")) -> None:
     console.print(t)
 
 
+@keys_app.command("update")
+def update(
+    key_id: str,
+    groups: str = typer.Option(None, "--groups", help="The key's groups, all of them "
+                               "(comma-separated; '' for none)."),
+    admin: bool = typer.Option(None, "--admin/--no-admin", help="Make it an admin or not."),
+) -> None:
+    """Change a key's groups or admin flag; requests with it follow at once."""
+    from afinar.store.keys import ApiKeys
+
+    if groups is None and admin is None:
+        raise InvalidRequest("nothing to change: give --groups and/or --admin/--no-admin",
+                             param="groups")
+    rec = ApiKeys().update(key_id, groups, admin)
+    typer.echo(f"updated {rec.id} ({rec.name}) groups: {','.join(rec.groups or []) or '-'}"
+               f"{' admin' if rec.admin else ''}")
+
+
 @keys_app.command("revoke")
 def revoke(key_id: str) -> None:
     """Delete a key: requests with it get 401 from then on."""

@@ -2,6 +2,7 @@
 ``afinar keys create|list|revoke`` does the same locally).
 
 ``POST /v1/keys`` returns the new secret once, in ``key``; listings show its ``prefix`` only.
+``POST /v1/keys/{id}`` changes a key's ``groups`` or ``admin`` flag (owner keys only by owners).
 ``GET /v1/keys/me`` tells any key its own name, project, groups and admin and owner flags. An
 admin manages the keys of its own project; only an owner key names another ``project`` or makes
 owner keys (another project's key: 404).
@@ -29,6 +30,13 @@ class CreateKey(BaseModel):
     admin: bool = False
     project: str | None = None
     owner: bool = False
+
+
+class UpdateKey(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    groups: list[str] | str | None = Field(None, description="the key's new groups (all of them)")
+    admin: bool | None = None
 
 
 def key_object(rec: ApiKey) -> dict[str, Any]:
@@ -67,6 +75,20 @@ def whoami(who: Caller = Auth) -> dict[str, Any]:
     return {"id": who.key_id, "object": "api_key", "name": who.name,
             "groups": sorted(who.groups), "admin": who.admin, "owner": who.owner,
             "project": who.project}
+
+
+@router.post("/keys/{key_id}")
+def update_key(key_id: str, body: UpdateKey, request: Request,
+               who: Caller = Auth) -> dict[str, Any]:
+    who.require_admin("change API keys")
+    keys = _keys(request)
+    rec = keys.get(key_id)
+    if not who.in_project(rec.project_id):
+        raise NotFound(f"no API key {key_id!r}", param="key_id")
+    if rec.owner and not who.owner:
+        raise Forbidden(f"only an owner key may change an owner key ({rec.name})")
+    request.state.audit_object = key_id
+    return key_object(keys.update(key_id, body.groups, body.admin))
 
 
 @router.delete("/keys/{key_id}")

@@ -125,6 +125,23 @@ class ApiKeys:
         with self.db.session() as s:
             return s.scalar(select(ApiKey.id).limit(1)) is not None
 
+    def update(self, key_id: str, groups: str | Iterable[str] | None = None,
+               admin: bool | None = None) -> ApiKey:
+        """Change a key's groups and/or admin flag (``None``: keep). Requests read the key's
+        record each time, so the change holds from the next request on (studio sessions too).
+        An owner key stays an admin."""
+        with self.db.session() as s:
+            rec = s.get(ApiKey, key_id)
+            if rec is None:
+                raise NotFound(f"no API key {key_id!r}", param="key_id")
+            if groups is not None:
+                rec.groups = parse_groups(groups)
+            if admin is not None:
+                rec.admin = bool(admin or rec.owner)
+            s.flush()
+            s.expunge(rec)
+        return rec
+
     def revoke(self, key_id: str) -> None:
         with self.db.session() as s:
             rec = s.get(ApiKey, key_id)

@@ -177,6 +177,20 @@ async def keys_create(request: Request) -> HTMLResponse:
                 status_code=200 if error is None else 400)
 
 
+@router.post("/keys/{key_id}/update", response_class=HTMLResponse)
+async def keys_update(key_id: str, request: Request) -> Any:
+    """A key's groups and admin flag, changed in its row (the API's ``POST /v1/keys/{id}``)."""
+    form = await request.form()
+    s, who = form_check(request, form)
+    try:
+        body = routes_keys.UpdateKey(groups=str(form.get("groups") or ""),
+                                     admin=form.get("admin") == "on")
+        await run_in_threadpool(routes_keys.update_key, key_id, body, request, who)
+    except AfinarError as e:
+        return error_page(request, who, s, "Keys", e)
+    return RedirectResponse("/keys", status_code=303)
+
+
 @router.post("/keys/{key_id}/revoke", response_class=HTMLResponse)
 async def keys_revoke(key_id: str, request: Request) -> Any:
     form = await request.form()
