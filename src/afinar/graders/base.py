@@ -83,7 +83,7 @@ class Context:
     where: str | None = None  # the file, when loaded from one
     model_loader: ModelLoader | None = None
     settings: Any = None
-    check_models: bool = True  # look judge models up in the catalog at load time
+    check_models: bool = True  # look judge models up in the catalog when loading
 
 
 def spec_error(ctx: Context, path: str, message: str) -> InvalidRequest:
@@ -114,6 +114,10 @@ class Grader:
     def range(self) -> tuple[float, float] | None:
         """Where the score lies (None: not known beforehand, as a ``multi`` formula's)."""
         return (0.0, 1.0)
+
+    def models(self) -> list[str]:
+        """The model ids this grader asks (judges; a ``multi``'s sub-graders')."""
+        return []
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as OpenAI echoes it (``/graders/validate``)."""
@@ -268,17 +272,21 @@ def build(raw: Any, path: str, ctx: Context) -> Grader:
 
 
 def load_grader(spec: dict[str, Any] | str | Path, *, model_loader: ModelLoader | None = None,
-                settings: Any = None) -> Grader:
+                settings: Any = None, check_models: bool | None = None) -> Grader:
     """A grader from OpenAI's grader object, or from a ``.yaml``/``.yml``/``.json`` file holding
     one. A bad spec raises one ``InvalidRequest`` naming the field path (and the file).
 
     ``model_loader`` (model id -> loaded model) serves the model graders; by default they load
-    through a process-wide ``ModelCache``."""
+    through a process-wide ``ModelCache``. Judge models are looked up in the catalog when the
+    grader is loaded (``check_models``; default: only without a ``model_loader``, which may serve
+    ids of its own)."""
+    check = model_loader is None if check_models is None else check_models
     if isinstance(spec, (str, Path)):
         p = Path(spec)
-        ctx = Context(where=str(p), model_loader=model_loader, settings=settings)
+        ctx = Context(where=str(p), model_loader=model_loader, settings=settings,
+                      check_models=check)
         return build(read_spec_file(p), "", ctx)
-    ctx = Context(model_loader=model_loader, settings=settings)
+    ctx = Context(model_loader=model_loader, settings=settings, check_models=check)
     return build(spec, "grader", ctx)
 
 

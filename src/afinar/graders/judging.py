@@ -82,7 +82,7 @@ class ModelJudge(Grader):
         self.model_id = spec.model or (ctx.settings or get_settings()).default_model
         self.messages = [(m.role, self._parts(m.content, join("input", i, "content")))
                          for i, m in enumerate(spec.input)]
-        if ctx.model_loader is None:
+        if ctx.check_models:
             self._check_model()
         self.loader = ctx.model_loader or default_loader(ctx.settings)
         sp = getattr(spec, "sampling_params", None) or SamplingSpec()
@@ -114,6 +114,9 @@ class ModelJudge(Grader):
             raise spec_error(self.ctx, join(self.path, "model"), e.message) from None
         if info.kind != "chat":
             raise self.bad("model", f"{self.model_id} is a {info.kind} model, not a chat model")
+
+    def models(self) -> list[str]:
+        return [self.model_id]
 
     # --- asking the model --------------------------------------------------------------------
 

@@ -136,6 +136,9 @@ class Multi(Grader):
     def range(self):
         return None
 
+    def models(self):
+        return sorted({m for g in self.graders.values() for m in g.models()})
+
     def grade_many(self, samples, items):
         per = {k: g.grade_many(samples, items) for k, g in self.graders.items()}
         out = []

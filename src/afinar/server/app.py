@@ -23,7 +23,7 @@ from afinar.store.files import MAX_BYTES
 
 ROUTERS = ("routes_models", "routes_chat", "routes_files", "routes_embeddings",
            "routes_fine_tuning", "routes_vector_stores", "routes_responses", "routes_keys",
-           "routes_feedback")
+           "routes_feedback", "routes_graders")
 
 
 def create_app(settings: Settings | None = None, auth: bool | None = None,
