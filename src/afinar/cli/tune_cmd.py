@@ -354,3 +354,8 @@ def wait(job_id: str) -> None:
     """Follow a job until it ends."""
     _follow(job_id)
 
+
+# ``tune rebase``: its own module, given ``_follow`` (it does not import this one back)
+from afinar.cli import tune_rebase_cmd  # noqa: E402
+
+tune_rebase_cmd.register(app, _follow)
