@@ -262,3 +262,50 @@ def test_cli_grpo_needs_a_grader_and_checks_it_before_any_work(tiny_home, tmp_pa
     assert job.method == {"type": "grpo", "grpo": {"num_generations": 2, "grader": {
         "type": "string_check", "name": "g", "input": "{{ sample.output_text }}",
         "reference": "x", "operation": "ilike"}}}
+
+
+def test_http_create_takes_openais_reinforcement_method(tiny_home, tmp_path):
+    """``POST /v1/fine_tuning/jobs`` with OpenAI's RFT shape through the openai SDK: the job
+    echoes the grader, response_format and the seven hyperparameters (OpenAI's types parse
+    it); eval_interval/eval_samples become the job's eval_every_steps/eval_sample_size; a bad
+    grader is a 400 naming the field under method.reinforcement; nothing is trained here."""
+    import openai
+    from fastapi.testclient import TestClient
+
+    from afinar.server.app import create_app
+
+    train = upload(tmp_path, prompt_rows(12), "t.jsonl")
+    app = create_app(auth=False)
+    app.state.spawn_workers = False
+    rf = {"type": "json_schema", "json_schema": {"name": "x", "strict": True, "schema": {}}}
+    with TestClient(app) as http:
+        client = openai.OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http,
+                               max_retries=0)
+        job = client.fine_tuning.jobs.create(model="tiny", training_file=train, seed=3, method={
+            "type": "reinforcement", "reinforcement": {
+                "grader": GRADER, "response_format": rf, "hyperparameters": {
+                    "n_epochs": 1, "batch_size": 2, "compute_multiplier": 0.5,
+                    "eval_interval": 2, "eval_samples": 5, "reasoning_effort": "low"}}})
+        assert job.method.type == "reinforcement"
+        rft = job.method.reinforcement
+        assert rft.grader.type == "string_check" and rft.grader.operation == "ilike"
+        assert rft.response_format == rf
+        hyper = rft.hyperparameters
+        assert (hyper.n_epochs, hyper.batch_size, hyper.compute_multiplier, hyper.eval_interval,
+                hyper.eval_samples, hyper.reasoning_effort) == (1, 2, 0.5, 2, 5, "low")
+        assert hyper.learning_rate_multiplier == "auto"
+        stored = Jobs().get(job.id)
+        assert stored.method["type"] == "grpo" and stored.method["grpo"]["grader"] == GRADER
+        assert (stored.hyperparameters["eval_every_steps"],
+                stored.hyperparameters["eval_sample_size"]) == (2, 5)
+        with pytest.raises(openai.BadRequestError) as e:
+            client.fine_tuning.jobs.create(model="tiny", training_file=train, method={
+                "type": "reinforcement", "reinforcement": {
+                    "grader": {**GRADER, "operation": "equals"}}})
+        assert e.value.param.startswith("method.reinforcement.grader")
+        assert "operation" in e.value.param and e.value.body["type"] == "invalid_request_error"
+        r = http.post("/v1/fine_tuning/jobs", json={
+            "model": "tiny", "training_file": train, "method": {"type": "reinforcement"}})
+        err = r.json()["error"]
+        assert r.status_code == 400 and "needs a grader" in err["message"]
+        assert err["param"] == "method.reinforcement.grader"

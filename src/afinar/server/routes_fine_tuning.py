@@ -35,7 +35,7 @@ from afinar.tuning.serialize import checkpoint_object, event_object, job_object
 
 router = APIRouter(dependencies=[Auth])
 
-OPENAI_METHODS = {"supervised": "lora", "dpo": "dpo"}
+OPENAI_METHODS = {"supervised": "lora", "dpo": "dpo", "reinforcement": "grpo"}
 _METADATA_KEY = re.compile(r"^metadata\[(.+)\]$")
 
 
@@ -55,9 +55,6 @@ def _method(body: CreateJob) -> tuple[dict[str, Any], dict[str, Any]]:
     """OpenAI's ``method`` (and old ``hyperparameters``) -> afinar's method and hyperparameters."""
     m = dict(body.method or {})
     kind = m.get("type") or "supervised"
-    if kind == "reinforcement":
-        raise InvalidRequest("reinforcement fine-tuning is not supported here; use supervised, "
-                             "dpo or an afinar method", param="method.type")
     name = OPENAI_METHODS.get(kind, kind)
     sub = m.get(kind) or {}
     if not isinstance(sub, dict):
@@ -68,6 +65,10 @@ def _method(body: CreateJob) -> tuple[dict[str, Any], dict[str, Any]]:
         raise InvalidRequest(f"method.{kind}.hyperparameters must be an object",
                              param=f"method.{kind}.hyperparameters")
     hp = {**(body.hyperparameters or {}), **nested}
+    from afinar.tuning.methods import METHODS
+
+    if name in METHODS:  # shapes only the method knows (OpenAI's RFT hyperparameters)
+        options, hp = METHODS.get(name).from_openai(options, hp)
     unknown = sorted(set(hp) - set(Hyperparameters.model_fields))
     if unknown:
         raise InvalidRequest(f"unknown hyperparameter {unknown[0]!r}",
@@ -113,12 +114,21 @@ def create_job(body: CreateJob, request: Request, who: Caller = Auth) -> dict:
     _file(files, body.training_file, "training_file", who)
     if body.validation_file:
         _file(files, body.validation_file, "validation_file", who)
-    job = _jobs(request).create(model=body.model, training_file=body.training_file,
-                                validation_file=body.validation_file, method=method,
-                                hyperparameters=hp, suffix=body.suffix, seed=body.seed,
-                                metadata=body.metadata, owner={
-                                    "project_id": who.project, "owner_key_id": who.key_id,
-                                    "owner_groups": sorted(who.groups)})
+    try:
+        job = _jobs(request).create(model=body.model, training_file=body.training_file,
+                                    validation_file=body.validation_file, method=method,
+                                    hyperparameters=hp, suffix=body.suffix, seed=body.seed,
+                                    metadata=body.metadata, owner={
+                                        "project_id": who.project, "owner_key_id": who.key_id,
+                                        "owner_groups": sorted(who.groups)})
+    except InvalidRequest as e:  # a method option's error, named where the request put it
+        from afinar.tuning.methods import METHODS
+
+        name = method["type"]
+        known = METHODS.get(name).config_cls.model_fields if name in METHODS else {}
+        if e.param and e.param.split(".")[0] in known:
+            e.param = f"method.{(body.method or {}).get('type') or 'supervised'}.{e.param}"
+        raise
     _spawn(request)
     return job_object(_jobs(request).get(job.id))
 

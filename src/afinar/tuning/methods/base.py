@@ -74,6 +74,14 @@ class Method:
                 "mergeable": self.mergeable, "objective": self.objective,
                 "data_kind": self.data_kind}
 
+    @classmethod
+    def from_openai(cls, options: dict[str, Any], hyperparameters: dict[str, Any]
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A job request's ``method[type]`` options and hyperparameters as this method takes
+        them (OpenAI's RFT hyperparameters that have no afinar field: GRPO's). Default: as
+        they are."""
+        return options, hyperparameters
+
     def objective_class(self) -> type[Objective]:
         from afinar.tuning.objectives import OBJECTIVES  # torch: only once training is near
 

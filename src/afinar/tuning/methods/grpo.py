@@ -13,7 +13,7 @@ echoed and reaches the grader through ``sample_from_text`` (sampling is not cons
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -33,12 +33,17 @@ class GrpoOptions(LoraOptions):
     loss_type: Literal["dapo", "grpo", "dr_grpo"] = "dapo"
     temperature: float = Field(1.0, gt=0, le=2)
     max_completion_length: int = Field(64, ge=1, le=8192)
-    compute_multiplier: float | Literal["auto"] = "auto"
+    compute_multiplier: Annotated[float, Field(ge=1e-5, le=10)] | Literal["auto"] = "auto"
     reasoning_effort: Literal["auto", "default", "low", "medium", "high"] = "auto"
     # OpenAI's eval_interval / eval_samples, kept for the echo (the job's eval_every_steps and
-    # eval_sample_size do the work)
-    eval_interval: int | Literal["auto"] = "auto"
-    eval_samples: int | Literal["auto"] = "auto"
+    # eval_sample_size do the work: ``Grpo.from_openai``)
+    eval_interval: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    eval_samples: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+
+
+# OpenAI's RFT hyperparameters that are options here, and the afinar hyperparameter each sets
+RFT_ONLY = {"compute_multiplier": None, "reasoning_effort": None,
+            "eval_interval": "eval_every_steps", "eval_samples": "eval_sample_size"}
 
 
 def load_reward(spec: dict[str, Any] | None, response_format: dict[str, Any] | None = None,
@@ -78,6 +83,21 @@ class Grpo(Method):
         # a bad grader fails here, named
         self.reward = load_reward(self.config.grader, self.config.response_format)
         self.tokenizer = None
+
+    @classmethod
+    def from_openai(cls, options: dict[str, Any], hyperparameters: dict[str, Any]
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """OpenAI's ``method.reinforcement``: ``grader``/``response_format`` are options as they
+        are; of its hyperparameters, ``compute_multiplier``, ``reasoning_effort``,
+        ``eval_interval`` and ``eval_samples`` become options (kept for the echo), the last two
+        also the job's ``eval_every_steps`` and ``eval_sample_size`` unless ``auto``."""
+        options, hp = dict(options), dict(hyperparameters)
+        for key, field in RFT_ONLY.items():
+            if key in hp:
+                value = options[key] = hp.pop(key)
+                if field and value != "auto":
+                    hp[field] = value
+        return options, hp
 
     @property
     def updates_per_batch(self) -> int:  # type: ignore[override]
