@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from afinar.cli.common import console, print_json
+from afinar.cli.common import console, existing_file, print_json
 from afinar.errors import InvalidRequest
 
 app = typer.Typer(help="Graders in OpenAI's shape: check a grader file, grade one sample.",
@@ -29,7 +29,8 @@ def _item(text: str) -> dict:
 
 @app.command("validate")
 def validate(
-    file: Path = typer.Argument(..., help="A grader: .yaml, .yml or .json."),
+    file: Path = typer.Argument(..., help="A grader: .yaml, .yml or .json.",
+                                callback=existing_file),
     as_json: bool = typer.Option(False, "--json", help="Print {\"grader\": ...} as the API."),
 ) -> None:
     """Check a grader file; a bad field is one error line naming it."""
@@ -46,7 +47,8 @@ def validate(
 
 @app.command("run")
 def run(
-    file: Path = typer.Argument(..., help="A grader: .yaml, .yml or .json."),
+    file: Path = typer.Argument(..., help="A grader: .yaml, .yml or .json.",
+                                callback=existing_file),
     sample: str = typer.Option(..., "--sample", help="The model's answer (sample.output_text; "
                                "sample.output_json when it is JSON)."),
     item: str = typer.Option("{}", "--item", help="The item as a JSON object ({{ item.x }})."),

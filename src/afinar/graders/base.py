@@ -226,10 +226,10 @@ def sample_from_text(text: str, response_format: dict[str, Any] | None = None
 # --- loading ---------------------------------------------------------------------------------
 
 def read_spec_file(path: Path) -> dict[str, Any]:
-    if path.suffix.lower() not in GRADER_FILE_SUFFIXES:
-        raise InvalidRequest(f"{path}: a grader file is .yaml, .yml or .json", param="grader")
     if not path.is_file():
         raise InvalidRequest(f"grader file not found: {path}", param="grader")
+    if path.suffix.lower() not in GRADER_FILE_SUFFIXES:
+        raise InvalidRequest(f"{path}: a grader file is .yaml, .yml or .json", param="grader")
     text = path.read_text(encoding="utf-8-sig")
     if path.suffix.lower() == ".json":
         try:
