@@ -35,6 +35,13 @@ def pref_rows(n):
             for i in range(n)]
 
 
+def unpaired_rows(n):
+    """KTO rows as ``afinar feedback export --as kto`` writes them."""
+    return [{"messages": [{"role": "user", "content": f"question {i}"}],
+             "completion": ANSWER if i % 2 else f"quick fox {i}", "label": bool(i % 2)}
+            for i in range(n)]
+
+
 def text_rows(n):
     return [{"text": f"Debian is a free operating system. Packages are installed with apt. {i}"}
             for i in range(n)]
@@ -72,7 +79,8 @@ def prompt_rows(n, prefix="question"):
             for i in range(n)]
 
 
-DATA = {"sft": chat_rows, "preference": pref_rows, "text": text_rows, "prompt": prompt_rows}
+DATA = {"unpaired": unpaired_rows,
+        "sft": chat_rows, "preference": pref_rows, "text": text_rows, "prompt": prompt_rows}
 # the options a method cannot train without (GRPO's grader: "contains an 'e'", which splits the
 # tiny random model's answers both ways), and small rollouts
 OPTIONS = {"grpo": {"grader": {"type": "string_check", "name": "has_e", "operation": "ilike",

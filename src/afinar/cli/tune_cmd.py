@@ -61,7 +61,9 @@ def create(
     eval_every: int = typer.Option(None, "--eval-every", help="Sampled validation every N steps."),
     patience: int = typer.Option(None, "--patience", help="Early stopping patience (epochs)."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Also every N steps."),
-    beta: str = typer.Option(None, "--beta", help="DPO beta or auto."),
+    beta: str = typer.Option(None, "--beta", help="beta of dpo, kto, orpo, simpo, or auto."),
+    hp_opt: list[str] = typer.Option(None, "--hp", help="Hyperparameter KEY=VALUE (e.g. "
+                                     "loss_type=ipo, gamma=1.0, desirable_weight=1.5)."),
     grader: Path = typer.Option(None, "--grader", help="Grader spec (YAML/JSON, OpenAI's "
                                 "grader object): the reward of --method grpo.",
                                 callback=existing_file),
@@ -100,7 +102,7 @@ def create(
     opts = {**cfg, **{k: v for k, v in flags.items() if v is not None}}
     options = dict(cfg.get("options") or {})
     options.update(dict(_parse_option(o) for o in option or []))
-    unknown = set(opts) - set(flags) - {"options"}
+    unknown = set(opts) - set(flags) - {"options", "hyperparameters"}
     if unknown:
         raise InvalidRequest(f"unknown options in {config}: {', '.join(sorted(unknown))}",
                              param="config")
@@ -128,6 +130,11 @@ def create(
     from afinar.tuning.methods import get_method
 
     get_method(mtype, options)  # its options (grpo: a grader) before any work
+    from afinar.tuning.hparams import parse_hyperparameters
+
+    hp.update(cfg.get("hyperparameters") or {})
+    hp.update(dict(_parse_option(o) for o in hp_opt or []))
+    parse_hyperparameters(hp)  # an unknown name or a bad value, before any work
     if opts.get("dedupe"):
         opts["train"] = _dedupe(Path(opts["train"]))
     _precheck(Path(opts["train"]), model_id, mtype, hp.get("max_seq_len"),

@@ -131,6 +131,9 @@ def encode_example(tok, ex: Example) -> Encoded | tuple[Encoded, Encoded]:
             raise TemplateError(f"the chat template cannot render this example: {e}") from e
         ids = list(tok(text, add_special_tokens=False)["input_ids"])
         return Encoded(ids, [False] * len(ids))
+    if ex.format == "unpaired":  # the answer only is trained, as a preference's
+        return encode_chat(tok, [*ex.messages, {"role": "assistant", "content": ex.completion}],
+                           ex.tools, only_last=True)
     if ex.format == "preference":
         return (encode_chat(tok, [*ex.messages, ex.chosen], ex.tools, only_last=True),
                 encode_chat(tok, [*ex.messages, ex.rejected], ex.tools, only_last=True))

@@ -6,6 +6,9 @@ Formats: ``chat`` (OpenAI chat fine-tuning: messages, tools, weights, tool calls
 (``{"input": [messages], "ideal": ...}``), which become chat by appending the ideal answer, and
 ``prompt`` (reinforcement fine-tuning: ``messages`` ending with a user turn, no answer; the row's
 other keys are the grader's ``item``), which only a caller expecting it asks for.
+Unpaired rows (``unpaired``, KTO) hold ``messages`` before the answer, the answer as
+``completion`` and a boolean ``label`` (true: a desirable answer), as ``afinar feedback export
+--as kto`` writes them.
 Unlike the OpenAI cookbook checker, valid tool calls, tool messages and text content parts pass.
 """
 
@@ -21,7 +24,7 @@ from afinar.models.templates import content_text  # noqa: F401  (re-exported)
 ROLES = ("system", "user", "assistant", "tool")
 MESSAGE_KEYS = {"role", "content", "name", "weight", "tool_calls", "tool_call_id",
                 "function_call", "refusal"}
-FORMATS = ("chat", "completion", "preference", "text", "prompt")
+FORMATS = ("chat", "completion", "preference", "unpaired", "text", "prompt")
 
 
 @dataclass
@@ -35,6 +38,7 @@ class Example:
     prompt: str = ""  # completion
     completion: str = ""
     text: str = ""  # text
+    label: bool | None = None  # unpaired: a desirable answer (True) or not
     item: dict[str, Any] | None = None  # prompt: the row without messages/tools (the grader's)
 
     def canonical(self) -> str:
@@ -42,6 +46,7 @@ class Example:
         strip = [{k: v for k, v in m.items() if k != "weight"} for m in self.messages]
         return json.dumps([self.format, strip, self.tools, self.chosen, self.rejected,
                            self.prompt, self.completion, self.text]
+                          + ([self.label] if self.label is not None else [])
                           + ([self.item] if self.item is not None else []),
                           sort_keys=True, ensure_ascii=False)
 
@@ -50,7 +55,7 @@ def detect(obj: Any) -> str | None:
     if not isinstance(obj, dict):
         return None
     if "messages" in obj:
-        return "chat"
+        return "unpaired" if "completion" in obj else "chat"
     if "input" in obj and any(k in obj for k in ("preferred_output", "preferred_completion",
                                                  "non_preferred_output")):
         return "preference"
@@ -224,6 +229,8 @@ def parse_example(obj: Any, line: int, expected: str | None = None) -> tuple[Exa
         return None, ck.issues
     if expected == "prompt" and fmt == "chat":  # an RFT row is a chat row without the answer
         fmt = "prompt"
+    if expected == "unpaired" and fmt == "chat":  # an unpaired row that lost its completion
+        fmt = "unpaired"
     if expected is not None and fmt != expected:
         ck.err("inconsistent_format", f"a {fmt} example in a {expected} file")
         return None, ck.issues
@@ -242,6 +249,18 @@ def parse_example(obj: Any, line: int, expected: str | None = None) -> tuple[Exa
             ck.err("invalid_field", "a reinforcement prompt must end with a user message (the "
                    "model writes the answer)", f"messages[{len(ex.messages) - 1}].role")
         ex.item = {k: v for k, v in obj.items() if k not in ("messages", "tools")}
+    elif fmt == "unpaired":
+        ex.messages = ck.messages(obj.get("messages"), "messages", need_assistant=False)
+        ex.tools = ck.tools(obj.get("tools"))
+        ex.completion = ck.string(obj, "completion")
+        label = obj.get("label")
+        if "label" not in obj:
+            ck.err("invalid_field", "no 'label' (true: a desirable answer, false: an "
+                   "undesirable one)", "label")
+        elif not isinstance(label, bool):
+            ck.err("invalid_field", f"'label' must be true or false, not {label!r}", "label")
+        else:
+            ex.label = label
     elif fmt == "preference":
         inp = obj.get("input")
         inp = inp if isinstance(inp, dict) else {}

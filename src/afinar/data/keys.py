@@ -49,7 +49,10 @@ def _parts(data: Any) -> list[tuple[str, str]]:
     if not isinstance(data, dict):
         return [("", json.dumps(data, sort_keys=True, ensure_ascii=False))]
     if isinstance(data.get("messages"), list):
-        return [p for m in data["messages"] for p in _message_parts(m)]
+        out = [p for m in data["messages"] for p in _message_parts(m)]
+        if "completion" in data:  # an unpaired (KTO) row: its answer follows the messages
+            out.append(("assistant", field_text(data["completion"])))
+        return out
     if "preferred_output" in data or "non_preferred_output" in data:
         inp = data.get("input")
         msgs = inp.get("messages") if isinstance(inp, dict) else inp

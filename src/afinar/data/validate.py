@@ -171,6 +171,7 @@ def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
     n_tok, n_trained, n_msgs, label_ix = array("i"), array("i"), array("i"), array("i")
     label_names: dict[str, int] = {}
     over = no_system = no_user = 0
+    unpaired: Counter = Counter()  # unpaired (KTO) rows by label
     no_system_lines: list[int] = []
     for item in iter_rows(p):
         if isinstance(item, Issue):
@@ -197,9 +198,12 @@ def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
         norms.append(_digest(normalize(example_text(row.data)) or ex.canonical()))
         lines.append(row.line)
         report.n_examples += 1
-        if ex.format in ("chat", "preference", "prompt"):
+        if ex.format == "unpaired":
+            unpaired[ex.label] += 1
+        if ex.format in ("chat", "preference", "unpaired", "prompt"):
             roles = {m.get("role") for m in ex.messages}
-            n_msgs.append(len(ex.messages) + (1 if ex.format == "preference" else 0))
+            n_msgs.append(len(ex.messages) + (1 if ex.format in ("preference", "unpaired")
+                                              else 0))
             no_system += "system" not in roles
             if "system" not in roles and len(no_system_lines) < LINES_SHOWN:
                 no_system_lines.append(row.line)
@@ -250,7 +254,7 @@ def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
     elif report.n_rows and n < ADVISED_EXAMPLES and fmt != "text" and role == "training":
         out.add(Issue("few_examples", f"{n} examples; {ADVISED_EXAMPLES}-100 are advised to see "
                       "clear gains", None, severity="warning"))
-    if no_system and fmt in ("chat", "preference", "prompt"):
+    if no_system and fmt in ("chat", "preference", "unpaired", "prompt"):
         shown = ", ".join(map(str, no_system_lines)) + (", ..." if no_system > LINES_SHOWN
                                                         else "")
         out.add(Issue("missing_system_message", f"{no_system} of {n} examples have no system "
@@ -260,6 +264,8 @@ def validate_file(path: str | Path, tokenizer=None, *, model: str | None = None,
     report.stats = _stats(n, n_msgs, n_tok, n_trained, st_labels, n_labelled, over, no_system,
                           no_user, max_seq_len, n_epochs)
     report.stats["duplicates"] = n_dups
+    if fmt == "unpaired":  # desirable (true) and undesirable (false) answers
+        report.stats["labels"] = {"true": unpaired[True], "false": unpaired[False]}
     return report
 
 

@@ -1,12 +1,15 @@
 """OpenAI's fine-tuning API over ``afinar.tuning.Jobs``: create, list, retrieve, cancel, pause,
 resume, events and checkpoints, in OpenAI's shapes (``afinar.tuning.serialize``).
 
-``method.type`` is OpenAI's ``supervised`` (trained as afinar's ``lora``) or ``dpo``, or any afinar
-method name (``lora``, ``dora``, ``qlora``, ``full``, ``prompt_tuning``,
-``continued_pretraining``); ``method[type]`` holds ``hyperparameters`` and, for afinar methods,
-the method's options. The deprecated top-level ``hyperparameters`` still work; values under
-``method`` win. Training runs in a worker process, started here when none runs
-(``app.state.spawn_workers = False`` turns that off, for tests or an external worker). Before a
+``method.type`` is an objective's OpenAI type, as the registries say (``method_for_type``):
+OpenAI's ``supervised`` (trained as afinar's ``lora``), ``dpo`` and ``reinforcement`` when a method
+trains them, afinar's extensions ``kto``, ``orpo`` and ``simpo`` in the same shape
+(``{"type": "kto", "kto": {"hyperparameters": {...}}}``), or any afinar method name (``lora``,
+``dora``, ``qlora``, ``full``, ``prompt_tuning``, ``continued_pretraining``, ...);
+``method[type]`` holds ``hyperparameters`` and, for afinar methods, the method's options. The
+deprecated top-level ``hyperparameters`` still work; values under ``method`` win. Training runs
+in a worker process, started here when none runs (``app.state.spawn_workers = False`` turns
+that off, for tests or an external worker). Before a
 job exists, ``Jobs.create`` refuses (400) a method the data's format does not fit (``dpo`` on chat
 rows, SFT on preference rows) and a validation file with errors; as with OpenAI, the training
 file's full check runs in the job (``validating_files``), and a rejected file makes the job
@@ -23,19 +26,20 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from afinar.errors import InvalidRequest, NotFound
 from afinar.server.common import Auth, Caller, page, readable_file
 from afinar.store.access import may_see_job
 from afinar.store.files import Files
 from afinar.store.tables import JobRecord
-from afinar.tuning import Hyperparameters, Jobs, spawn_worker
+from afinar.tuning import Jobs, spawn_worker
+from afinar.tuning.hparams import parse_hyperparameters
+from afinar.tuning.methods import method_for_type
 from afinar.tuning.serialize import checkpoint_object, event_object, job_object
 
 router = APIRouter(dependencies=[Auth])
 
-OPENAI_METHODS = {"supervised": "lora", "dpo": "dpo", "reinforcement": "grpo"}
 _METADATA_KEY = re.compile(r"^metadata\[(.+)\]$")
 
 
@@ -55,7 +59,9 @@ def _method(body: CreateJob) -> tuple[dict[str, Any], dict[str, Any]]:
     """OpenAI's ``method`` (and old ``hyperparameters``) -> afinar's method and hyperparameters."""
     m = dict(body.method or {})
     kind = m.get("type") or "supervised"
-    name = OPENAI_METHODS.get(kind, kind)
+    if not isinstance(kind, str):
+        raise InvalidRequest("method.type must be a string", param="method.type")
+    name = method_for_type(kind)  # an unknown one: Jobs.create's error, naming the known
     sub = m.get(kind) or {}
     if not isinstance(sub, dict):
         raise InvalidRequest(f"method.{kind} must be an object", param=f"method.{kind}")
@@ -69,17 +75,7 @@ def _method(body: CreateJob) -> tuple[dict[str, Any], dict[str, Any]]:
 
     if name in METHODS:  # shapes only the method knows (OpenAI's RFT hyperparameters)
         options, hp = METHODS.get(name).from_openai(options, hp)
-    unknown = sorted(set(hp) - set(Hyperparameters.model_fields))
-    if unknown:
-        raise InvalidRequest(f"unknown hyperparameter {unknown[0]!r}",
-                             param=f"hyperparameters.{unknown[0]}")
-    try:
-        Hyperparameters(**hp).check_ranges()
-    except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"][:1])
-        raise InvalidRequest(f"hyperparameters.{key} must be 'auto' or a number "
-                             f"({err['msg']})", param=f"hyperparameters.{key}") from None
+    parse_hyperparameters(hp)  # an unknown name or a bad value: one error naming it
     return {"type": name, name: options}, hp
 
 

@@ -35,6 +35,7 @@ reads the loss curve and says when a job ended far from converged (a ``warn`` ev
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -49,6 +50,7 @@ from afinar.data.stats import (  # noqa: F401  (the rules live with the data sta
 )
 
 Auto = Literal["auto"]
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "sigmoid_norm")  # objectives/dpo.py
 
 
 class Hyperparameters(BaseModel):
@@ -66,7 +68,14 @@ class Hyperparameters(BaseModel):
                                                 "better full valid loss")
     checkpoint_every_steps: int | None = Field(None, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
-    beta: float | Auto = Field("auto", description="DPO only, (0, 2]")
+    # read by the preference objectives that declare them (``Objective.hyperparameters``)
+    beta: float | Auto = Field("auto", description="DPO, KTO, ORPO, SimPO: (0, 10]")
+    loss_type: str = Field("auto", description=f"DPO: {'|'.join(DPO_LOSS_TYPES)}")
+    label_smoothing: float | Auto = Field("auto", description="DPO robust: [0, 0.5)")
+    gamma: float | Auto = Field("auto", description="SimPO's target margin, >= 0")
+    cpo_alpha: float | Auto = Field("auto", description="SimPO: weight of the chosen NLL, >= 0")
+    desirable_weight: float | Auto = Field("auto", description="KTO, > 0")
+    undesirable_weight: float | Auto = Field("auto", description="KTO, > 0")
     max_tokens_per_forward: int = Field(1024, ge=64, description="padded tokens per forward "
                                         "pass; longer batches run as several (same update)")
 
@@ -80,8 +89,46 @@ class Hyperparameters(BaseModel):
         if self.learning_rate_multiplier != "auto" and not self.learning_rate_multiplier > 0:
             raise InvalidRequest("learning_rate_multiplier must be > 0",
                                  param="hyperparameters.learning_rate_multiplier")
-        if self.beta != "auto" and not 0 < self.beta <= 2:
-            raise InvalidRequest("beta must be in (0, 2]", param="hyperparameters.beta")
+        if self.beta != "auto" and not 0 < self.beta <= 10:
+            raise InvalidRequest("beta must be in (0, 10]", param="hyperparameters.beta")
+        if self.loss_type != "auto" and self.loss_type not in DPO_LOSS_TYPES:
+            raise InvalidRequest(f"loss_type must be auto or one of {', '.join(DPO_LOSS_TYPES)}"
+                                 f", not {self.loss_type!r}", param="hyperparameters.loss_type")
+        for name, lo, hi, what in (("label_smoothing", 0, 0.5, "in [0, 0.5)"),
+                                   ("gamma", 0, None, ">= 0"), ("cpo_alpha", 0, None, ">= 0"),
+                                   ("desirable_weight", None, None, "> 0"),
+                                   ("undesirable_weight", None, None, "> 0")):
+            v = getattr(self, name)
+            if v == "auto":
+                continue
+            bad = (not v > 0) if lo is None else (not v >= lo or (hi is not None and v >= hi))
+            if bad or not math.isfinite(v):
+                raise InvalidRequest(f"{name} must be {what}", param=f"hyperparameters.{name}")
+
+
+def parse_hyperparameters(values: Mapping[str, Any] | None) -> Hyperparameters:
+    """A request's hyperparameters (API, CLI, job record) checked: an unknown name or a bad
+    value is one ``InvalidRequest`` naming it (``param`` ``hyperparameters.NAME``)."""
+    from pydantic import ValidationError
+
+    from afinar.errors import InvalidRequest
+
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(Hyperparameters.model_fields))
+    if unknown:
+        raise InvalidRequest(f"unknown hyperparameter {unknown[0]!r}",
+                             param=f"hyperparameters.{unknown[0]}")
+    try:
+        hp = Hyperparameters(**values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"][:1])
+        field = Hyperparameters.model_fields.get(key)
+        what = "a string" if field and field.annotation is str else "'auto' or a number"
+        raise InvalidRequest(f"hyperparameters.{key} must be {what} ({err['msg']})",
+                             param=f"hyperparameters.{key}") from None
+    hp.check_ranges()
+    return hp
 
 
 class Resolved(BaseModel):
@@ -103,6 +150,12 @@ class Resolved(BaseModel):
     keep_checkpoints: int
     max_tokens_per_forward: int = 1024
     beta: float | None = None
+    loss_type: str | None = None
+    label_smoothing: float | None = None
+    gamma: float | None = None
+    cpo_alpha: float | None = None
+    desirable_weight: float | None = None
+    undesirable_weight: float | None = None
     steps_per_epoch: int = 0
     total_steps: int = 0
 

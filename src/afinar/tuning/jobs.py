@@ -33,7 +33,7 @@ from afinar.settings import Settings, get_settings
 from afinar.store.db import Database, get_database
 from afinar.store.files import Files
 from afinar.store.tables import CheckpointRecord, EventRecord, JobRecord
-from afinar.tuning.hparams import Hyperparameters
+from afinar.tuning.hparams import parse_hyperparameters
 from afinar.tuning.methods import get_method
 
 ACTIVE = ("validating_files", "queued", "running", "paused")
@@ -92,11 +92,14 @@ SCHEMAS = {
     "preference": ("preference rows {input: {messages}, preferred_output: [assistant message], "
                    "non_preferred_output: [assistant message]}", ("preference",)),
     "text": ("text rows {text}", ("text",)),
+    "unpaired": ("unpaired rows {messages: [...], completion: the answer, label: true|false}",
+                 ("unpaired",)),
     "prompt": ("reinforcement rows {messages: [..., {role: user, content}], other keys: the "
                "grader's item}", ("chat",)),
 }
 FORMAT_NAMES = {"chat": "a chat example", "completion": "a completion example",
-                "preference": "a preference (DPO) row", "text": "a text document"}
+                "preference": "a preference (DPO) row",
+                "unpaired": "an unpaired (KTO) row", "text": "a text document"}
 
 
 def first_format(path) -> tuple[int, str | None] | None:
@@ -192,8 +195,7 @@ class Jobs:
         check_data(mtype, kind, (files.path(training_file), files.get(training_file).filename),
                    (files.path(validation_file), files.get(validation_file).filename)
                    if validation_file else None)
-        hp = Hyperparameters(**(hyperparameters or {}))
-        hp.check_ranges()
+        hp = parse_hyperparameters(hyperparameters)
         if val_split is not None and not 0 < val_split < 0.5:
             raise InvalidRequest("val_split must be in (0, 0.5)", param="val_split")
         if seed is None:

@@ -37,6 +37,7 @@ class DatasetRejected(InvalidRequest):
 class Sample:
     seq: Encoded  # for DPO: the chosen sequence; for RFT: the prompt
     rejected: Encoded | None = None
+    label: bool | None = None  # unpaired (KTO): a desirable answer or not
     item: dict | None = None  # RFT: the row without messages/tools, what the grader reads
 
     @property
@@ -46,7 +47,8 @@ class Sample:
 
 def _accepted_formats(data_kind: str) -> tuple[str, ...]:
     return {"sft": ("chat", "completion"), "text": ("text",),
-            "preference": ("preference",), "prompt": ("prompt",)}[data_kind]
+            "preference": ("preference",),
+            "unpaired": ("unpaired",), "prompt": ("prompt",)}[data_kind]
 
 
 def expected_format(data_kind: str) -> str | None:
@@ -78,6 +80,8 @@ def load_samples(path: str | Path, tok, data_kind: str, max_seq_len: int,
             out.append(Sample(enc[0], enc[1]))
         elif ex.format == "prompt":
             out.append(Sample(enc, item=ex.item))
+        elif ex.format == "unpaired":
+            out.append(Sample(enc, label=ex.label))
         elif ex.format == "text":  # long documents: blocks of max_seq_len, never across documents
             for i in range(0, enc.n_tokens, max_seq_len):
                 block = Encoded(enc.input_ids[i:i + max_seq_len], enc.trained[i:i + max_seq_len])

@@ -7,9 +7,12 @@ from afinar.tuning.methods import (  # noqa: F401  (imports register the methods
     dpo,
     full,
     grpo,
+    kto,
     lora,
+    orpo,
     prompt_tuning,
     qlora,
+    simpo,
 )
 from afinar.tuning.methods.base import (
     METHODS,
@@ -17,9 +20,10 @@ from afinar.tuning.methods.base import (
     Method,
     MethodConfig,
     get_method,
+    method_for_type,
     objective_of,
     register,
 )
 
 __all__ = ["METHODS", "BuildContext", "Method", "MethodConfig", "get_method",
-           "objective_of", "register"]
+           "method_for_type", "objective_of", "register"]

@@ -56,6 +56,10 @@ class Method:
     # optimizer steps on each batch, one after another (GRPO's num_iterations: the same
     # rollouts trained on again); counted in the job's total_steps
     updates_per_batch: int = 1
+    # the method a job request's OpenAI ``method.type`` means when several methods train that
+    # type's objective (``supervised``: lora); see ``method_for_type``. Not inherited: a
+    # subclass of lora is not the default too.
+    default_for_type: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig | dict | None = None):
         if isinstance(config, MethodConfig):
@@ -119,6 +123,24 @@ def objective_of(method: str) -> type[Objective] | None:
     if method not in METHODS:
         return None
     return OBJECTIVES.get(METHODS.get(method).objective)
+
+
+def method_for_type(kind: str) -> str:
+    """The method a job request's ``method.type`` names. An OpenAI type (an objective's
+    ``openai_type``: ``supervised``, ``dpo``, ``reinforcement``, afinar's ``kto``...) means the
+    one method that trains an objective of that type, or among several the one marked
+    ``default_for_type``; any other name is taken for a method's own name (an unknown one is
+    ``get_method``'s error)."""
+    from afinar.tuning.objectives import OBJECTIVES
+
+    if kind in METHODS:
+        return kind
+    objectives = {n for n, cls in OBJECTIVES.items() if cls.openai_type == kind}
+    methods = [n for n, cls in METHODS.items() if cls.objective in objectives]
+    chosen = [n for n in methods if vars(METHODS.get(n)).get("default_for_type")]
+    if len(methods) == 1 or len(chosen) == 1:
+        return (chosen or methods)[0]
+    return kind
 
 
 def get_method(name: str, config: dict | None = None) -> Method:

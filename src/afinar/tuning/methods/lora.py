@@ -27,6 +27,7 @@ def lora_config(o: LoraOptions, use_dora: bool = False):
 class Lora(Method):
     name = "lora"
     config_cls = LoraOptions
+    default_for_type = True  # OpenAI's ``supervised``
 
     def build(self, model, ctx: BuildContext):
         from peft import get_peft_model

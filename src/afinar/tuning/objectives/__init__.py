@@ -4,7 +4,10 @@ points ``afinar.objectives``); a tuning method names the one it trains with."""
 from afinar.tuning.objectives import (  # noqa: F401  (imports register the objectives)
     dpo,
     grpo,
+    kto,
+    orpo,
     sft,
+    simpo,
 )
 from afinar.tuning.objectives.base import (
     OBJECTIVES,

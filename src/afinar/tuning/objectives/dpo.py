@@ -1,5 +1,14 @@
 """DPO (Rafailov et al. 2023): the policy's log-ratio of chosen over rejected against the
-reference's, through a log-sigmoid scaled by ``beta``.
+reference's, through a loss of ``loss_type`` scaled by ``beta`` (TRL's definitions, with
+l = log pi - log pi_ref summed over an answer's trained tokens and D = l_chosen - l_rejected):
+
+- ``sigmoid`` (the default): -log s(beta D);
+- ``hinge`` (SLiC): max(0, 1 - beta D);
+- ``ipo`` (Azar et al. 2023): (D' - 1/(2 beta))^2, D' the difference of per-token *averaged*
+  log-ratios;
+- ``robust`` (Chowdhury et al. 2024): [-(1-e) log s(beta D) + e log s(-beta D)] / (1-2e), e the
+  ``label_smoothing`` (the assumed share of flipped labels, in [0, 0.5));
+- ``sigmoid_norm``: -log s(beta D') (length-normalised, still against the reference).
 
 The reference is the same base with the adapter switched off (``disable_adapter``), and its
 log-probabilities are computed once, before the first step (``precompute``), batched as the first
@@ -10,58 +19,61 @@ part of the training state, so a resumed job never computes them again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from afinar.tuning.objectives.base import (
-    Batch,
-    EvalSums,
-    Item,
-    Objective,
-    PartLoss,
-    StepPart,
-    logits_at_targets,
-    make_batch,
-    register,
-)
+from afinar.tuning.hparams import DPO_LOSS_TYPES
+from afinar.tuning.objectives.base import Item, StepPart, register
+from afinar.tuning.objectives.pairs import PairObjective, sequence_logps  # noqa: F401
+
+Tensor = torch.Tensor
 
 
-def sequence_logps(model, b: Batch, full_forward: bool = False) -> torch.Tensor:
-    """Per-sequence sum of log p(trained tokens): what DPO compares."""
-    logits, sel = logits_at_targets(model, b, full_forward)
-    lp = logits.float().log_softmax(-1).gather(1, b.targets[sel][:, None]).squeeze(1)
-    rows = sel.nonzero()[:, 0]
-    return torch.zeros(b.ids.shape[0], device=lp.device, dtype=lp.dtype).index_add(0, rows, lp)
+def _robust(margin: Tensor, eps: float) -> Tensor:
+    return (-F.logsigmoid(margin) * (1 - eps) + F.logsigmoid(-margin) * eps) / (1 - 2 * eps)
+
+
+# loss_type -> (per-token averaged log-ratios?, per-pair loss of (margin, beta, eps)); the
+# margin is beta D (sums) or D' (averages: ipo, sigmoid_norm scale it themselves)
+LOSSES: dict[str, tuple[bool, Callable[[Tensor, float, float], Tensor]]] = {
+    "sigmoid": (False, lambda m, beta, eps: -F.logsigmoid(m)),
+    "hinge": (False, lambda m, beta, eps: torch.relu(1 - m)),
+    "ipo": (True, lambda d, beta, eps: (d - 1 / (2 * beta)) ** 2),
+    "robust": (False, lambda m, beta, eps: _robust(m, eps)),
+    "sigmoid_norm": (True, lambda d, beta, eps: -F.logsigmoid(beta * d)),
+}
+assert tuple(LOSSES) == DPO_LOSS_TYPES  # the hyperparameter's choices are these
+
+
+def dpo_losses(loss_type: str, beta: float, label_smoothing: float, chosen: Tensor,
+               rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor,
+               n_chosen: Tensor | None = None, n_rejected: Tensor | None = None
+               ) -> tuple[Tensor, Tensor]:
+    """Per-pair losses and margins (positive: the pair is ranked right) from summed
+    log-probabilities; ``n_*``: trained tokens per answer, for the averaged loss types."""
+    averaged, fn = LOSSES[loss_type]
+    if averaged:  # TRL counts at least one token
+        margin = ((chosen - ref_chosen) / n_chosen.clamp(min=1.0)
+                  - (rejected - ref_rejected) / n_rejected.clamp(min=1.0))
+    else:
+        margin = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+    return fn(margin, beta, label_smoothing), margin
 
 
 @register
-class Dpo(Objective):
+class Dpo(PairObjective):
     name = "dpo"
     openai_type = "dpo"
-    hyperparameters = {"beta": 0.1}
+    hyperparameters = {"beta": 0.1, "loss_type": "sigmoid", "label_smoothing": 0.0}
     precomputes = "reference log-probabilities"
 
     def __init__(self, ctx):
         super().__init__(ctx)
         self.ref: dict[Any, tuple[float, float]] = {}  # key -> (chosen, rejected) log-probs
-
-    def parts(self, batches: list[list[Item]]) -> list[StepPart]:
-        return [StepPart(items, len(items), sum(s.seq.n_tokens + s.rejected.n_tokens
-                                                for _, s in items)) for items in batches]
-
-    def loss(self, model, part: StepPart) -> PartLoss:
-        loss, right = self._loss(model, part.items)
-        n = len(part.items)
-        # the pairs' mean times their count: summed over the part, as the trainer expects
-        return PartLoss(loss * n, float(loss.detach()) * n, right)
-
-    def evaluate(self, model, items: list[Item]) -> EvalSums:
-        loss, right = self._loss(model, items)
-        return EvalSums(float(loss) * len(items), right, len(items))
 
     def precompute(self, model, parts: Iterable[StepPart],
                    evaluations: Iterable[list[Item]]) -> Iterator[int]:
@@ -76,14 +88,6 @@ class Dpo(Objective):
         self.ref = dict(sd.get("ref") or {})
 
     # -- the pieces ---------------------------------------------------------------------------
-    def _pair_logps(self, model, items: list[Item]) -> tuple[torch.Tensor, torch.Tensor]:
-        c = self.ctx
-        samples = [s for _, s in items]
-        chosen = sequence_logps(model, make_batch(samples, c.pad_id, c.device), c.full_forward)
-        rejected = sequence_logps(model, make_batch(samples, c.pad_id, c.device, rejected=True),
-                                  c.full_forward)
-        return chosen, rejected
-
     @torch.no_grad()
     def _reference(self, model, items: list[Item]) -> int:
         """Reference log-probs of the items not computed yet (in eval mode: the reference is
@@ -95,16 +99,19 @@ class Dpo(Objective):
         model.eval()
         try:
             with model.disable_adapter():
-                c, r = self._pair_logps(model, todo)
+                lp = self.policy_logps(model, todo)
         finally:
             model.train(was)
-        for (k, _), ci, ri in zip(todo, c.tolist(), r.tolist()):
+        for (k, _), ci, ri in zip(todo, lp.chosen.tolist(), lp.rejected.tolist()):
             self.ref[k] = (ci, ri)
         return len(todo)
 
-    def _loss(self, model, items: list[Item]) -> tuple[torch.Tensor, int]:
+    def pair_loss(self, model, items: list[Item]) -> tuple[torch.Tensor, int]:
         self._reference(model, items)  # computed ahead; here only for pairs it did not meet
-        c, r = self._pair_logps(model, items)
-        ref = torch.tensor([self.ref[k] for k, _ in items], device=c.device)
-        margin = self.ctx.hp.beta * ((c - ref[:, 0]) - (r - ref[:, 1]))
-        return -F.logsigmoid(margin).mean(), int((margin > 0).sum())
+        lp = self.policy_logps(model, items)
+        ref = torch.tensor([self.ref[k] for k, _ in items], device=lp.chosen.device)
+        hp = self.ctx.hp
+        losses, margin = dpo_losses(hp.loss_type or "sigmoid", hp.beta,
+                                    hp.label_smoothing or 0.0, lp.chosen, lp.rejected,
+                                    ref[:, 0], ref[:, 1], lp.n_chosen, lp.n_rejected)
+        return losses.mean(), int((margin > 0).sum())
