@@ -16,6 +16,7 @@ from afinar.cli import (
     eval_cmd,
     feedback_cmd,
     graders_cmd,
+    improve_cmd,
     kb_cmd,
     models_cmd,
     plugins_cmd,
@@ -53,6 +54,7 @@ app.command("chat")(chat_cmd.chat)
 app.command("demo")(demo_cmd.demo)
 app.command("plugins")(plugins_cmd.plugins)
 app.command("promote")(promote_cmd.promote)
+app.command("improve")(improve_cmd.improve)
 
 
 def _version(value: bool) -> None:

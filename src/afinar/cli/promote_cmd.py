@@ -29,7 +29,7 @@ def print_decision(d, summary: dict | None) -> None:
     for r in d.reasons:
         console.print(escape(f"  - {r}"))
     if d.run_id:
-        console.print(f"evaluation {d.run_id}: afinar eval report {d.run_id}", markup=False,
+        console.print(f"evaluation: afinar eval report {d.run_id}", markup=False,
                       soft_wrap=True)
 
 
@@ -39,6 +39,9 @@ def promote(
     eval_file: Path = typer.Option(..., "--eval", help="eval.yaml with one strategy: its test "
                                    "file, metrics and main metric decide.",
                                    callback=existing_file),
+    gate: Path = typer.Option(None, "--gate", help="A grader (YAML/JSON, OpenAI's shape) the "
+                              "candidate's answers must pass too.", callback=existing_file),
+    gate_min: float = typer.Option(0.5, "--gate-min", help="The gate's minimum mean score."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the decision; move nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print the decision as JSON."),
 ) -> None:
@@ -49,7 +52,7 @@ def promote(
     from afinar.evals.promotion import promote as run_promotion
 
     d, summary = run_promotion(alias, candidate, eval_file, dry_run=dry_run,
-                               run_eval=run_with_bars)
+                               run_eval=run_with_bars, gate=gate, gate_min=gate_min)
     if as_json:
         print_json({**d.to_dict(), "summary": summary})
         return

@@ -13,6 +13,11 @@ candidate - current on the main metric:
   counts only on a quiet machine and only when the candidate's p95 is below the current model's
   median (a tie on noise alone never moves an alias).
 
+A gate (``gate``: a grader of ``afinar.graders``, e.g. a YAML file in OpenAI's shape) may also
+be required: the candidate's answers graded against each case (``item``: the case's metadata,
+``reference`` and ``question``, as the grader metric reads them) must reach a mean score of at
+least ``gate_min``, else the alias stays whatever the table says.
+
 A candidate that is the alias's current model is refused without an evaluation. Every decision
 but a dry run's is a row of the alias's history (``promote``, or ``refuse``: nothing moved) with
 its reasons, sentences built only from the table's numbers, and the run id. The alias moves only
@@ -43,7 +48,7 @@ class Decision:
     current: str  # the model the alias stood for when evaluated
     candidate: str
     promote: bool
-    rule: str  # better | worse | tie_cheaper | tie_not_cheaper | same_model | unscored
+    rule: str  # better | worse | tie_cheaper | tie_not_cheaper | same_model | unscored | gate
     reasons: list[str]
     main_metric: str | None = None
     diff: dict[str, Any] | None = None  # candidate - current: mean, lo, hi, n
@@ -51,6 +56,7 @@ class Decision:
     columns: dict[str, str] = field(default_factory=dict)  # current/candidate -> column name
     dry_run: bool = False
     moved: bool = False
+    gate: dict[str, Any] | None = None  # grader, mean score, minimum, passed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,10 +157,26 @@ def decide(summary: dict[str, Any], current: str, candidate: str) -> tuple[bool,
                                       "the alias stays."], diff
 
 
+def gate_check(gate: str | Path, gate_min: float, ev, config: EvalConfig, column: str,
+               settings: Settings) -> dict[str, Any]:
+    """Grade the candidate's answers of run ``ev`` (column ``column``) with grader ``gate``."""
+    from afinar.evals.cases import read_cases
+    from afinar.graders import load_grader
+
+    grader = load_grader(gate, settings=settings)
+    preds = ev.predictions()[column]
+    scores = [grader.grade(preds[c.id].text, {**c.metadata, "reference": c.reference,
+                                              "question": c.question}).score
+              for c in read_cases(config.test_file, config.limit) if c.id in preds]
+    mean = sum(scores) / len(scores) if scores else 0.0
+    return {"grader": str(gate), "name": grader.name, "mean": mean, "min": gate_min,
+            "n": len(scores), "passed": bool(scores) and mean >= gate_min}
+
+
 def promote(alias: str, candidate: str, eval_file: str | Path | EvalConfig, *,
             dry_run: bool = False, actor: str | None = None, settings: Settings | None = None,
-            run_eval=None, info: dict[str, Any] | None = None) -> tuple[Decision,
-                                                                        dict | None]:
+            run_eval=None, info: dict[str, Any] | None = None, gate: str | Path | None = None,
+            gate_min: float = 0.5) -> tuple[Decision, dict | None]:
     """Evaluate ``candidate`` against the model ``alias`` stands for and move the alias when the
     candidate wins (see the module's rule); returns the decision and the evaluation's summary.
     ``run_eval(config) -> EvalRun``: the runner with the caller's progress display (default:
@@ -168,6 +190,10 @@ def promote(alias: str, candidate: str, eval_file: str | Path | EvalConfig, *,
     cand = Catalog(settings).get(candidate).id  # an alias given as candidate: its model
     config = eval_file if isinstance(eval_file, EvalConfig) else load_config(eval_file)
     check_strategies(config)
+    if gate is not None:
+        from afinar.graders import load_grader
+
+        load_grader(gate, settings=settings)  # a bad grader stops here, before any answer
     extra = {**(info or {}), **({"eval_file": str(eval_file)}
                                 if not isinstance(eval_file, EvalConfig) else {})}
     if cand == current:
@@ -186,11 +212,23 @@ def promote(alias: str, candidate: str, eval_file: str | Path | EvalConfig, *,
     for f in summary.get("forgetting") or []:
         if f["flagged"] and f["model"] == cand:
             reasons.append(f"Forgetting check: the candidate {'; '.join(f['reasons'])}.")
+    checked = None
+    if gate is not None:
+        checked = gate_check(gate, gate_min, ev, cfg, names["candidate"], settings)
+        words = (f"Gate {checked['name']}: the candidate's mean score is {checked['mean']:.2f} "
+                 f"on {checked['n']} cases (at least {gate_min:.2f} needed)")
+        if checked["passed"]:
+            reasons.append(words + ": passed.")
+        else:
+            reasons.append(words + (": failed, so the alias stays." if ok else ": failed."))
+            rule = "gate" if ok else rule  # a refusal keeps the table's own rule
+            ok = False
     d = Decision(alias, current, cand, ok, rule, reasons, summary["main_metric"], diff, ev.id,
-                 names, dry_run)
+                 names, dry_run, gate=checked)
     if dry_run:
         return d, summary
-    row = {"rule": rule, "run": ev.id, "main_metric": d.main_metric, "diff": diff, **extra}
+    row = {"rule": rule, "run": ev.id, "main_metric": d.main_metric, "diff": diff,
+           "gate": checked, **extra}
     if ok:
         aliases.set(alias, cand, actor=actor, reason=" ".join(reasons), action="promote",
                     info=row, expect=current)
