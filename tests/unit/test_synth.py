@@ -180,6 +180,26 @@ def test_leak_check_drops_test_set_questions(kb, tiny_long, tmp_path):
     assert [e.question for e in again.kept] == [e.question for e in first.kept[3:]]
 
 
+def test_a_judge_grader_must_pass_each_answer(kb, tiny_long, tmp_path):
+    """A string_check grader on the answer: one that no random answer passes drops every
+    candidate that reached it; one that every answer passes keeps the same candidates."""
+    def grader(op):
+        return {"type": "string_check", "name": "j", "operation": op,
+                "input": "{{ sample.output_text }}", "reference": "zq-never-written"}
+
+    passed = synthesize("acme", tiny_long, tmp_path / "a.jsonl", n=4, min_support=0.0,
+                        judge=grader("ne"), as_eval=True, seed=4, **SMALL)
+    failed = synthesize("acme", tiny_long, tmp_path / "b.jsonl", n=4, min_support=0.0,
+                        judge=grader("eq"), as_eval=True, seed=4, **SMALL)
+    adds_up(passed)
+    adds_up(failed)
+    assert all(e.judge_score == 1.0 for e in passed.kept) and passed.kept
+    assert failed.dropped["judge"] == len(passed.kept) + passed.dropped["duplicate"]
+    assert not failed.kept and not failed.written
+    with pytest.raises(InvalidRequest, match="operation"):
+        Synthesizer("acme", None, tmp_path / "c.jsonl", judge=grader("nearly"))
+
+
 def test_as_eval_writes_cases_the_evaluation_reads(kb, tiny_long, tmp_path):
     from afinar.evals.cases import read_cases
 

@@ -16,23 +16,6 @@ from afinar.cli.common import console, err_console, existing_file, print_json, p
 from afinar.errors import InvalidRequest
 
 
-def _judge(spec: str, threshold: float):
-    """A ``(question, answer, chunk) -> score`` judge from a grader spec or YAML file
-    (``afinar.graders``), loaded before any generation."""
-    try:
-        from afinar.graders import load_grader, sample_from_text
-    except ImportError:
-        raise InvalidRequest("--judge needs the graders (afinar.graders), which this install "
-                             "lacks", param="judge") from None
-    grader = load_grader(spec)
-
-    def judge(question: str, answer: str, chunk: str) -> float:
-        item = {"question": question, "reference": chunk, "context": chunk}
-        return float(grader.grade(sample_from_text(answer), item).score)
-
-    return judge
-
-
 def synth(
     kb: str = typer.Option(..., "--kb", help="Knowledge base whose chunks the questions come "
                                              "from."),
@@ -50,8 +33,9 @@ def synth(
                               callback=existing_file),
     as_eval: bool = typer.Option(False, "--as-eval", help="Write an evaluation test set "
                                  "(metadata.gold_sources) instead of training data."),
-    judge: str = typer.Option(None, "--judge", help="Grader (YAML file or spec) that must also "
-                              "pass each answer (afinar.graders)."),
+    judge: Path = typer.Option(None, "--judge", help="Grader file (YAML/JSON, afinar.graders) "
+                               "that must also pass each answer: the answer is its sample, "
+                               "{question, passage} its item.", callback=existing_file),
     judge_min: float = typer.Option(0.5, "--judge-min", help="The judge's passing score."),
     k: int = typer.Option(3, "--k", help="raft: sources in each prompt (the strategy's k)."),
     absent: float = typer.Option(0.2, "--absent", help="raft: share of examples whose gold "
@@ -72,7 +56,9 @@ def synth(
     from afinar.models import Catalog
 
     Catalog().get(model_id)  # an unknown model fails before anything loads
-    judge_fn = _judge(judge, judge_min) if judge else None
+    from afinar.rag.synth import grader_judge
+
+    judge_fn = grader_judge(judge) if judge else None  # a bad grader fails before any work
     options = dict(n=n, style=style, test_file=test, as_eval=as_eval, judge=judge_fn,
                    judge_min=judge_min, seed=seed, k=k, absent_share=absent, system=system,
                    min_support=min_support)

@@ -15,6 +15,9 @@ Two styles:
   examples (``absent_share``) show only distractors and answer ``NOT_IN_SOURCES``, so the tuned
   model learns to say the sources do not hold an answer rather than guess.
 
+A judge (``grader_judge``: any ``afinar.graders`` grader, given the answer as its sample and
+``{question, passage}`` as its item) may also have to pass each answer (``judge_min``).
+
 Questions found in a test file are dropped (``data.leak.check_leak``: exact, normalized and near
 duplicates), and so are repeats among the generated ones (``data.keys.normalize``, then
 ``data.minhash.near_duplicates``). The file is checked with ``data.validate.validate_file``
@@ -132,6 +135,21 @@ class SynthReport:
                 "validation": self.validation}
 
 
+def grader_judge(spec: dict[str, Any] | str | Path) -> Judge:
+    """A judge from a grader (``afinar.graders``: a spec, or a YAML/JSON file holding one),
+    loaded (and its spec checked) now. It grades the answer as the sample
+    (``{{ sample.output_text }}``) with the item ``{"question": ..., "passage": the chunk}``."""
+    from afinar.graders import load_grader, sample_from_text
+
+    grader = load_grader(spec)
+
+    def judge(question: str, answer: str, chunk: str) -> float:
+        item = {"question": question, "passage": chunk}
+        return float(grader.grade(sample_from_text(answer), item).score)
+
+    return judge
+
+
 def answer_support(answer: str, chunk_text: str, heading_path: list[str] | None = None) -> float:
     """How well ``chunk_text`` supports ``answer``: the lowest support (``rag.answer.support``)
     of its sentences that hold content words; 0 for an answer with none. An answer is supported
@@ -225,7 +243,7 @@ class Synthesizer:
 
     def __init__(self, kb: str, lm, out: str | Path, *, n: int = 500, style: str = "qa",
                  test_file: str | Path | None = None, as_eval: bool = False,
-                 judge: Judge | None = None, judge_min: float = 0.5, seed: int = 0, k: int = 3,
+                 judge: Judge | dict | str | Path | None = None, judge_min: float = 0.5, seed: int = 0, k: int = 3,
                  absent_share: float = 0.2, system: str | None = None,
                  min_support: float = SUPPORT, near_threshold: float = 0.8,
                  max_question_chars: int = 200, max_answer_chars: int = 400,
@@ -263,6 +281,8 @@ class Synthesizer:
         if self.out.is_dir():
             raise InvalidRequest(f"{self.out} is a folder; --out names the file to write",
                                  param="out")
+        if judge is not None and not callable(judge):
+            judge = grader_judge(judge)  # a grader spec or file: checked now
         self.kbs = kbs or KnowledgeBases()
         self.kb = self.kbs.get(kb).name  # an unknown base fails here
         self.lm, self.n, self.style, self.test_file, self.as_eval = lm, n, style, test_file, \
@@ -413,4 +433,4 @@ def synthesize(kb: str, lm, out: str | Path, *, progress=None, **options: Any) -
 
 
 __all__ = ["NOT_IN_SOURCES", "REASONS", "STYLES", "SynthExample", "SynthReport", "Synthesizer",
-           "answer_support", "duplicates", "leaked", "synthesize"]
+           "answer_support", "duplicates", "grader_judge", "leaked", "synthesize"]
