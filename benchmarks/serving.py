@@ -14,6 +14,15 @@ adapters >= 0.8x base-only). Tokens are the completion tokens actually produced 
 Usage: ``python benchmarks/serving.py [--engine llama.cpp|transformers] [--tokens 64]
 [--weights q8_0|f16|f32] [--adapters merged|runtime]``
 
+``--serve`` measures continuous batching instead, through ``afinar serve`` (started here as a
+subprocess on a free port, ``--max-batch``) with the openai SDK: for each count of concurrent
+streams (``--streams``, default 1,4,8,16) every stream sends ``--prompts`` streamed chat
+completions one after another (greedy, ``max_tokens`` = ``--tokens``); it prints aggregate
+completion tokens/s (usage counts from the server), p50 and p90 time to first token, and the
+ratio of each aggregate rate to the single-stream rate of the same run (target: >= 3x at 8
+streams). ``--model-path DIR`` serves a local HF folder instead of the embedded model (a smoke
+run with the tiny test model). Not timed yet on a quiet machine: no numbers here.
+
 Measured: ``AFINAR_HOME=/tmp/lhome python benchmarks/serving.py --tokens 32 --prompts 2``, three
 runs (2 cores, load average 3.4-3.6 from other sessions; llama.cpp, q8_0 GGUF, merged adapters,
 one llama.cpp thread per model), tokens/s for 1 / 8 streams: plain transformers 22.1-23.3 /
@@ -92,16 +101,118 @@ def run_streams(n_streams: int, one_request) -> float:
     return sum(counts) / (time.perf_counter() - t0)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_bench(args) -> None:
+    """Concurrent openai-SDK streams through ``afinar serve`` (see the module docstring)."""
+    import math
+    import statistics
+    import subprocess
+    import urllib.request
+
+    import openai
+
+    home = os.environ.setdefault("AFINAR_HOME", tempfile.mkdtemp(prefix="afinar-bench-serve-"))
+    model = "smollm2-135m-instruct"
+    if args.model_path:
+        from afinar.models import Catalog
+
+        model = "bench-local"
+        Catalog().add(model, args.model_path)
+    port = _free_port()
+    cmd = [sys.executable, "-m", "afinar", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--no-worker", "--max-batch", str(args.max_batch)]
+    if args.engine:
+        cmd += ["--engine", args.engine]
+    env = {**os.environ, "AFINAR_HOME": home}
+    if args.weights:
+        env["AFINAR_LLAMA_WEIGHTS"] = args.weights
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("afinar serve did not start: "
+                                     + server.stderr.read().decode()[-2000:]) from None
+                time.sleep(0.3)
+        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="local", max_retries=0, timeout=600)
+        prompts = PROMPTS[:max(1, args.prompts)]
+
+        def request(p: str) -> tuple[int, float]:
+            t0, first, tokens = time.perf_counter(), None, 0
+            for c in sdk.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": p}], stream=True,
+                    temperature=0, max_tokens=args.tokens,
+                    stream_options={"include_usage": True}):
+                if first is None and c.choices and c.choices[0].delta.content:
+                    first = time.perf_counter() - t0
+                if c.usage is not None:
+                    tokens = c.usage.completion_tokens
+            return tokens, first if first is not None else time.perf_counter() - t0
+
+        request(prompts[0])  # load the model before timing
+        rows = []
+        for n in [int(x) for x in args.streams.split(",")]:
+            ttfts: list[float] = []
+            lock = threading.Lock()
+
+            def one(k: int, j: int, p: str) -> int:
+                tokens, ttft = request(prompts[(k + j) % len(prompts)])
+                with lock:
+                    ttfts.append(ttft)
+                return tokens
+
+            N_PROMPTS[0] = len(prompts)
+            rate = run_streams(n, one)
+            rows.append((n, rate, statistics.median(ttfts),
+                         sorted(ttfts)[min(len(ttfts) - 1, math.ceil(0.9 * len(ttfts)) - 1)]))
+    finally:
+        server.terminate()
+        server.wait(30)
+    print(f"through afinar serve (openai SDK, streamed), {model}, engine "
+          f"{args.engine or 'default'}, --max-batch {args.max_batch}, greedy, <= {args.tokens} "
+          f"tokens/request, {len(prompts)} requests per stream")
+    single = rows[0][1] if rows and rows[0][0] == 1 else None
+    for n, rate, p50, p90 in rows:
+        ratio = f"  {rate / single:5.2f}x one stream" if single else ""
+        print(f"  {n:3d} stream(s): {rate:7.1f} tok/s  ttft p50 {p50 * 1000:7.0f} ms  "
+              f"p90 {p90 * 1000:7.0f} ms{ratio}")
+    if single and any(n == 8 for n, *_ in rows):
+        r8 = next(rate for n, rate, *_ in rows if n == 8)
+        print(f"  8 streams / 1 stream = {r8 / single:.2f}x (target >= 3x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--serve", action="store_true",
+                    help="continuous batching through afinar serve with the openai SDK")
+    ap.add_argument("--max-batch", type=int, default=8, help="with --serve: serve --max-batch")
+    ap.add_argument("--model-path", default=None,
+                    help="with --serve: a local HF folder to serve instead of the embedded model")
     ap.add_argument("--engine", default=None)
     ap.add_argument("--weights", default=None, help="llama.cpp GGUF type: q8_0 (default), f16, f32")
     ap.add_argument("--adapters", default=None,
                     help="llama.cpp adapters: merged (default) or runtime (LoRA on the base context)")
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--streams", default="1,8")
+    ap.add_argument("--streams", default=None, help="default 1,8 (--serve: 1,4,8,16)")
     ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="requests per stream")
     args = ap.parse_args()
+    if args.serve:
+        args.streams = args.streams or "1,4,8,16"
+        serve_bench(args)
+        return
+    args.streams = args.streams or "1,8"
     N_PROMPTS[0] = args.prompts
     os.environ.setdefault("AFINAR_HOME", tempfile.mkdtemp(prefix="afinar-bench-serving-"))
     import torch
