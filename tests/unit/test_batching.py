@@ -218,3 +218,41 @@ def test_the_engine_attaches_a_scheduler_of_max_batch(home, tiny_model_template)
     assert lm.batcher is not None and lm.batcher.max_batch == 3
     one = ModelCache().get("tiny", settings=get_settings().model_copy(update={"max_batch": 1}))
     assert one.batcher is None
+
+
+def test_server_batches_concurrent_openai_streams(home, tiny_model_template):
+    """Several openai-SDK streams at once through ``afinar serve``'s app: each gets the text it
+    gets alone, they shared forwards, and a client that drops its stream breaks no other."""
+    import openai
+
+    from afinar.models import Catalog
+    from afinar.server.app import create_app
+    from tests.live_server import live_server
+
+    Catalog().add("tiny", tiny_model_template)
+    app = create_app(auth=False)
+    with live_server(app) as url:
+        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="local", max_retries=0)
+
+        def stream(i: int, n: int = 16) -> str:
+            chunks = sdk.chat.completions.create(
+                model="tiny", messages=msgs(PROMPTS[i % len(PROMPTS)]), stream=True,
+                max_tokens=n, temperature=1.2, seed=100 + i)
+            return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+        want = {i: stream(i) for i in range(6)}  # one at a time
+        got: dict[int, str] = {}
+
+        def client(i: int) -> None:
+            if i == 6:  # reads two chunks and hangs up
+                chunks = sdk.chat.completions.create(model="tiny", messages=msgs("hello"),
+                                                     stream=True, max_tokens=200, seed=1)
+                next(iter(chunks))
+                chunks.close()
+                return
+            got[i] = stream(i)
+
+        all_at_once(client, list(range(7)))
+        assert got == want
+        lm = app.state.models.get("tiny", None, app.state.settings)
+        assert lm.batcher is not None and lm.batcher.widest >= 2
