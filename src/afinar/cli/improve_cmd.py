@@ -10,7 +10,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Column, Table
 
-from afinar.cli.common import console, err_console, print_json
+from afinar.cli.common import console, err_console, existing_file, print_json
 
 
 def _feedback(r: dict) -> str:
@@ -96,11 +96,13 @@ def _schedule(alias: str, eval_file: Path | None, every: str, dry_run: bool, as_
 def improve(
     alias: str = typer.Option(..., "--alias", help="The alias to improve (afinar models alias)."),
     eval_file: Path = typer.Option(None, "--eval", help="eval.yaml with one strategy (default: "
-                                   "the one this alias's last run used).", dir_okay=False),
+                                   "the one this alias's last run used).", dir_okay=False,
+                                   callback=existing_file),
     method: str = typer.Option("auto", "--method", help="auto (from the data: pairs -> dpo, "
                                "corrections -> sft, thumbs only -> kto), dpo, kto, sft, grpo."),
     grader: Path = typer.Option(None, "--grader", help="A grader (YAML/JSON, OpenAI's shape): "
-                                "the promotion's gate.", dir_okay=False),
+                                "the promotion's gate.", dir_okay=False,
+                                callback=existing_file),
     gate_min: float = typer.Option(0.5, "--gate-min", help="The grader's minimum mean score."),
     every: str = typer.Option(None, "--every", help="Register this command to run on a "
                               "schedule (30m, 1d, ...) by the worker, instead of now."),
