@@ -301,3 +301,27 @@ def test_promotion_errors_are_one_line(at_home, capsys, tmp_path):
         Aliases().set("errs", "errs")
     with pytest.raises(Conflict):  # a promotion decided against a model the alias left
         Aliases().set("errs", w["ft"], expect="tiny-other")
+
+
+def test_a_grader_gate_can_refuse_a_better_candidate(at_home, tmp_path, capsys):
+    w = at_home
+    Aliases().set("gated", "tiny")
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("type: string_check\nname: says_green\noperation: like\n"
+                    "input: '{{ sample.output_text }}'\nreference: green\n")
+    d, _ = promote("gated", w["ft"], w["eval"], dry_run=True, gate=gate)
+    assert not d.promote and d.rule == "gate" and d.gate["mean"] == 0.0 and d.gate["n"] == 8
+    assert "Gate says_green" in d.reasons[-1] and "failed" in d.reasons[-1]
+    gate.write_text(gate.read_text().replace("green", "blue").replace("says_green",
+                                                                      "says_blue"))
+    code, out, err = run_cli(capsys, "promote", "--alias", "gated", "--candidate", w["ft"],
+                             "--eval", str(w["eval"]), "--gate", str(gate), "--gate-min", "0.9")
+    assert code == 0, err
+    assert "promote: moved gated" in out and "says_blue" in out and "passed" in out
+    assert Aliases().get("gated").model == w["ft"]
+    assert Aliases().history("gated")[-1].info["gate"]["mean"] == 1.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("type: string_check\nname: x\n")
+    code, out, err = run_cli(capsys, "promote", "--alias", "gated", "--candidate", "tiny",
+                             "--eval", str(w["eval"]), "--gate", str(bad))
+    assert code == 2 and err.startswith("error: ") and "bad.yaml" in err
