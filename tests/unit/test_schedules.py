@@ -36,7 +36,8 @@ def test_durations_and_the_whitelist():
 def test_add_list_remove(home):
     s = Schedules(get_database())
     a = s.add(["kb", "sync", "docs", "/srv/docs"], 86400)
-    b = s.add(["monitor", "m"], None, owner={"project_id": "p1", "owner_key_id": "key-1"})
+    b = s.add(["improve", "--alias", "m"], None,
+              owner={"project_id": "p1", "owner_key_id": "key-1"})
     assert [x.id for x in s.list()] == [a.id, b.id]
     assert s.get(b.id).project_id == "p1" and s.get(b.id).every_s is None
     s.remove(a.id)
@@ -49,7 +50,7 @@ def test_two_claimers_never_both_run_one_due_schedule(home):
     from afinar.store.schedules import ScheduleRecord
 
     s = Schedules(get_database())
-    rec = s.add(["monitor", "m"], 60)
+    rec = s.add(["improve", "--alias", "m"], 60)
     for _ in range(3):  # each round: eight workers race for the one due schedule
         wins: list = []
         start = threading.Barrier(8)
@@ -79,7 +80,7 @@ def test_two_claimers_never_both_run_one_due_schedule(home):
 
 def test_an_expired_lease_is_claimed_again(home):
     s = Schedules(get_database())
-    rec = s.add(["monitor", "m"], 60)
+    rec = s.add(["improve", "--alias", "m"], 60)
     dead = s.claim("dead", lease_s=0.2)
     assert dead is not None and s.claim("other", lease_s=30) is None
     time.sleep(0.3)

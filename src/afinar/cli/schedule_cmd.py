@@ -13,7 +13,7 @@ from rich.table import Table
 from afinar.cli.common import console
 from afinar.errors import InvalidRequest
 
-app = typer.Typer(help="Run afinar commands on a schedule (kb sync, kb watch --once, monitor, "
+app = typer.Typer(help="Run afinar commands on a schedule (kb sync, kb watch --once, "
                   "improve): workers run them between jobs.", no_args_is_help=True)
 
 

@@ -1,7 +1,7 @@
 """Schedules: afinar commands a worker runs every N seconds, or once (``afinar schedule``).
 
 A schedule is an argument list of an afinar command (only the commands in ``SCHEDULABLE``:
-keeping a knowledge base in sync, the improvement loop, the drift monitor), its period
+keeping a knowledge base in sync, the improvement loop), its period
 (``every_s``; ``None``: run once) and the time it is next due. Workers run due schedules between
 jobs (``afinar.tuning.worker``), each as a subprocess ``python -m afinar ARGV...``, so the
 worker imports nothing of the commands it runs.
@@ -34,7 +34,6 @@ SCHEDULABLE: dict[tuple[str, ...], tuple[str, ...]] = {
     ("kb", "sync"): (),
     ("kb", "watch"): ("--once",),
     ("improve",): (),
-    ("monitor",): (),
 }
 MAX_OUTPUT = 64 * 1024  # characters of a run's output kept (its tail)
 _EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
