@@ -121,6 +121,11 @@ def create(
                         ("checkpoint_every", "checkpoint_every_steps")):
         if opts.get(k_cli) is not None:
             hp[k_hp] = int(opts[k_cli])
+    from afinar.tuning.hparams import parse_hyperparameters
+
+    hp.update(cfg.get("hyperparameters") or {})
+    hp.update(dict(_parse_option(o) for o in hp_opt or []))
+    parse_hyperparameters(hp)  # an unknown name or a bad value, before any work
     if opts.get("grader"):  # checked (errors name its file and field), stored with the job
         from afinar.graders import load_grader
         from afinar.graders.base import read_spec_file
@@ -130,11 +135,6 @@ def create(
     from afinar.tuning.methods import get_method
 
     get_method(mtype, options)  # its options (grpo: a grader) before any work
-    from afinar.tuning.hparams import parse_hyperparameters
-
-    hp.update(cfg.get("hyperparameters") or {})
-    hp.update(dict(_parse_option(o) for o in hp_opt or []))
-    parse_hyperparameters(hp)  # an unknown name or a bad value, before any work
     if opts.get("dedupe"):
         opts["train"] = _dedupe(Path(opts["train"]))
     _precheck(Path(opts["train"]), model_id, mtype, hp.get("max_seq_len"),

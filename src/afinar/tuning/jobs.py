@@ -178,11 +178,11 @@ class Jobs:
         workers serving that queue take it (``afinar worker --queue NAME``). ``processes``: train
         on that many processes (``tuning/distributed.py``; one GPU each on CUDA)."""
         queue = queue_name(queue, metadata)
+        if processes is not None and not 1 <= processes <= 64:
+            raise InvalidRequest("processes must be 1-64", param="processes")
         base = Catalog(self.settings).get(model)
         if base.kind != "chat":
             raise InvalidRequest(f"{model} is not a chat model", param="model")
-        if processes is not None and not 1 <= processes <= 64:
-            raise InvalidRequest("processes must be 1-64", param="processes")
         files = Files(self.settings)
         files.get(training_file)
         if validation_file:
