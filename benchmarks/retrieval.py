@@ -16,8 +16,17 @@ their ratios, measured in the same run, on the BEIR folder and on the Debian FAQ
 debian-faq.txt are the queries, the section that asks each one its relevant item). This is what
 ``afinar kb tune-fusion`` decides per base. ``--limit N`` takes the first N queries of each.
 
+Embedding backends (``--backends torch,int8``; ``none``: skip): per backend, one base built from
+the same passages with that backend (``kb create --embed-backend``): ingestion chunks/s (reading,
+chunking, embedding, writing), the raw encode rate of its embedder on the same chunk texts, and
+nDCG@10 of dense and hybrid search (queries embedded with the base's backend), each against the
+torch backend of the same run (issue 20: int8 >= 2x chunks/s, at most 1 point of nDCG@10 lost).
+``--passages N`` takes the first N passages (a smoke run: ``--passages 40 --limit 5 --rerank
+none --no-faq``).
+
     .venv/bin/python benchmarks/retrieval.py [--beir ../shared/datasets/squad] [--scale 100000]
-        [--rerank llm|cross-encoder:PATH|none] [--limit N] [--no-faq]
+        [--rerank llm|cross-encoder:PATH|none] [--limit N] [--no-faq] [--backends torch,int8]
+        [--passages N]
 """
 
 from __future__ import annotations
@@ -73,6 +82,9 @@ def main() -> int:
     ap.add_argument("--max-queries", "--limit", type=int, default=0, dest="max_queries")
     ap.add_argument("--rerank", default="llm", help="Reranker to compare with (none: skip).")
     ap.add_argument("--no-faq", action="store_true", help="Skip the Debian FAQ comparison.")
+    ap.add_argument("--backends", default="torch,int8",
+                    help="Embedding backends to compare against torch (none: skip).")
+    ap.add_argument("--passages", type=int, default=0, help="Only the first N passages.")
     a = ap.parse_args()
     if not (a.beir / "corpus.jsonl").exists():
         print(f"no BEIR folder at {a.beir}")
@@ -83,6 +95,11 @@ def main() -> int:
         from afinar.rag.kb import KnowledgeBases
 
         corpus, queries, qrels = read_beir(a.beir)
+        if a.passages:
+            corpus = corpus[: a.passages]
+            kept = {c["_id"] for c in corpus}
+            qrels = {q: r for q, r in qrels.items() if set(r) & kept}
+            queries = {q: t for q, t in queries.items() if q in qrels}
         if a.max_queries:
             queries = dict(list(queries.items())[: a.max_queries])
         kbs = KnowledgeBases()
@@ -118,6 +135,9 @@ def main() -> int:
             lat.sort()
             print(f"{mode:10} {m['ndcg@10']:8.3f} {m['recall@10']:6.3f} {m['recall@100']:6.3f} "
                   f"{m['mrr@10']:7.3f} {lat[len(lat) // 2]:7.1f} {lat[int(len(lat) * .95)]:7.1f}")
+        if a.backends != "none":
+            backends = ["torch"] + [b for b in a.backends.split(",") if b and b != "torch"]
+            backend_table(kbs, texts, queries, qrels, backends)
         if a.rerank != "none":
             from afinar.rag.rerank import get_reranker
 
@@ -135,6 +155,45 @@ def main() -> int:
         if a.scale:
             scale(kbs, a.scale, list(queries.values()))
     return 0
+
+
+def backend_table(kbs, texts, queries, qrels, backends: list[str]) -> None:
+    """Per embedding backend: a base of the same passages, its ingestion and raw encode rates
+    and its nDCG@10 (dense, hybrid), with ratios and differences against torch."""
+    from sqlalchemy import select
+
+    from afinar.rag.embeddings import get_embedder
+    from afinar.store.tables import KbChunk
+
+    rows = {}
+    for b in backends:
+        name = f"bench-{b}"
+        rec = kbs.create(name, embed_backend=b)
+        emb = get_embedder(rec.embedding_model, kbs.settings, b)
+        emb.encode(["warm up"])  # loading (and quantising) is not ingestion
+        r = kbs.add_texts(name, texts)
+        with kbs.db.session() as s:
+            chunk_texts = list(s.scalars(select(KbChunk.text).where(KbChunk.kb_id == rec.id)))
+        t = time.perf_counter()
+        emb.encode(chunk_texts)
+        raw = len(chunk_texts) / (time.perf_counter() - t)
+        nd = {}
+        for mode in ("dense", "hybrid"):
+            nd[mode] = statistics.mean(metrics(docs_of(kbs.search(
+                name, q, k=10, mode=mode, groups=None)), qrels[qid])["ndcg@10"]
+                for qid, q in queries.items())
+        rows[b] = {"rate": r.chunks / r.seconds, "raw": raw, **nd}
+    ref = rows["torch"]
+    print(f"\nembedding backends ({len(texts)} passages, {len(queries)} queries; ratios and "
+          "nDCG differences against torch)")
+    print(f"{'backend':8} {'chunks/s':>8} {'ratio':>6} {'encode/s':>8} {'ratio':>6} "
+          f"{'dense':>6} {'diff':>6} {'hybrid':>6} {'diff':>6}")
+    for b, r in rows.items():
+        print(f"{b:8} {r['rate']:8.1f} {r['rate'] / ref['rate']:5.2f}x {r['raw']:8.1f} "
+              f"{r['raw'] / ref['raw']:5.2f}x {r['dense']:6.3f} "
+              f"{100 * (r['dense'] - ref['dense']):+6.1f} {r['hybrid']:6.3f} "
+              f"{100 * (r['hybrid'] - ref['hybrid']):+6.1f}")
+    print("(diff: nDCG@10 points; target for int8: chunks/s >= 2x, dense diff >= -1.0)")
 
 
 FAQ_HTML = DEFAULT.parents[1] / "corpora/debian-faq-html"

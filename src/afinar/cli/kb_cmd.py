@@ -1,4 +1,4 @@
-"""``afinar kb``: knowledge bases (create, add, sync, search, list, docs, remove, check, delete,
+"""``afinar kb``: knowledge bases (create, add, sync, watch, search, list, docs, remove, check, delete,
 tune-fusion, calibrate)."""
 
 from __future__ import annotations
@@ -46,15 +46,37 @@ def _attrs(values: list[str] | None) -> dict:
 @app.command("create")
 def create(name: str, embedding_model: str = typer.Option(None, "--embedding-model"),
            max_chunk_tokens: int = typer.Option(None, "--max-chunk-tokens"),
-           overlap_tokens: int = typer.Option(None, "--overlap-tokens")) -> None:
+           overlap_tokens: int = typer.Option(None, "--overlap-tokens"),
+           embed_backend: str = typer.Option(None, "--embed-backend", help="torch (float32) or "
+                                             "int8 (quantised, faster); default: "
+                                             "AFINAR_EMBED_BACKEND. Queries use the same.")
+           ) -> None:
     """Create a knowledge base (chunking 'auto' unless sizes are given)."""
     chunking = None
     if max_chunk_tokens or overlap_tokens:
         chunking = {"type": "static", "static": {
             "max_chunk_size_tokens": max_chunk_tokens or 800,
             "chunk_overlap_tokens": overlap_tokens if overlap_tokens is not None else 400}}
-    rec = _kbs().create(name, embedding_model, chunking)
-    console.print(f"created {rec.name} ({rec.id}), embeddings: {rec.embedding_model}")
+    rec = _kbs().create(name, embedding_model, chunking, embed_backend=embed_backend)
+    console.print(f"created {rec.name} ({rec.id}), embeddings: {rec.embedding_model} "
+                  f"({rec.info['embed_backend']})", soft_wrap=True)
+
+
+@app.command("reembed")
+def reembed(name: str, backend: str = typer.Option(..., "--backend", help="torch or int8.")
+            ) -> None:
+    """Embed every chunk again with another embedding backend; queries then use it too."""
+    from afinar.rag.embeddings import check_backend
+
+    check_backend(backend, param="--backend")
+    kbs = _kbs()
+    kbs.get(name)
+    with Progress(*progress_columns("chunks", 9), console=err_console) as bar:
+        task = bar.add_task("embedding", total=None)
+        n = kbs.reembed(name, backend, progress=lambda p: bar.update(
+            task, completed=p["chunks"], total=p["total"]))
+    console.print(f"re-embedded {n} chunks of {name} with the {backend} backend",
+                  soft_wrap=True)
 
 
 def _ingest(fn, *args, **kw):
@@ -105,6 +127,61 @@ def sync(name: str, folder: Path, group: list[str] = typer.Option(None, "--group
     kbs = _kbs()
     kbs.get(name)
     _ingest(kbs.sync, name, folder, group or [], _attrs(attr))
+
+
+def _pass_lines(p, root: Path) -> list[str]:
+    """A watch pass's sync report: one summary line, then one line per changed file (80
+    columns: a long path keeps its end)."""
+    import time
+
+    r = p.report
+    lines = [f"{time.strftime('%H:%M:%S', time.localtime(p.at))} pass {p.number}: added "
+             f"{len(r.added)}, changed {len(r.updated)}, deleted {len(r.deleted)}, unchanged "
+             f"{len(r.unchanged)}" + (f", failed {len(r.failed)}" if r.failed else "")]
+    for mark, names in (("+", r.added), ("~", r.updated), ("-", r.deleted),
+                        ("!", [f"{s}: {m}" for s, m in r.failed])):
+        for name in names:
+            rel = name[len(str(root)) + 1:] if name.startswith(str(root) + "/") else name
+            lines.append(f"  {mark} " + (rel if len(rel) <= 76 else "…" + rel[-75:]))
+    return lines
+
+
+@app.command("watch")
+def watch(name: str, folder: Path,
+          interval: str = typer.Option("2s", "--interval", help="How often the folder is "
+                                       "checked: 0.5s, 2s, 1m."),
+          once: bool = typer.Option(False, "--once", help="One pass, then exit (for a "
+                                    "schedule: afinar schedule add --every 5m -- kb watch "
+                                    "NAME DIR --once)."),
+          group: list[str] = typer.Option(None, "--group", "-g"),
+          attr: list[str] = typer.Option(None, "--attr")) -> None:
+    """Keep the knowledge base equal to FOLDER as files are added, changed and deleted: a
+    sync report per pass that changed something; searches never see a removed document."""
+    from afinar.rag.watch import FolderWatcher
+    from afinar.store.schedules import parse_duration
+
+    seconds = parse_duration(interval, "--interval", minimum=0.1)
+    if not folder.is_dir():
+        raise (NotADirectoryError if folder.exists() else FileNotFoundError)(
+            errno.ENOTDIR if folder.exists() else errno.ENOENT, "not a folder", str(folder))
+    watcher = FolderWatcher(_kbs(), name, folder, group or [], _attrs(attr))
+    failed = []
+
+    def show(p) -> None:
+        failed.extend(p.report.failed)
+        for line in _pass_lines(p, watcher.folder):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    if not once:
+        err_console.print(f"watching {watcher.folder} every {interval} (Ctrl-C stops)",
+                          markup=False, soft_wrap=True)
+    with quiet_libraries("pypdf", "pdfminer", "docx", "bs4"):
+        try:
+            watcher.run(seconds, show, once=once)
+        except KeyboardInterrupt:
+            return
+    if once and failed:
+        raise typer.Exit(1)
 
 
 @app.command("search")

@@ -4,26 +4,31 @@ documents.
 A document is identified by its source path and content hash: re-adding an unchanged file does
 nothing, a changed file replaces its chunks in one transaction, a deleted one is removed. Each
 document is committed on its own (``KbIngestion._commit``), so an interrupted ingestion resumes by
-running it again, without duplicates.
+running it again, without duplicates. Reading and chunking run in a producer thread, a few
+documents ahead of the batch being embedded. ``reembed`` re-embeds a base's chunks with another
+embedding backend (its queries follow, ``embeddings.for_base``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from afinar.errors import InvalidRequest
 from afinar.ids import new_id
 from afinar.rag.chunking import chunk_document, embedding_token_counter, resolve_sizes
 from afinar.rag.document import DocumentBuilder
-from afinar.rag.embeddings import get_embedder
+from afinar.rag.embeddings import check_backend, for_base, get_embedder
 from afinar.rag.loaders import load_document, supported_extensions
 from afinar.rag.records import KbRecords
 from afinar.store.blobs import sha256_file
@@ -59,6 +64,51 @@ def _text_document(item: _Item):
     for para in (p for p in item.text.split("\n\n") if p.strip()):
         b.add("paragraph", para.strip())
     return b.build()
+
+
+PREFETCH = 8  # documents read and chunked ahead of the one being embedded
+
+
+def _prepared(items: list[_Item], prepare: Callable[[_Item, IngestReport], Any]
+              ) -> Iterator[tuple[_Item, IngestReport, Any]]:
+    """``(item, its report entries, prepare(item))`` in order, computed by one producer thread
+    at most ``PREFETCH`` items ahead of the consumer. An exception in ``prepare`` is raised
+    here, at its item; a consumer that stops early (an exception, ``close``) stops the
+    producer."""
+    out: queue.Queue = queue.Queue(maxsize=PREFETCH)
+    stop = threading.Event()
+    end = object()
+
+    def put(x) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                side = IngestReport()
+                if not put((item, side, prepare(item, side))):
+                    return
+        except BaseException as e:  # noqa: BLE001  (handed to the consumer, raised there)
+            put(e)
+            return
+        put(end)
+
+    worker = threading.Thread(target=produce, name="afinar-ingest-reader", daemon=True)
+    worker.start()
+    try:
+        while (x := out.get()) is not end:
+            if isinstance(x, BaseException):
+                raise x
+            yield x
+    finally:
+        stop.set()
+        worker.join()
 
 
 def expand(paths: Iterable[str | Path]) -> list[Path]:
@@ -103,9 +153,11 @@ class KbIngestion(KbRecords):
     def _ingest(self, kb: str, items: list[_Item], groups: list[str], attributes: dict,
                 progress: Progress | None) -> IngestReport:
         """Load and chunk documents, embed their chunks in batches across documents (the model
-        is fastest on full batches), and commit each document in its own transaction."""
+        is fastest on full batches), and commit each document in its own transaction. A
+        producer thread reads and chunks the next documents while a batch embeds
+        (``_prepared``), so parsing costs no wall time when embedding is the slower part."""
         rec = self.get(kb)
-        emb = get_embedder(rec.embedding_model, self.settings)
+        emb = for_base(rec, self.settings)
         count = embedding_token_counter(emb.path)
         max_tok, overlap, _ = resolve_sizes(rec.chunking, emb.max_tokens)
         report, t0 = IngestReport(), time.perf_counter()
@@ -122,26 +174,64 @@ class KbIngestion(KbRecords):
                 at += len(chunks)
             pending.clear()
 
-        for i, item in enumerate(items):
+        def prepare(item: _Item, side: IngestReport):
+            """Digest, the unchanged check, load and chunk: the producer's part of one item."""
             try:
                 item.digest = item.digest or (sha256_file(item.path) if item.path else
                                               hashlib.sha256(item.text.encode()).hexdigest())
-                if not self._unchanged(rec, item, groups, attributes, report):
+                if not self._unchanged(rec, item, groups, attributes, side):
                     doc = load_document(item.path) if item.path else _text_document(item)
-                    pending.append((item, chunk_document(doc, count, max_tok, overlap)))
+                    return chunk_document(doc, count, max_tok, overlap)
             except InvalidRequest as e:
-                report.failed.append((item.source, e.message))
-            if sum(len(c) for _, c in pending) >= EMBED_BATCH:
-                flush()
-            if progress:
-                progress({"files": i + 1, "total": len(items), "chunks": report.chunks,
-                          "chunks_per_s": report.chunks / max(time.perf_counter() - t0, 1e-9),
-                          "source": item.source})
+                side.failed.append((item.source, e.message))
+            return None
+
+        with closing(_prepared(items, prepare)) as stream:
+            for i, (item, side, chunks) in enumerate(stream):
+                self._take(report, pending, item, side, chunks, flush)
+                if progress:
+                    progress({"files": i + 1, "total": len(items), "chunks": report.chunks,
+                              "chunks_per_s": report.chunks / max(time.perf_counter() - t0,
+                                                                  1e-9),
+                              "source": item.source})
         flush()
         if report.added or report.updated:
             self.index(kb)  # build the indexes now, not on the first query
         report.seconds = time.perf_counter() - t0
         return report
+
+    @staticmethod
+    def _take(report: IngestReport, pending: list, item: _Item, side: IngestReport, chunks,
+              flush: Callable[[], None]) -> None:
+        """One prepared item: its report entries, its chunks queued, a full batch embedded."""
+        for name in ("unchanged", "updated", "failed"):
+            getattr(report, name).extend(getattr(side, name))
+        if chunks is not None:
+            pending.append((item, chunks))
+        if sum(len(c) for _, c in pending) >= EMBED_BATCH:
+            flush()
+
+    def reembed(self, kb: str, backend: str, progress: Progress | None = None) -> int:
+        """Every chunk of the base embedded again with ``backend``, written with the backend's
+        name in one transaction (queries then use it too); the number of chunks."""
+        check_backend(backend, param="backend")
+        rec = self.get(kb)
+        emb = get_embedder(rec.embedding_model, self.settings, backend)
+        with self.db.session() as s:
+            rows = list(s.execute(select(KbChunk.rowid, KbChunk.text).where(
+                KbChunk.kb_id == rec.id).order_by(KbChunk.rowid)))
+        vecs = emb.encode([t for _, t in rows], progress=progress and (
+            lambda n: progress({"chunks": n, "total": len(rows)})))
+        with self.db.session() as s:
+            s.execute(update(KbChunk), [
+                {"rowid": cid, "vector": v.astype(np.float32).tobytes(),
+                 "norm": float(np.linalg.norm(v))} for (cid, _), v in zip(rows, vecs)])
+            r = s.get(KbRecord, rec.id)
+            r.info = {**(r.info or {}), "embed_backend": backend}
+            self._bump(s, rec.id)
+        if rows:
+            self.index(kb)
+        return len(rows)
 
     def _unchanged(self, rec: KbRecord, item: _Item, groups: list[str], attributes: dict,
                    report: IngestReport) -> bool:

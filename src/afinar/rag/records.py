@@ -39,23 +39,25 @@ class KbRecords:
 
     def create(self, name: str | None, embedding_model: str | None = None,
                chunking: dict | None = None, internal: bool = False,
-               info: dict[str, Any] | None = None, owner: dict[str, Any] | None = None
-               ) -> KbRecord:
+               info: dict[str, Any] | None = None, owner: dict[str, Any] | None = None,
+               embed_backend: str | None = None) -> KbRecord:
         """A new knowledge base; without a name its id is its name (the server's vector stores
         keep their display name in ``info``). ``owner``: its project and creator columns
-        (``project_id``, ``owner_key_id``), written with the record."""
+        (``project_id``, ``owner_key_id``), written with the record. ``embed_backend``
+        (default ``AFINAR_EMBED_BACKEND``) is kept in ``info``: its chunks and queries use it."""
         kb_id = new_id("vs_")
         name = name or kb_id
         if not _NAME.match(name.removeprefix("_") if internal else name):
             raise InvalidRequest(f"invalid knowledge base name {name!r}", param="name")
         strategy = ChunkingStrategy.parse(chunking)
-        emb = get_embedder(embedding_model, self.settings)
+        emb = get_embedder(embedding_model, self.settings, embed_backend)
         with self.db.session() as s:
             if s.scalar(select(KbRecord.id).where(KbRecord.name == name)):
                 raise Conflict(f"a knowledge base named {name!r} exists", param="name")
             rec = KbRecord(id=kb_id, name=name, embedding_model=emb.model_id,
                            dimensions=emb.dimensions, chunking=strategy.model_dump(), version=0,
-                           created_at=int(time.time()), info=dict(info or {}),
+                           created_at=int(time.time()),
+                           info={**(info or {}), "embed_backend": emb.backend},
                            **(owner or {}))
             s.add(rec)
         return rec
