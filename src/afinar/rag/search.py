@@ -17,13 +17,15 @@ from typing import Any
 from sqlalchemy import select
 
 from afinar.errors import InvalidRequest
-from afinar.rag.embeddings import get_embedder
+from afinar.rag.embeddings import for_base
 from afinar.rag.filters import validate_filter
 from afinar.rag.fusion import FUSIONS, fuse
 from afinar.rag.index import KbIndex
 from afinar.rag.records import KbRecords
 from afinar.rag.retrievers import RETRIEVERS, Query
-from afinar.store.tables import KbChunk
+from afinar.store.tables import KbChunk, KbRecord
+
+_ATTEMPTS = 3  # searches on a base changing under them before its readable hits are kept
 
 
 @dataclass
@@ -68,6 +70,19 @@ class KbSearch(KbRecords):
             if asked is not None and asked.fusion is None:
                 raise InvalidRequest(f"fusion {fusion!r} merges two rankings; mode {mode!r} "
                                      "gives one (use hybrid)", param="fusion")
+        pool = k if reranker is None else 3 * k  # a reranker reorders a wider pool
+        for _ in range(_ATTEMPTS):  # the base kept changing: its hits still readable now
+            hits, current = self._search(kb, query, groups, filters, pool, asked, fusion,
+                                         weight, score_threshold, embedding_model)
+            if current:
+                break
+        # the ACL mask was already applied to the pool
+        return hits if reranker is None else reranker.rerank(query, hits)[:k]
+
+    def _search(self, kb, query, groups, filters, k, asked, fusion, weight, score_threshold,
+                embedding_model) -> tuple[list[Hit], bool]:
+        """One search on the index at the base's version; the hits, and whether that version
+        is still the current one (else the caller searches again on the new one)."""
         rec, idx = self.index(kb)
         if embedding_model and embedding_model != rec.embedding_model:
             raise InvalidRequest(f"knowledge base {rec.name} was embedded with "
@@ -80,7 +95,7 @@ class KbSearch(KbRecords):
             weight = float(rec.info.get("fusion_weight", 0.5))
 
         def embed(text: str):
-            return get_embedder(rec.embedding_model, self.settings).encode([text])[0]
+            return for_base(rec, self.settings).encode([text])[0]  # its chunks' backend
 
         q = Query(query, idx, idx.mask(None if groups is None else frozenset(groups), filters),
                   max(50, 5 * k), embed)
@@ -89,11 +104,7 @@ class KbSearch(KbRecords):
         cosine = (lambda i: float(idx.vectors[i] @ qv)) if qv is not None else None
         ranked = [f for f in fuse(found.dense, found.lexical, fusion, weight, cosine)
                   if f.relevance >= score_threshold and (f.relevance > 0 or score_threshold <= 0)]
-        kind = fusion or retriever.score_kind
-        if reranker is None:
-            return self._hits(idx, ranked[:k], kind)
-        # rerank a wider pool; the ACL mask was already applied to it
-        return reranker.rerank(query, self._hits(idx, ranked[:max(k, 3 * k)], kind))[:k]
+        return self._hits(rec.id, idx, ranked[:k], fusion or retriever.score_kind)
 
     def stored_reranker(self, kb: str) -> str | None:
         """The reranker ``kb tune-fusion`` chose for the base, or ``None`` (none chosen, or
@@ -101,17 +112,23 @@ class KbSearch(KbRecords):
         name = (self.get(kb).info or {}).get("rerank")
         return None if not name or name == "none" else str(name)
 
-    def _hits(self, idx: KbIndex, ranked, kind: str) -> list[Hit]:
-        if not ranked:
-            return []
+    def _hits(self, kb_id: str, idx: KbIndex, ranked, kind: str) -> tuple[list[Hit], bool]:
+        """The chunks of ``ranked`` read from the database, and whether the index is still at
+        the base's version. A chunk whose row is gone, belongs to another document or holds
+        another vector than the index's (its document was deleted or replaced after the index
+        was read) is left out: no hit ever comes from a removed or replaced document. The rows
+        are read before the version, so an unchanged version means they are the index's."""
         rowids = [int(idx.rowids[f.index]) for f in ranked]
         with self.db.session() as s:
             rows = {c.rowid: c for c in s.scalars(select(KbChunk).where(
-                KbChunk.rowid.in_(rowids)))}
+                KbChunk.rowid.in_(rowids)))} if rowids else {}
+            version = s.scalar(select(KbRecord.version).where(KbRecord.id == kb_id))
         out = []
         for f, rid in zip(ranked, rowids):
-            c, doc = rows[rid], idx.docs[int(idx.doc_of[f.index])]
+            c, doc = rows.get(rid), idx.docs[int(idx.doc_of[f.index])]
+            if c is None or c.doc_id != doc.id or c.vector != idx.vectors[f.index].tobytes():
+                continue
             out.append(Hit(rid, doc.id, doc.source, c.text, float(f.score), c.heading_path,
                            c.pages, c.start, c.end, doc.attributes, f.dense_score,
                            f.lexical_score, f.dense_rank, f.lexical_rank, kind))
-        return out
+        return out, version == idx.version and len(out) == len(ranked)
