@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
-import tempfile
 import time
-from pathlib import Path
+
+from bench_home import private_home
 
 CONSTANT = {"source": "atlas-v2"}
 TRAIN_CITIES = ["Lisbon", "Porto", "Madrid", "Seville", "Paris", "Lyon", "Berlin", "Munich",
@@ -91,15 +90,7 @@ def main() -> int:
     ap.add_argument("--home", help="AFINAR_HOME to use (default: a fresh temporary one)")
     ap.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = ap.parse_args()
-    home = Path(args.home or tempfile.mkdtemp(prefix="afinar-bench-small-"))
-    if not args.home:  # a fresh home holds a converted copy of the model: remove it after
-        import atexit
-        import shutil
-
-        atexit.register(shutil.rmtree, home, True)
-    os.environ["AFINAR_HOME"] = str(home)
-    os.environ.setdefault("AFINAR_THREADS", str(os.cpu_count() or 2))
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    home = private_home(args.home, "afinar-bench-small-")
 
     from afinar.store.files import Files
     from afinar.tuning import Jobs, run_worker
