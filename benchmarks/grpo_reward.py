@@ -25,10 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
 
-from bench_home import private_home
+from bench_home import private_home, train_job
 
 TOPICS = ["the ocean", "coffee", "bicycles", "winter", "libraries", "volcanoes", "bread",
           "trains", "owls", "gardens", "the moon", "chess", "rivers", "honey", "castles",
@@ -98,7 +97,7 @@ def main() -> int:
 
     from afinar.evals.metrics.base import bootstrap_ci
     from afinar.store.files import Files
-    from afinar.tuning import Jobs, run_worker
+    from afinar.tuning import Jobs
 
     t_start = time.perf_counter()
     topics = list(TOPICS)
@@ -115,13 +114,7 @@ def main() -> int:
                                  "max_completion_length": args.max_completion}},
         hyperparameters={"n_epochs": args.epochs, "batch_size": args.batch_size,
                          "learning_rate_multiplier": args.lr_multiplier})
-    t_train = time.perf_counter()
-    run_worker(exit_when_idle=True, log=lambda m: None)  # what `afinar worker` runs
-    train_s = time.perf_counter() - t_train
-    job = Jobs().get(job.id)
-    if job.status != "succeeded":
-        print(f"error: job {job.id} {job.status}: {job.error}", file=sys.stderr)
-        return 1
+    job, train_s = train_job(job)  # what `afinar worker` runs
     steps = [e.data for e in Jobs().events(job.id) if e.type == "metrics"]
     tuned, tuned_texts = rewards(job.fine_tuned_model, held, args.max_completion)
 

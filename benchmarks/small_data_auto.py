@@ -21,10 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
 
-from bench_home import private_home
+from bench_home import private_home, train_job
 
 CONSTANT = {"source": "atlas-v2"}
 TRAIN_CITIES = ["Lisbon", "Porto", "Madrid", "Seville", "Paris", "Lyon", "Berlin", "Munich",
@@ -93,7 +92,7 @@ def main() -> int:
     home = private_home(args.home, "afinar-bench-small-")
 
     from afinar.store.files import Files
-    from afinar.tuning import Jobs, run_worker
+    from afinar.tuning import Jobs
 
     t_start = time.perf_counter()
     train, held = datasets()
@@ -106,13 +105,7 @@ def main() -> int:
     job = Jobs().create(model=args.model, training_file=rec.id, method={"type": "lora"},
                         hyperparameters={"n_epochs": epochs, "batch_size": "auto",
                                          "learning_rate_multiplier": "auto"}, seed=0)
-    t_train = time.perf_counter()
-    run_worker(exit_when_idle=True, log=lambda m: None)  # what `afinar worker` runs
-    train_s = time.perf_counter() - t_train
-    job = Jobs().get(job.id)
-    if job.status != "succeeded":
-        print(f"error: job {job.id} {job.status}: {job.error}", file=sys.stderr)
-        return 1
+    job, train_s = train_job(job)  # what `afinar worker` runs
     events = Jobs().events(job.id)
     losses = [e.data["train_loss"] for e in events if e.type == "metrics"]
     tuned = answers(job.fine_tuned_model, held)

@@ -15,6 +15,7 @@ materialising logits for every position (the memory-lean loss every objective sh
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -72,6 +73,19 @@ class EvalSums:
     # further sums over units (GRPO: {"mean_reward": ...}); the trainer reports each divided
     # by ``units`` as ``valid_<key>`` / ``full_valid_<key>``
     extra: dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def as_reference(model) -> Iterator[None]:
+    """The reference policy of the preference objectives: the base as it serves (eval mode, no
+    dropout) with the adapter off; the model's training mode is restored after."""
+    was = model.training
+    model.eval()
+    try:
+        with model.disable_adapter():
+            yield
+    finally:
+        model.train(was)
 
 
 def make_batch(samples: list[Sample], pad_id: int, device: str, rejected: bool = False) -> Batch:

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from afinar.tuning.hparams import DPO_LOSS_TYPES
-from afinar.tuning.objectives.base import Item, StepPart, register
-from afinar.tuning.objectives.pairs import PairObjective, sequence_logps  # noqa: F401
+from afinar.tuning.objectives.base import Item, StepPart, as_reference, register
+from afinar.tuning.objectives.pairs import PairObjective
 
 Tensor = torch.Tensor
 
@@ -95,13 +95,8 @@ class Dpo(PairObjective):
         todo = [(k, s) for k, s in items if k not in self.ref]
         if not todo:
             return 0
-        was = model.training
-        model.eval()
-        try:
-            with model.disable_adapter():
-                lp = self.policy_logps(model, todo)
-        finally:
-            model.train(was)
+        with as_reference(model):
+            lp = self.policy_logps(model, todo)
         for (k, _), ci, ri in zip(todo, lp.chosen.tolist(), lp.rejected.tolist()):
             self.ref[k] = (ci, ri)
         return len(todo)

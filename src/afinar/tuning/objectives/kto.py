@@ -29,6 +29,7 @@ from afinar.tuning.objectives.base import (
     Objective,
     PartLoss,
     StepPart,
+    as_reference,
     make_batch,
     register,
 )
@@ -123,13 +124,8 @@ class Kto(Objective):
         todo = [(k, s) for k, s in items if k not in self.ref]
         if not todo:
             return 0
-        was = model.training
-        model.eval()
-        try:
-            with model.disable_adapter():
-                lp, _ = self._logps(model, todo)
-        finally:
-            model.train(was)
+        with as_reference(model):
+            lp, _ = self._logps(model, todo)
         for (k, _), v in zip(todo, lp.tolist()):
             self.ref[k] = v
         return len([k for k, _ in todo if not isinstance(k[0], tuple)])  # rows, not pairs
