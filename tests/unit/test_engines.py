@@ -118,15 +118,19 @@ def test_llama_merged_host_keeps_its_models_in_the_one_lru(monkeypatch, tmp_path
     from afinar.models.engines import llamacpp
 
     made: list[Path] = []
+    contexts: list[int] = []
 
     class FakeModel:
+        max_batch = 1  # one sequence a context: no batch scheduler
+
         def __init__(self, gguf, folder, settings, n_ctx):
             made.append(gguf)
+            contexts.append(n_ctx)
 
     monkeypatch.setattr(llamacpp, "LlamaCppModel", FakeModel)
     monkeypatch.setattr(llamacpp, "merged_gguf", lambda adapter, folder, settings: adapter)
-    base_model = type("M", (), {"llama": type("L", (), {"n_ctx": lambda self: 64})(),
-                                "generation_config": None})()
+    base_model = type("M", (), {"llama": type("L", (), {"n_ctx": lambda self: 64 * 8})(),
+                                "n_ctx_seq": 64, "generation_config": None})()
     info = ModelInfo("tiny", "chat", "hf", tmp_path, "registered", info={"hf_folder": "x"})
     base = LoadedModel(info, base_model, object(), "cpu", 0.0, "llama.cpp",
                        lock=threading.Lock())
@@ -141,4 +145,5 @@ def test_llama_merged_host_keeps_its_models_in_the_one_lru(monkeypatch, tmp_path
     host.get(fts["c"])
     assert host.loaded == [lms["a"].adapter, host.get(fts["c"]).adapter]
     assert (host.loads, host.evictions) == (3, 1) and made == [tmp_path / n for n in "abc"]
+    assert contexts == [64, 64, 64]  # a sequence's context, not the batched context (64 * 8)
     assert host.get(fts["b"]) is not lms["b"] and host.loads == 4  # b was dropped: made anew

@@ -115,7 +115,6 @@ from tests.unit.test_tuning import (  # noqa: E402,F401
     run_job,
     tiny_home,
     upload,
-    when_step,
 )
 
 # the tiny random model writes random tokens: "contains an 'e'" splits its answers both ways
@@ -172,10 +171,7 @@ def test_without_beta_no_kl_and_rewards_come_from_the_grader(tiny_home, tmp_path
         assert e.data["train_loss"] == 0 and "kl" not in e.data
 
 
-@pytest.mark.skip(reason="races on a quiet machine: the 4-step job finishes before the pause "
-                  "asked at step 3 lands (seen 2026-12-02); to be rewritten with a pause that "
-                  "cannot miss")
-def test_a_resumed_grpo_job_reproduces_the_uninterrupted_one(tiny_home, tmp_path):
+def test_a_resumed_grpo_job_reproduces_the_uninterrupted_one(tiny_home, tmp_path, monkeypatch):
     """With num_iterations 2, steps 1-2 train on one batch's rollouts and 3-4 on the next's.
     Paused after step 3 (its state saved with the rollouts step 4 reuses and the number of
     rollouts sampled), resumed: the same rewards, losses and final weights as a run never
@@ -193,9 +189,20 @@ def test_a_resumed_grpo_job_reproduces_the_uninterrupted_one(tiny_home, tmp_path
     ref = job()
     assert run_job(ref) == "succeeded", Jobs().get(ref.id).error
     paused = job()
-    t = when_step(paused.id, 3, Jobs().pause)
+    # The pause is asked inside the step-3 metrics event, so the trainer's next control check
+    # (before step 4) sees it: a pause from another thread could land after the job's end.
+    from afinar.tuning.runner import JobRunner
+
+    emit = JobRunner.event
+
+    def event(self, level, type_, message, data=None):
+        emit(self, level, type_, message, data)
+        if type_ == "metrics" and data["step"] == 3 and self.job.id == paused.id:
+            Jobs().pause(paused.id)
+
+    monkeypatch.setattr(JobRunner, "event", event)
     assert run_job(paused) == "paused"
-    t.join()
+    assert [e.data["step"] for e in metrics(paused.id)] == [1, 2, 3]
     Jobs().resume(paused.id)
     assert run_job(paused) == "succeeded"
 
