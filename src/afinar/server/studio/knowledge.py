@@ -134,8 +134,10 @@ def find_chunk(request: Request, who: Caller, store_id: str, chunk_id: int | Non
         raise NotFound(f"no such chunk in vector store {store_id}", param="chunk")
     c = chunks[0]
     fid, doc = docs[c.doc_id]
+    name = ((rec.info or {}).get("files", {}).get(fid) or {}).get("filename")
     return {"store": routes_vector_stores.retrieve_store(store_id, request, who), "chunk": c,
-            "doc": doc, "file_id": fid, "quote": quote}
+            "doc": doc, "file_id": fid, "quote": quote,
+            "filename": name or doc.source.rsplit("/", 1)[-1]}
 
 
 async def _chunk_page(request: Request, **where: Any) -> HTMLResponse:
@@ -152,12 +154,48 @@ async def chunk_page(store_id: str, chunk_id: int, request: Request) -> HTMLResp
     return await _chunk_page(request, store_id=store_id, chunk_id=chunk_id)
 
 
+def cited_chunk(request: Request, who: Caller, store_id: str, file_id: str | None = None,
+                quote: str | None = None, query: str | None = None,
+                sentence: str | None = None) -> dict[str, Any]:
+    """The chunk a citation points at, and why it was retrieved: ``query`` (the question the
+    answer was grounded on) searched again as the caller, as the ``file_search`` tool searches
+    by default (10 results); among the cited file's hits, the one that best supports the cited
+    ``sentence`` (``rag.answer.support``, the grounding's own check), else the best ranked.
+    Without ``query``: the file's chunk that holds ``quote`` (``find_chunk``)."""
+    if not query:
+        return find_chunk(request, who, store_id, file_id=file_id, quote=quote)
+    from afinar.rag.answer import SUPPORT, support
+
+    found = search(request, who, store_id, query, None, 10)["data"]
+    ranked = [(rank, h) for rank, h in enumerate(found, 1) if h["file_id"] == file_id]
+    why: dict[str, Any] = {"query": query, "sentence": sentence, "of": len(found),
+                           "rank": None, "threshold": SUPPORT}
+    if not ranked:  # not retrieved for it now (documents or groups changed): the file's chunk
+        return {**find_chunk(request, who, store_id, file_id=file_id, quote=quote), "why": why}
+
+    def backing(h: dict[str, Any]) -> float:
+        return support(sentence, h["text"], h["heading_path"]) if sentence else 0.0
+
+    rank, hit = max(ranked, key=lambda rh: (backing(rh[1]), -rh[0]))
+    why.update(rank=rank, support=backing(hit) if sentence else None,
+               **{k: hit[k] for k in ("score", "score_kind", "lexical_score", "lexical_rank",
+                                      "dense_score", "dense_rank")})
+    return {**find_chunk(request, who, store_id, chunk_id=hit["chunk_id"]), "why": why}
+
+
 @router.get("/kb/{store_id}/cite", response_class=HTMLResponse)
-async def cite_page(store_id: str, request: Request, file_id: str = "",
-                    quote: str = "") -> HTMLResponse:
-    """The chunk a ``file_citation`` points at (its file and quote)."""
-    return await _chunk_page(request, store_id=store_id, file_id=file_id or None,
-                             quote=quote or None)
+async def cite_page(store_id: str, request: Request, file_id: str = "", quote: str = "",
+                    q: str = "", sentence: str = "") -> HTMLResponse:
+    """The chunk a ``file_citation`` points at (its file, quote, the question and the cited
+    sentence of the answer), with why it was retrieved."""
+    s, who = signed_in(request)
+    try:
+        ctx = await run_in_threadpool(cited_chunk, request, who, store_id, file_id or None,
+                                      quote or None, q.strip()[:4096] or None,
+                                      sentence.strip()[:4096] or None)
+    except AfinarError as e:
+        return error_page(request, who, s, "Chunk", e)
+    return page(request, "chunk.html", who, s, **ctx)
 
 
 @router.post("/kb/{store_id}/check", response_class=HTMLResponse)
