@@ -56,7 +56,8 @@ def driver():
 @pytest.fixture(scope="session")
 def studio(tmp_path_factory):
     """A live server on a fresh AFINAR_HOME with ``tiny`` registered, an admin key and two
-    member keys (groups ``support`` and ``billing``). Yields (base URL, keys, app)."""
+    member keys (groups ``support`` and ``billing``), requests logged (``AFINAR_LOG_REQUESTS``,
+    so the playground's answers take feedback). Yields (base URL, keys, app)."""
     from afinar.models import Catalog
     from afinar.server.app import create_app
     from afinar.settings import reset_settings
@@ -65,8 +66,9 @@ def studio(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("studio")
     saved = {k: os.environ.get(k) for k in ("AFINAR_HOME", "AFINAR_DATABASE_URL",
-                                            "AFINAR_THREADS")}
-    os.environ.update(AFINAR_HOME=str(root / "home"), AFINAR_THREADS="2")
+                                            "AFINAR_THREADS", "AFINAR_LOG_REQUESTS")}
+    os.environ.update(AFINAR_HOME=str(root / "home"), AFINAR_THREADS="2",
+                      AFINAR_LOG_REQUESTS="on")
     os.environ.pop("AFINAR_DATABASE_URL", None)
     reset_settings()
     reset_databases()

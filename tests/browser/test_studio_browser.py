@@ -1,9 +1,12 @@
 """The studio in headless Chromium: sign in, a dataset's error line, a fine-tune whose curve
-and events update without a reload, and a member key that cannot reach the keys page."""
+and events update without a reload, a member key that cannot reach the keys page, answers
+marked and corrected in the playground, and a citation that opens its chunk and says why it was
+retrieved."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from tests.browser.conftest import shot
@@ -164,6 +167,143 @@ def test_two_models_side_by_side_stream_the_same_prompt(driver, studio):
         assert "tokens in" in c.find_element("css selector", ".meta").text
         assert c.find_element("css selector", ".answer").text
     shot(driver, "playground")
+
+
+def feedback_rows(request_id):
+    from afinar.store.access import Caller
+    from afinar.store.feedback import Feedback
+
+    return Feedback().items(Caller(None, "test", admin=True, owner=True), request_id=request_id)
+
+
+def answered(driver, cols):
+    """Wait until every column has its answer and its feedback controls; their completion
+    ids."""
+    wait(driver, lambda d: all(c.find_element("css selector", ".meta").text
+                               and c.find_element("css selector", ".fb").is_displayed()
+                               for c in cols))
+    return [c.get_attribute("data-completion") for c in cols]
+
+
+def test_answers_are_marked_down_and_corrected_in_the_playground(driver, studio):
+    from typer.testing import CliRunner
+
+    from afinar.cli import app as cli
+
+    base, keys, _ = studio
+    sign_in(driver, base, keys["support"])
+    driver.get(base + "/playground?model=tiny&model=tiny-b")
+    cols = [c for c in css(driver, ".pg-col") if c.is_displayed()]
+    assert not any(c.find_element("css selector", ".fb").is_displayed() for c in cols)
+    driver.find_element("id", "pg-prompt").send_keys("Which colour is the sky?")
+    box = driver.find_element("id", "pg-max")
+    box.clear()
+    box.send_keys("6")
+    driver.find_element("id", "pg-send").click()
+    down, fixed = answered(driver, cols)
+    assert down.startswith("chatcmpl-") and fixed.startswith("chatcmpl-") and down != fixed
+
+    cols[0].find_element("css selector", ".fb-down").click()
+    wait(driver, lambda d: cols[0].get_attribute("data-feedback") == "down")
+    assert "thumbs down" in cols[0].find_element("css selector", ".fb-state").text
+    assert cols[0].find_element("css selector", ".fb-down").get_attribute(
+        "aria-pressed") == "true"
+    cols[1].find_element("css selector", ".fb-edit").click()
+    text = cols[1].find_element("css selector", ".fb-correct textarea")
+    assert text.get_attribute("value") == cols[1].find_element(
+        "css selector", ".answer").text  # the answer, to edit
+    text.clear()
+    text.send_keys("Blue, on a clear day.")
+    cols[1].find_element("css selector", ".fb-save").click()
+    wait(driver, lambda d: cols[1].get_attribute("data-feedback") == "corrected")
+    assert not cols[1].find_element("css selector", ".fb-correct").is_displayed()
+    shot(driver, "playground-feedback")
+
+    (f, req), = feedback_rows(down)
+    assert (f.type, f.rating, f.correction, f.choice_index) == ("rating", -1, None, 0)
+    assert (f.key_name, f.project_id, req.owner_groups, req.model) == (
+        "ann", "default", ["support"], "tiny")
+    (f, req), = feedback_rows(fixed)
+    assert (f.type, f.rating, f.correction) == ("correction", None, "Blue, on a clear day.")
+    assert (f.key_name, req.owner_groups, req.model) == ("ann", ["support"], "tiny-b")
+    listed = CliRunner().invoke(cli, ["feedback", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert {(x["request_id"], x["type"]) for x in json.loads(listed.output)} >= {
+        (down, "rating"), (fixed, "correction")}
+
+
+class Quoting:
+    """Stands in for the model in grounded answers (the tiny random model cannot cite): the
+    Wi-Fi sentence, citing the source number the prompt gave wifi.md."""
+
+    def __init__(self, lm):
+        pass
+
+    def chat(self, messages, params=None):
+        from afinar.models import GenerationResult
+
+        prompt = "\n".join(m["content"] for m in messages)
+        m = re.search(r"\[(\d+)\] from wifi\.md", prompt)
+        text = f"Hold the reset button for ten seconds [{m.group(1)}]." if m else "No idea."
+        return GenerationResult(text, "stop", 100, 9, 0)
+
+
+def test_a_citation_opens_the_cited_chunk_and_why_it_was_retrieved(driver, studio, tmp_path,
+                                                                   monkeypatch):
+    from selenium.webdriver.support.ui import Select
+
+    from tests.live_server import client
+
+    base, keys, _ = studio
+    ann = client(base, keys["support"])
+    docs = {"wifi.md": "# Router\n\n## Wi-Fi\n\nTo reset the Wi-Fi, hold the reset button "
+                       "for ten seconds.\n",
+            "billing.md": "# Billing\n\n## Address\n\nTo change your billing address, open "
+                          "the portal.\n"}
+    ids = [ann.files.create(file=(n, t.encode()), purpose="assistants").id
+           for n, t in docs.items()]
+    store = ann.vector_stores.create(name="router help", file_ids=ids)
+    assert store.file_counts.completed == 2
+    monkeypatch.setattr("afinar.server.routes_responses.Generator", Quoting)
+
+    sign_in(driver, base, keys["support"])
+    driver.get(base + "/playground?model=tiny")
+    cols = [c for c in css(driver, ".pg-col") if c.is_displayed()]
+    Select(cols[0].find_element("css selector", ".pg-kb")).select_by_visible_text(
+        "router help")
+    driver.find_element("id", "pg-prompt").send_keys("How do I reset the Wi-Fi?")
+    box = driver.find_element("id", "pg-max")
+    box.clear()
+    box.send_keys("6")
+    driver.find_element("id", "pg-send").click()
+    grounded, _ = answered(driver, cols)
+    answer = cols[0].find_element("css selector", ".answer").text
+    assert answer.startswith("Hold the reset button for ten seconds [")
+    cite = cols[0].find_element("css selector", ".cites li a")
+    assert cite.text == "wifi.md"
+    cols[0].find_element("css selector", ".fb-up").click()  # a grounded answer is rated too
+    wait(driver, lambda d: cols[0].get_attribute("data-feedback") == "up")
+    (f, _), = feedback_rows(grounded)
+    assert (f.type, f.rating, f.key_name) == ("rating", 1, "ann")
+
+    here = driver.current_window_handle
+    cite.click()  # opens in a new tab
+    wait(driver, lambda d: len(d.window_handles) == 2)
+    driver.switch_to.window([h for h in driver.window_handles if h != here][0])
+    try:
+        wait(driver, lambda d: css(d, "#chunk-text"))
+        assert driver.find_element("tag name", "h1").text == "Chunk 1 of wifi.md"
+        assert "hold the reset button for ten seconds" in driver.find_element(
+            "id", "chunk-text").text
+        why = driver.find_element("id", "why").text
+        assert "How do I reset the Wi-Fi?" in why and "ranks this passage #1 of 2" in why, why
+        assert "lexical (BM25)" in why and "dense (cosine)" in why
+        assert "Hold the reset button for ten seconds" in why  # the sentence it was cited for
+        assert re.search(r"support\s+100 % of the sentence's content words", why), why
+        shot(driver, "chunk")
+    finally:
+        driver.close()
+        driver.switch_to.window(here)
 
 
 def test_a_knowledge_base_searched_as_two_groups(driver, studio, tmp_path):
