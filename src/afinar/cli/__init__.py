@@ -19,6 +19,7 @@ from afinar.cli import (
     improve_cmd,
     kb_cmd,
     models_cmd,
+    monitor_cmd,
     plugins_cmd,
     promote_cmd,
     schedule_cmd,
@@ -55,6 +56,7 @@ app.command("demo")(demo_cmd.demo)
 app.command("plugins")(plugins_cmd.plugins)
 app.command("promote")(promote_cmd.promote)
 app.command("improve")(improve_cmd.improve)
+app.command("monitor")(monitor_cmd.monitor)
 
 
 def _version(value: bool) -> None:
