@@ -15,7 +15,9 @@ knowledge base gives no source for, and the recommendations; ``--json`` the two 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -58,6 +60,7 @@ def main() -> None:
     kbs.create("acme-support")
     kbs.add("acme-support", sorted((SUPPORT / "kb").glob("*.md")))
     work = Path(tempfile.mkdtemp(prefix="afinar-drift-q-"))
+    atexit.register(shutil.rmtree, work, True)
     off = work / "off_topic.txt"
     off.write_text("\n".join(OFF_TOPIC) + "\n")
     cfg = work / "drift.yaml"
