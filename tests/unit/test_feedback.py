@@ -27,6 +27,7 @@ from afinar.store.feedback import DAY, Feedback, FeedbackRecord, RequestRecord
 from afinar.store.keys import ApiKeys
 from tests.live_server import client, complete, live_server
 from tests.helpers import run_cli
+from tests.unit.test_server_tuning_rag import server, upload  # noqa: F401 (fixture)
 
 EMAIL = "jane.doe@example.com"
 MSGS = [{"role": "user", "content": f"hello, I am {EMAIL}"}]
@@ -348,3 +349,32 @@ def test_cli_add_list_export(feedback, capsys, tmp_path, monkeypatch):
     assert all(len(line) <= 80 for line in out.splitlines() if str(tmp_path) not in line), out
     code, out, err = run_cli(capsys, "feedback", "export", "--as", "rlhf")
     assert code == 2 and err.startswith("error: --as must be one of dpo, kto, sft")
+
+
+
+@pytest.fixture
+def log_on(monkeypatch):
+    monkeypatch.setenv("AFINAR_LOG_REQUESTS", "on")
+    reset_settings()
+
+
+def test_grounded_answers_are_marked_in_the_log(log_on, server, tmp_path):  # noqa: F811
+    """A file_search answer (chat, streamed chat, responses) is logged with ``grounded``: the
+    drift monitor's "not in the sources" share counts those answers; a plain chat is not."""
+    _, _, c = server
+    store = c.vector_stores.create(name="kb", file_ids=[upload(
+        tmp_path, "wifi.md", "# Wi-Fi\n\nHold the reset button for ten seconds.\n")])
+    tool = {"type": "file_search", "vector_store_ids": [store.id], "max_num_results": 1}
+    ask = [{"role": "user", "content": "How do I reset the Wi-Fi?"}]
+    ids = [c.chat.completions.create(model="tiny", messages=ask, tools=[tool], max_tokens=3).id,
+           c.responses.create(model="tiny", input=ask, tools=[tool], max_output_tokens=3).id]
+    stream = c.chat.completions.create(model="tiny", messages=ask, tools=[tool], max_tokens=3,
+                                       stream=True)
+    ids.append(next(iter(stream)).id)
+    for _ in stream:  # the log is written when the stream ends
+        pass
+    plain = c.chat.completions.create(model="tiny", messages=ask, max_tokens=3).id
+    admin = Caller(None, "t", admin=True, owner=True)
+    for i in ids:
+        assert Feedback().request(admin, i).info.get("grounded") is True, i
+    assert "grounded" not in Feedback().request(admin, plain).info

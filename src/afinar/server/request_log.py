@@ -28,10 +28,11 @@ def enabled(request: Request) -> bool:
 
 
 def _store(request: Request, request_id: str, kind: str, model: str, prompt: Any,
-           choices: list[dict[str, Any]], stream: bool) -> None:
+           choices: list[dict[str, Any]], stream: bool, grounded: bool = False) -> None:
     red = Redactor()
     prompt, choices = red.redact_value(prompt), red.redact_value(choices)
-    info = {"stream": stream, **({"redacted": dict(red.counts)} if red.counts else {})}
+    info = {"stream": stream, **({"redacted": dict(red.counts)} if red.counts else {}),
+            **({"grounded": True} if grounded else {})}
     try:
         Feedback(request.app.state.settings).log_request(
             request_id=request_id, kind=kind, model=model, prompt=prompt, choices=choices,
@@ -60,10 +61,12 @@ def _response_choice(body: dict[str, Any]) -> dict[str, Any]:
     return {**out, "tool_calls": calls} if calls else out
 
 
-async def record(request: Request, kind: str, prompt: Any, body: dict[str, Any]
-                 ) -> dict[str, Any]:
+async def record(request: Request, kind: str, prompt: Any, body: dict[str, Any],
+                 grounded: bool = False) -> dict[str, Any]:
     """Log a non-streamed reply (``kind``: chat, completion, response) when logging is on;
-    return ``body`` unchanged. ``prompt``: the chat messages, or the completion prompts."""
+    return ``body`` unchanged. ``prompt``: the chat messages, or the completion prompts;
+    ``grounded``: the answer came from a file_search (the drift monitor counts its
+    "not in the sources" answers)."""
     if not enabled(request):
         return body
     if kind == "chat":
@@ -75,15 +78,16 @@ async def record(request: Request, kind: str, prompt: Any, body: dict[str, Any]
     else:
         choices = [_response_choice(body)]
     await run_in_threadpool(_store, request, body["id"], kind, body["model"], prompt, choices,
-                            False)
+                            False, grounded)
     return body
 
 
 class Tap:
     """Watches a stream's chunks (chat or completion) and logs the whole answers at its end."""
 
-    def __init__(self, request: Request, kind: str, prompt: Any, n: int):
+    def __init__(self, request: Request, kind: str, prompt: Any, n: int, grounded: bool = False):
         self.request, self.kind, self.prompt, self.n = request, kind, prompt, max(1, n)
+        self.grounded = grounded
         self.id: str | None = None
         self.model = ""
         self.texts: dict[int, list[str]] = {}
@@ -111,9 +115,11 @@ class Tap:
             c = {"index": i, "text": "".join(self.texts[i]), "finish_reason": self.finish.get(i),
                  "prompt_index": i // self.n if self.kind == "completion" else 0}
             choices.append({**c, "tool_calls": self.calls[i]} if self.calls.get(i) else c)
-        _store(self.request, self.id, self.kind, self.model, self.prompt, choices, stream=True)
+        _store(self.request, self.id, self.kind, self.model, self.prompt, choices, stream=True,
+               grounded=self.grounded)
 
 
-def tap(request: Request, kind: str, prompt: Any, n: int = 1) -> Tap | None:
+def tap(request: Request, kind: str, prompt: Any, n: int = 1, grounded: bool = False
+        ) -> Tap | None:
     """A ``Tap`` for a stream when logging is on, else None."""
-    return Tap(request, kind, prompt, n) if enabled(request) else None
+    return Tap(request, kind, prompt, n, grounded) if enabled(request) else None

@@ -187,11 +187,11 @@ async def _file_search_chat(req: ChatRequest, request: Request, tool: dict[str, 
     if req.stream:
         return _sse("chat.completion.chunk", req.model,
                     _replay([choice], usage if req.include_usage else None),
-                    request_log.tap(request, "chat", req.chat_messages()))
+                    request_log.tap(request, "chat", req.chat_messages(), grounded=True))
     return await request_log.record(request, "chat", req.chat_messages(), {
         "id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
         "model": req.model, "choices": [choice], "usage": usage,
-        "system_fingerprint": FINGERPRINT})
+        "system_fingerprint": FINGERPRINT}, grounded=True)
 
 
 @router.post("/chat/completions")

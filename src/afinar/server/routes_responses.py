@@ -250,7 +250,8 @@ async def create_response(req: ResponsesRequest, request: Request,
         g = await run_in_threadpool(_plain, request.app, req.model, messages, params, functions,
                                     forced)
     return await request_log.record(request, "response", asked,
-                                    _response(req, g, params, search is not None, functions))
+                                    _response(req, g, params, search is not None, functions),
+                                    grounded=search is not None)
 
 
 def _response(req: ResponsesRequest, g: Grounded, params: SamplingParams, searched: bool,
