@@ -6,7 +6,8 @@
   matmuls, and this small model's greedy choices are often near-ties, so once one token flips the
   continuation differs (measured: 5 of 18 prompts with exactly the reference's text, 624 of 644
   teacher-forced top tokens equal; f16 17 of 18, f32 18 of 18; about 6 minutes on a loaded 2-core
-  machine). So q8_0 is checked one step at a time: the reference's own text is fed to both engines
+  machine; on the 9 prompts CI runs: 3 of 9 exact, 226 of 233 top tokens equal, the merged
+  LoRA 345 of 351, f32 9 of 9, in 2.5 minutes on a quiet one). So q8_0 is checked one step at a time: the reference's own text is fed to both engines
   (teacher forcing) and llama.cpp's top token must equal transformers' top token at at least
   ``MIN_TOP1`` of all positions; the count of prompts with exact text is printed
   (``pytest -s``), not asserted.
@@ -39,6 +40,9 @@ PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.",
            "What is photosynthesis?", "Suggest a name for a pet goldfish.",
            "What is the boiling point of water?", "Write one sentence about autumn.",
            "What is a prime number?"]
+# CI minutes: every other prompt (9) by default; all 18 with AFINAR_TEST_ALL_PROMPTS=1 (the
+# numbers in this docstring were measured on all 18)
+PROMPTS = PROMPTS if os.environ.get("AFINAR_TEST_ALL_PROMPTS") else PROMPTS[::2]
 TOKENS = 48
 MIN_TOP1 = 0.95  # of all teacher-forced positions, q8_0's top token equals the reference's
 
