@@ -7,7 +7,8 @@
   continuation differs (measured: 5 of 18 prompts with exactly the reference's text, 624 of 644
   teacher-forced top tokens equal; f16 17 of 18, f32 18 of 18; about 6 minutes on a loaded 2-core
   machine; on the 9 prompts CI runs: 3 of 9 exact, 226 of 233 top tokens equal, the merged
-  LoRA 345 of 351, f32 9 of 9, in 2.5 minutes on a quiet one). So q8_0 is checked one step at a time: the reference's own text is fed to both engines
+  LoRA 345 of 351, f32 9 of 9, in 2.5 minutes on a quiet one). So q8_0 is checked one step
+  at a time: the reference's own text is fed to both engines
   (teacher forcing) and llama.cpp's top token must equal transformers' top token at at least
   ``MIN_TOP1`` of all positions; the count of prompts with exact text is printed
   (``pytest -s``), not asserted.
