@@ -218,3 +218,33 @@ def test_bad_input_is_one_error_line_before_any_work(drift_home, capsys, tmp_pat
         code, out, err = run_cli(capsys, "monitor", *argv)
         assert code == 2 and err.startswith("error: ") and needle in err, (argv, err)
         assert len(err.strip().splitlines()) == 1, err
+
+
+def test_every_registers_a_schedule_the_worker_runs(drift_home, capsys, tmp_path,
+                                                    monkeypatch):
+    """``--every 1d``: the command, paths made absolute, as a schedule; the worker runs it (a
+    subprocess) and its report is the run's output; an unknown model is refused at once."""
+    from afinar.store.db import get_database
+    from afinar.store.schedules import Schedules
+    from afinar.tuning.worker import run_worker
+
+    f = drift_home
+    monkeypatch.chdir(tmp_path)  # relative paths, as a user types them
+    code, out, err = run_cli(capsys, "monitor", "tiny", "--queries", "off.jsonl", "--train",
+                             "train.jsonl", "--config", str(f["cfg"]), "--every", "1d",
+                             "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["every_s"] == 86400 and got["argv"][:2] == ["monitor", "tiny"]
+    assert got["argv"][got["argv"].index("--queries") + 1] == str(f["off.jsonl"])
+    assert "--every" not in got["argv"] and "--queue" not in got["argv"]
+    run_worker(exit_when_idle=True, poll_s=0.1, log=lambda m: None)
+    s = Schedules(get_database())
+    run = s.runs(got["schedule"])[-1]
+    assert run.exit_code == 0 and "training distance" in run.output, run.output
+    assert "re-train" in run.output
+    code, _, err = run_cli(capsys, "monitor", "nope", "--queries", "off.jsonl", "--every", "1d")
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error:") and "nope" in err
+    code, _, err = run_cli(capsys, "monitor", "tiny", "--queries", "off.jsonl", "--every", "x")
+    assert code == 2 and "--every" in err
+    assert len(s.list()) == 1  # neither refusal stored a schedule

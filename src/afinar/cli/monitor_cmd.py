@@ -47,6 +47,29 @@ def print_report(r: dict) -> None:
         console.print(line, markup=False, soft_wrap=True)
 
 
+def _schedule(model: str, every: str, as_json: bool, flags: list[tuple[str, object]],
+              queue_it: bool) -> None:
+    """``--every``: the same command (paths made absolute) as a schedule the workers run
+    (``afinar.store.schedules``); an unknown model or a bad interval is refused now."""
+    from afinar.models import Catalog
+    from afinar.store.db import get_database
+    from afinar.store.schedules import Schedules, parse_duration
+
+    seconds = parse_duration(every, "--every")
+    Catalog().get(model)  # an unknown model or alias: its error now, not at every run
+    argv = ["monitor", model]
+    for k, v in flags:
+        if v is not None:
+            argv += [k, str(v.resolve()) if isinstance(v, Path) else str(v)]
+    argv += ["--queue"] if queue_it else []
+    rec = Schedules(get_database()).add(argv, seconds)
+    if as_json:
+        print_json({"schedule": rec.id, "argv": rec.argv, "every_s": rec.every_s})
+        return
+    console.print(f"{rec.id}: afinar {' '.join(rec.argv)} every {every} (a worker runs it: "
+                  "afinar worker)", markup=False, soft_wrap=True)
+
+
 def monitor(
     model: str = typer.Argument(..., help="The model or alias whose traffic to check."),
     queries: Path = typer.Option(None, "--queries", help="Recent questions (JSONL rows with "
@@ -69,6 +92,8 @@ def monitor(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     queue_it: bool = typer.Option(False, "--queue", help="Queue each recommended action that "
                                   "can run unattended (a worker runs it)."),
+    every: str = typer.Option(None, "--every", help="Register this command to run on a "
+                              "schedule (1h, 1d, ...) by the worker, instead of now."),
 ) -> None:
     """Report how far MODEL's current questions are from its training data and evaluation set
     (a permutation test on nearest-neighbour embedding distances), the share of 'not in the
@@ -78,6 +103,12 @@ def monitor(
     from afinar.evals.drift import queue
     from afinar.evals.drift_report import write_html
 
+    if every is not None:
+        _schedule(model, every, as_json, [
+            ("--queries", queries), ("--since", since), ("--train", train),
+            ("--eval", eval_file), ("--kb", kb), ("--config", config), ("--html", html_out)],
+            queue_it)
+        return
     bars: list[Progress] = []  # started at the first progress: bad input prints only its line
     tasks: dict[str, int] = {}
 

@@ -34,6 +34,7 @@ SCHEDULABLE: dict[tuple[str, ...], tuple[str, ...]] = {
     ("kb", "sync"): (),
     ("kb", "watch"): ("--once",),
     ("improve",): (),
+    ("monitor",): (),
 }
 MAX_OUTPUT = 64 * 1024  # characters of a run's output kept (its tail)
 _EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
