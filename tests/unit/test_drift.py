@@ -248,3 +248,41 @@ def test_every_registers_a_schedule_the_worker_runs(drift_home, capsys, tmp_path
     code, _, err = run_cli(capsys, "monitor", "tiny", "--queries", "off.jsonl", "--every", "x")
     assert code == 2 and "--every" in err
     assert len(s.list()) == 1  # neither refusal stored a schedule
+
+
+def test_a_knowledge_base_gives_the_retrieval_and_abstention_signals(drift_home, capsys,
+                                                                     tmp_path):
+    """``--kb``: off-topic questions' top-1 retrieval falls against the training questions' and
+    retrieval finds no source for most of them: re-sync, by hand until a sync schedule names the
+    base's folder; then --queue queues that schedule's command once. On-topic: neither."""
+    from afinar.rag.kb import KnowledgeBases
+    from afinar.store.db import get_database
+    from afinar.store.schedules import Schedules
+
+    f = drift_home
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for p in PRODUCTS + ["Z9", "Q3"]:
+        (docs / f"{p}.md").write_text(
+            f"# {p} router\n\nTo factory reset the {p}, press reset for 10 seconds. The {p} "
+            f"needs a 12 V power adapter. The {p} warranty covers 24 months. Set up the {p} "
+            "router at http://192.168.1.1 with the password on its label.\n")
+    KnowledgeBases().create("routers")
+    KnowledgeBases().add("routers", sorted(docs.glob("*.md")))
+    args = ("--train", str(f["train.jsonl"]), "--config", str(f["cfg"]), "--kb", "routers")
+    on = monitor_json(capsys, "tiny", "--queries", str(f["on.jsonl"]), *args)
+    off = monitor_json(capsys, "tiny", "--queries", str(f["off.jsonl"]), *args)
+    assert on["retrieval"]["baseline"] == "training questions"
+    assert not on["retrieval"]["falling"] and off["retrieval"]["falling"], (on, off)
+    assert off["retrieval"]["recent_median"] < on["retrieval"]["recent_median"]
+    assert on["abstention"]["share"] < 0.5 <= off["abstention"]["share"]
+    assert "re-sync the knowledge base" not in [a["action"] for a in on["recommendations"]]
+    resync = [a for a in off["recommendations"] if a["action"] == "re-sync the knowledge base"]
+    assert resync and resync[0]["command"] is None and "kb sync routers" in resync[0]["why_not"]
+    s = Schedules(get_database())
+    s.add(["kb", "sync", "routers", str(docs)], 86400)
+    off = monitor_json(capsys, "tiny", "--queries", str(f["off.jsonl"]), *args, "--queue")
+    resync = [a for a in off["recommendations"] if a["action"] == "re-sync the knowledge base"]
+    assert resync[0]["command"] == ["kb", "sync", "routers", str(docs)]
+    queued = s.get(resync[0]["queued"])
+    assert queued.argv == resync[0]["command"] and queued.every_s is None  # once, due now
