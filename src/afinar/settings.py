@@ -47,9 +47,11 @@ class Settings(BaseSettings):
         description="Concurrent requests on one model decoded together in one batch "
         "(continuous batching); 1: one request at a time.",
     )
-    llama_weights: Literal["q8_0", "f16", "f32"] = Field(
+    llama_weights: Literal["q8_0", "f16", "f32", "q6_k", "q5_k_m", "q4_k_m", "q4_0"] = Field(
         default="q8_0",
-        description="GGUF weight type of the llama.cpp engine (f32: the reference's exact weights).",
+        description="GGUF weight type of the llama.cpp engine (f32: the reference's exact "
+        "weights; the k-quants and q4_0 are quantised from an f32 GGUF by llama.cpp's "
+        "quantizer).",
     )
     llama_threads: int = Field(
         default=1, ge=1,

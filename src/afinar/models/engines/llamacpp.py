@@ -67,6 +67,7 @@ from afinar.models.gguf import (
     convert_hf,
     merge_lora,
     no_extra_buffers,
+    quantize_gguf,
     run_convert,
 )
 from afinar.models.loader import (
@@ -124,8 +125,25 @@ def base_gguf(folder: Path, settings: Settings, progress: Progress | None = None
         if progress:
             progress(f"converting {folder.name} to GGUF {outtype} for llama.cpp (once)")
         with atomic_dir(dest) as tmp:
-            convert_hf(folder, tmp / "model.gguf", outtype)
+            to_gguf(folder, tmp / "model.gguf", settings)
     return out
+
+
+CONVERTED = ("f32", "f16", "q8_0")  # what llama.cpp's converter writes itself
+
+
+def to_gguf(folder: Path, out: Path, settings: Settings, what: str | None = None) -> Path:
+    """An HF folder as a GGUF in ``settings.llama_weights``: converted directly (f32, f16,
+    q8_0), or converted to f32 and quantised by llama.cpp's quantizer (q6_k, q5_k_m, q4_k_m,
+    q4_0: what ``afinar models export --quant`` makes)."""
+    outtype = settings.llama_weights
+    if outtype in CONVERTED:
+        return convert_hf(folder, out, outtype, what)
+    f32 = convert_hf(folder, out.with_name("f32.gguf"), "f32", what)
+    try:
+        return quantize_gguf(f32, out, outtype, threads=settings.llama_threads)
+    finally:
+        f32.unlink(missing_ok=True)
 
 
 def lora_gguf(adapter: Path, base_folder: Path, settings: Settings) -> Path:
@@ -154,7 +172,7 @@ def merged_gguf(adapter: Path, base_folder: Path, settings: Settings,
                  "for llama.cpp (once)")
     with atomic_dir(dest) as tmp:
         hf = merge_lora(adapter, base_folder, tmp / "hf")
-        convert_hf(hf, tmp / "model.gguf", outtype, str(adapter))
+        to_gguf(hf, tmp / "model.gguf", settings, str(adapter))
         shutil.rmtree(hf)
     return out
 
