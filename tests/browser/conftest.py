@@ -53,8 +53,8 @@ def driver():
     d.quit()
 
 
-@pytest.fixture(scope="session")
-def studio(tmp_path_factory):
+@pytest.fixture(scope="module")  # its environment is restored when the module ends: a
+def studio(tmp_path_factory):     # session fixture left AFINAR_LOG_REQUESTS on for every test
     """A live server on a fresh AFINAR_HOME with ``tiny`` registered, an admin key and two
     member keys (groups ``support`` and ``billing``), requests logged (``AFINAR_LOG_REQUESTS``,
     so the playground's answers take feedback). Yields (base URL, keys, app)."""
