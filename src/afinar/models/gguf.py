@@ -93,6 +93,23 @@ def quantize_gguf(infile: Path, outfile: Path, ftype: str, threads: int = 1) -> 
     return outfile
 
 
+# GGUF weight types llama.cpp's converter writes itself; the others (q6_k, q5_k_m, q4_k_m, q4_0)
+# are quantised from an f32 GGUF by its quantizer
+CONVERTED = ("f32", "f16", "q8_0")
+
+
+def write_gguf_as(folder: Path, outfile: Path, outtype: str, f32: Path, threads: int = 1,
+                  what: str | None = None) -> Path:
+    """``folder`` (an HF model folder) as one GGUF in ``outtype``: converted directly
+    (``CONVERTED``), or by way of an f32 GGUF at ``f32`` (reused when it is there) quantised by
+    llama.cpp's quantizer. The one recipe of the llama.cpp engine and of ``models export``."""
+    if outtype in CONVERTED:
+        return convert_hf(folder, outfile, outtype, what)
+    if not f32.is_file():
+        convert_hf(folder, f32, "f32", what)
+    return quantize_gguf(f32, outfile, outtype, threads)
+
+
 @contextlib.contextmanager
 def no_extra_buffers():
     """Models loaded inside get llama.cpp's plain CPU buffers (``use_extra_bufts`` off): the
@@ -145,6 +162,5 @@ def merge_lora(adapter: Path, base_folder: Path, dest: Path) -> Path:
     return dest
 
 
-__all__ = ["EngineUnavailable", "convert_dir", "convert_hf", "merge_lora", "no_extra_buffers",
-           "quantize_gguf",
-           "run_convert"]
+__all__ = ["CONVERTED", "EngineUnavailable", "convert_dir", "convert_hf", "merge_lora",
+           "no_extra_buffers", "quantize_gguf", "run_convert", "write_gguf_as"]

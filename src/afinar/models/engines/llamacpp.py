@@ -64,11 +64,10 @@ from afinar.models.finetuned import check_fingerprint, read_manifest
 from afinar.models.gguf import (
     EngineUnavailable,
     convert_dir,
-    convert_hf,
     merge_lora,
     no_extra_buffers,
-    quantize_gguf,
     run_convert,
+    write_gguf_as,
 )
 from afinar.models.loader import (
     LoadedModel,
@@ -129,19 +128,13 @@ def base_gguf(folder: Path, settings: Settings, progress: Progress | None = None
     return out
 
 
-CONVERTED = ("f32", "f16", "q8_0")  # what llama.cpp's converter writes itself
-
-
 def to_gguf(folder: Path, out: Path, settings: Settings, what: str | None = None) -> Path:
-    """An HF folder as a GGUF in ``settings.llama_weights``: converted directly (f32, f16,
-    q8_0), or converted to f32 and quantised by llama.cpp's quantizer (q6_k, q5_k_m, q4_k_m,
-    q4_0: what ``afinar models export --quant`` makes)."""
-    outtype = settings.llama_weights
-    if outtype in CONVERTED:
-        return convert_hf(folder, out, outtype, what)
-    f32 = convert_hf(folder, out.with_name("f32.gguf"), "f32", what)
+    """An HF folder as a GGUF in ``settings.llama_weights`` (``gguf.write_gguf_as``, as
+    ``afinar models export --quant`` makes it); a k-quant's f32 step is not kept."""
+    f32 = out.with_name("f32.gguf")
     try:
-        return quantize_gguf(f32, out, outtype, threads=settings.llama_threads)
+        return write_gguf_as(folder, out, settings.llama_weights, f32, settings.llama_threads,
+                             what)
     finally:
         f32.unlink(missing_ok=True)
 

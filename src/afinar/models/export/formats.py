@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from afinar.models.gguf import CONVERTED
 from afinar.registry import Registry
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 
 # GGUF weight types: the first three straight from llama.cpp's converter, the others quantised
 # from the f32 GGUF with llama.cpp's own quantizer (``llama_model_quantize``)
-CONVERTED = ("f32", "f16", "q8_0")
 QUANTISED = {"q6_k": "Q6_K", "q5_k_m": "Q5_K_M", "q4_k_m": "Q4_K_M", "q4_0": "Q4_0"}
 QUANTS = (*CONVERTED, *QUANTISED)
 EXACT_QUANTS = ("f32", "f16")  # greedy outputs must equal the transformers model's

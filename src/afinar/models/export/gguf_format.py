@@ -7,23 +7,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from afinar.models.export.formats import CONVERTED, EXPORTERS, QUANTISED, Check, Exporter
+from afinar.models.export.formats import EXPORTERS, Check, Exporter
 from afinar.models.export.source import Source, copy_tokenizer, write_export_manifest
 from afinar.models.export.verify import check_gguf
-from afinar.models.gguf import convert_hf, quantize_gguf
+from afinar.models.gguf import write_gguf_as
 
 GGUF = "model.gguf"
 
 
 def write_gguf(src: Source, outfile: Path, quant: str, work: Path) -> Path:
     """The model as one GGUF in ``quant`` (k-quants by way of an f32 file under ``work``)."""
-    hf = src.hf_folder(work)
-    if quant in CONVERTED:
-        return convert_hf(hf, outfile, quant, src.model_id)
-    f32 = work / "f32.gguf"
-    if not f32.is_file():
-        convert_hf(hf, f32, "f32", src.model_id)
-    return quantize_gguf(f32, outfile, QUANTISED[quant], src.settings.llama_threads)
+    return write_gguf_as(src.hf_folder(work), outfile, quant, work / "f32.gguf",
+                         src.settings.llama_threads, src.model_id)
 
 
 @EXPORTERS.register()
