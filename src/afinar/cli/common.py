@@ -84,6 +84,20 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
+def add_schedule(argv: list[str], every: str, seconds: float, as_json: bool) -> None:
+    """A command's ``--every``: ``argv`` stored as a schedule the workers run
+    (``afinar.store.schedules``), and the line (or JSON) that says so."""
+    from afinar.store.db import get_database
+    from afinar.store.schedules import Schedules
+
+    rec = Schedules(get_database()).add(argv, seconds)
+    if as_json:
+        print_json({"schedule": rec.id, "argv": rec.argv, "every_s": rec.every_s})
+        return
+    console.print(f"{rec.id}: afinar {' '.join(rec.argv)} every {every} (a worker runs it: "
+                  "afinar worker)", markup=False, soft_wrap=True)
+
+
 class StepsColumn(ProgressColumn):
     """``12/200 steps``; the task's ``phase`` field instead while there is one ("loading
     model"), and nothing while the total is unknown (never ``0/None``)."""

@@ -10,7 +10,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Column, Table
 
-from afinar.cli.common import console, err_console, existing_file, print_json
+from afinar.cli.common import add_schedule, console, err_console, existing_file, print_json
 
 
 def _feedback(r: dict) -> str:
@@ -76,8 +76,7 @@ def _schedule(alias: str, eval_file: Path | None, every: str, dry_run: bool, as_
     from afinar.errors import InvalidRequest
     from afinar.evals.improve import check_eval
     from afinar.models.aliases import Aliases
-    from afinar.store.db import get_database
-    from afinar.store.schedules import Schedules, parse_duration
+    from afinar.store.schedules import parse_duration
 
     if dry_run:
         raise InvalidRequest("--every schedules the loop itself: drop --dry-run", param="every")
@@ -85,12 +84,7 @@ def _schedule(alias: str, eval_file: Path | None, every: str, dry_run: bool, as_
     path = check_eval(Aliases(), alias, eval_file)  # an unknown alias or a bad eval: now
     argv = ["improve", "--alias", alias, "--eval", path]
     argv += [x for k, v in flags if v is not None for x in (k, str(v))]
-    rec = Schedules(get_database()).add(argv, seconds)
-    if as_json:
-        print_json({"schedule": rec.id, "argv": rec.argv, "every_s": rec.every_s})
-        return
-    console.print(f"{rec.id}: afinar {' '.join(rec.argv)} every {every} (a worker runs it: "
-                  "afinar worker)", markup=False, soft_wrap=True)
+    add_schedule(argv, every, seconds, as_json)
 
 
 def improve(

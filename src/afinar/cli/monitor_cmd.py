@@ -11,7 +11,14 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Column, Table
 
-from afinar.cli.common import console, err_console, existing_file, print_json, progress_columns
+from afinar.cli.common import (
+    add_schedule,
+    console,
+    err_console,
+    existing_file,
+    print_json,
+    progress_columns,
+)
 
 WIDTH = 80
 
@@ -52,8 +59,7 @@ def _schedule(model: str, every: str, as_json: bool, flags: list[tuple[str, obje
     """``--every``: the same command (paths made absolute) as a schedule the workers run
     (``afinar.store.schedules``); an unknown model or a bad interval is refused now."""
     from afinar.models import Catalog
-    from afinar.store.db import get_database
-    from afinar.store.schedules import Schedules, parse_duration
+    from afinar.store.schedules import parse_duration
 
     seconds = parse_duration(every, "--every")
     Catalog().get(model)  # an unknown model or alias: its error now, not at every run
@@ -62,12 +68,7 @@ def _schedule(model: str, every: str, as_json: bool, flags: list[tuple[str, obje
         if v is not None:
             argv += [k, str(v.resolve()) if isinstance(v, Path) else str(v)]
     argv += ["--queue"] if queue_it else []
-    rec = Schedules(get_database()).add(argv, seconds)
-    if as_json:
-        print_json({"schedule": rec.id, "argv": rec.argv, "every_s": rec.every_s})
-        return
-    console.print(f"{rec.id}: afinar {' '.join(rec.argv)} every {every} (a worker runs it: "
-                  "afinar worker)", markup=False, soft_wrap=True)
+    add_schedule(argv, every, seconds, as_json)
 
 
 def monitor(

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from jinja2 import Environment
 
-from afinar.evals.report import bar_chart
+from afinar.evals.report import STYLE, bar_chart
 from afinar.store.atomic import atomic_write_text
 
 QUERY, REFERENCE = "#d0603a", "#3a8fd0"
@@ -49,13 +49,7 @@ def histogram(a: list[float], b: list[float], labels: tuple[str, str], title: st
 TEMPLATE = """<!doctype html><html><head><meta charset="utf-8">
 <title>afinar drift {{ r.model }}</title>
 <style>
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}
-td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f3f3f3}.ok{background:#e6f5ea}.bad{background:#fbe9e9}
-.advice{border-left:6px solid #2a9d6f;background:#f2faf6;padding:.6em 1em;margin:1em 0}
-.charts{display:flex;flex-wrap:wrap;gap:24px}.small{color:#666;font-size:12px}
-</style></head><body>
+""" + STYLE + """</style></head><body>
 <h1>Drift of {{ r.model }} <span class="small">{{ r.resolved }}</span></h1>
 <p class="small">{{ r.queries.n }} questions from {{ r.queries.source }}{% if r.queries.since %}
 since {{ since }}{% endif %}; significance level {{ r.config.alpha }}.</p>
@@ -75,48 +69,43 @@ nearest reference question; the reference's own are leave-one-out. The test re-s
 questions at random ({{ r.config.permutations }} resamples).</p></body></html>"""
 
 
+def _distance(t: dict[str, Any]) -> dict[str, Any]:
+    return {"value": f"mean {t['query_mean']:.3f}, {t['outside_share']:.0%} outside",
+            "ref": f"mean {t['reference_mean']:.3f} ({t['n_reference']})",
+            "test": f"p={t['p_value']:.3g}, +{t['effect']:.3f}", "flag": t["drifted"]}
+
+
+def _abstention(a: dict[str, Any]) -> dict[str, Any]:
+    ref = f"{a['baseline_share']:.0%} before" if a.get("baseline_share") is not None else ""
+    return {"value": f"{a['share']:.0%} of {a['n']}", "ref": ref, "test": a["basis"],
+            "flag": a["high"]}
+
+
+def _retrieval(t: dict[str, Any]) -> dict[str, Any]:
+    return {"value": f"median {t['recent_median']:.3f}",
+            "ref": f"{t['baseline_median']:.3f} ({t['baseline']})",
+            "test": f"p={t['p_value']:.3g}", "flag": t["falling"]}
+
+
+def _feedback(f: dict[str, Any]) -> dict[str, Any]:
+    value = "no ratings" if f["rate"] is None else f"{f['rate']:.0%} of {f['ratings']}"
+    ref = f"{f['baseline_rate']:.0%} before" if f.get("baseline_rate") is not None else ""
+    return {"value": value, "ref": ref, "test": "", "flag": f["high"]}
+
+
+SIGNALS = (("training", "training distance", _distance), ("evaluation", "eval distance",
+                                                          _distance),
+           ("abstention", "not in sources", _abstention),
+           ("retrieval", "top-1 retrieval", _retrieval),
+           ("feedback", "negative feedback", _feedback))
+
+
 def signals(r: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per signal: its name, value, what it is compared with, the test, the flag (None:
     not measured, with the reason as the value). Shared by the HTML page and the terminal."""
-    rows = []
-    for key, name in (("training", "training distance"),
-                      ("evaluation", "eval distance")):
-        t = r[key]
-        if "skipped" in t:
-            rows.append({"name": name, "value": t["skipped"], "ref": "", "test": "",
-                         "flag": None})
-            continue
-        rows.append({"name": name, "value": f"mean {t['query_mean']:.3f}, "
-                     f"{t['outside_share']:.0%} outside",
-                     "ref": f"mean {t['reference_mean']:.3f} ({t['n_reference']})",
-                     "test": f"p={t['p_value']:.3g}, +{t['effect']:.3f}", "flag": t["drifted"]})
-    a = r["abstention"]
-    if "skipped" in a:
-        rows.append({"name": "not in sources", "value": a["skipped"], "ref": "", "test": "",
-                     "flag": None})
-    else:
-        ref = (f"{a['baseline_share']:.0%} before" if a.get("baseline_share") is not None
-               else "")
-        rows.append({"name": "not in sources", "value": f"{a['share']:.0%} of {a['n']}",
-                     "ref": ref, "test": a["basis"], "flag": a["high"]})
-    t = r["retrieval"]
-    if "skipped" in t:
-        rows.append({"name": "top-1 retrieval", "value": t["skipped"], "ref": "", "test": "",
-                     "flag": None})
-    else:
-        rows.append({"name": "top-1 retrieval", "value": f"median {t['recent_median']:.3f}",
-                     "ref": f"{t['baseline_median']:.3f} ({t['baseline']})",
-                     "test": f"p={t['p_value']:.3g}", "flag": t["falling"]})
-    f = r["feedback"]
-    if "skipped" in f:
-        rows.append({"name": "negative feedback", "value": f["skipped"], "ref": "", "test": "",
-                     "flag": None})
-    else:
-        value = "no ratings" if f["rate"] is None else f"{f['rate']:.0%} of {f['ratings']}"
-        ref = (f"{f['baseline_rate']:.0%} before" if f.get("baseline_rate") is not None else "")
-        rows.append({"name": "negative feedback", "value": value, "ref": ref, "test": "",
-                     "flag": f["high"]})
-    return rows
+    return [{"name": name, "value": r[key]["skipped"], "ref": "", "test": "", "flag": None}
+            if "skipped" in r[key] else {"name": name, **shown(r[key])}
+            for key, name, shown in SIGNALS]
 
 
 def render_html(r: dict[str, Any]) -> str:

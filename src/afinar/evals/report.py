@@ -58,16 +58,19 @@ def _num(v: float | None, fmt: str = "{:.0f}") -> str:
     return "n/a" if v is None else fmt.format(v)
 
 
-TEMPLATE = """<!doctype html><html><head><meta charset="utf-8">
-<title>afinar evaluation {{ run.name or run.id }}</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+# the reports' one look (the evaluation report, the drift report)
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}.ok{background:#e6f5ea}.bad{background:#fbe9e9}
 .advice{border-left:6px solid #2a9d6f;background:#f2faf6;padding:.6em 1em;margin:1em 0}
 .charts{display:flex;flex-wrap:wrap;gap:24px}.small{color:#666;font-size:12px}
-pre{white-space:pre-wrap;margin:0;font-size:12px;max-width:340px}
+"""
+
+TEMPLATE = """<!doctype html><html><head><meta charset="utf-8">
+<title>afinar evaluation {{ run.name or run.id }}</title>
+<style>
+""" + STYLE + """pre{white-space:pre-wrap;margin:0;font-size:12px;max-width:340px}
 </style></head><body>
 <h1>Evaluation {{ run.name or "" }} <span class="small">{{ run.id }}</span></h1>
 <p class="small">{{ n_cases }} cases from {{ run.test_file }}; main metric <b>{{ main }}</b>;
