@@ -93,8 +93,9 @@ def _feedback(f: dict[str, Any]) -> dict[str, Any]:
     return {"value": value, "ref": ref, "test": "", "flag": f["high"]}
 
 
-SIGNALS = (("training", "training distance", _distance), ("evaluation", "eval distance",
-                                                          _distance),
+# the report's rows: the key in the result, the row's name, how a measured signal is shown
+SIGNALS = (("training", "training distance", _distance),
+           ("evaluation", "eval distance", _distance),
            ("abstention", "not in sources", _abstention),
            ("retrieval", "top-1 retrieval", _retrieval),
            ("feedback", "negative feedback", _feedback))
