@@ -29,14 +29,19 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/afinar demo
 
+# pytest-xdist: one worker per core (at most 4), a module's tests on one worker (its module
+# fixtures are built once), modules in collection order (tests/conftest.py puts the longest
+# first); tests/helpers.THREADS gives each worker its share of the cores.
+XDIST  := -n auto --maxprocesses 4 --dist loadscope --no-loadscope-reorder
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 unit: $(STAMP)
-	$(PY) -m pytest -q -m "not integration"
+	$(PY) -m pytest -q $(XDIST) -m "not integration"
 
 integration: $(STAMP)
-	$(PY) -m pytest -q -m integration
+	$(PY) -m pytest -q $(XDIST) -m integration
 
 # The studio's screenshots in docs/studio.md, taken by its browser tests (headless Chromium).
 screenshots: $(STAMP)

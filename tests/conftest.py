@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import THREADS
 from tests.tiny_model import build_tiny_chat_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -17,6 +18,22 @@ def needs_shared(relpath: str):
     """Skip (with the reason) where ``../shared/<relpath>`` is absent: a user's clone has none."""
     return pytest.mark.skipif(not (SHARED / relpath).exists(),
                               reason=f"{SHARED / relpath} not found (a clone without ../shared)")
+
+
+# The longest modules (minutes each, on 2 cores), started first: pytest-xdist hands modules out
+# in collection order (`make test` passes --no-loadscope-reorder), so these do not start last
+# and leave one worker running alone at the end. Then the other integration modules.
+LONGEST = ["test_finetune_real", "test_eval_real", "test_engine_real", "test_export_real"]
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        module = item.path.stem
+        if module in LONGEST:
+            return LONGEST.index(module)
+        return len(LONGEST) + (0 if item.get_closest_marker("integration") else 1)
+
+    items.sort(key=rank)  # stable: each module keeps its own order
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +56,7 @@ def home(tmp_path, monkeypatch) -> Path:
     h = tmp_path / "afinar-home"
     monkeypatch.setenv("AFINAR_HOME", str(h))
     monkeypatch.delenv("AFINAR_DATABASE_URL", raising=False)
-    monkeypatch.setenv("AFINAR_THREADS", "2")
+    monkeypatch.setenv("AFINAR_THREADS", THREADS)
     reset_settings()
     reset_databases()
     yield h

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+# torch threads per test process: the cores shared among pytest-xdist's workers (`make test`
+# runs two on a 2-core machine), so two workers never put four busy threads on two cores
+THREADS = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT",
+                                                                  "1"))))
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -45,7 +51,7 @@ def home_at(path: Path) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AFINAR_HOME", str(path))
         mp.delenv("AFINAR_DATABASE_URL", raising=False)
-        mp.setenv("AFINAR_THREADS", "2")
+        mp.setenv("AFINAR_THREADS", THREADS)
         reset_settings()
         reset_databases()
         try:
@@ -53,6 +59,13 @@ def home_at(path: Path) -> Iterator[Path]:
         finally:
             reset_settings()
             reset_databases()
+
+
+def link_conversion(home: Path, folder: Path) -> None:
+    """Let ``home`` find ``folder`` as its own cached conversion of the embedded model."""
+    dest = home / "models" / "gguf-cache" / folder.name
+    dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    dest.symlink_to(folder, target_is_directory=True)
 
 
 def all_at_once(fn: Callable, args: list) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import THREADS
 from tests.live_server import live_server
 from tests.tiny_model import build_tiny_chat_model
 
@@ -67,7 +68,7 @@ def studio(tmp_path_factory):     # session fixture left AFINAR_LOG_REQUESTS on 
     root = tmp_path_factory.mktemp("studio")
     saved = {k: os.environ.get(k) for k in ("AFINAR_HOME", "AFINAR_DATABASE_URL",
                                             "AFINAR_THREADS", "AFINAR_LOG_REQUESTS")}
-    os.environ.update(AFINAR_HOME=str(root / "home"), AFINAR_THREADS="2",
+    os.environ.update(AFINAR_HOME=str(root / "home"), AFINAR_THREADS=THREADS,
                       AFINAR_LOG_REQUESTS="on")
     os.environ.pop("AFINAR_DATABASE_URL", None)
     reset_settings()

@@ -8,7 +8,7 @@ import pytest
 
 from afinar.models import Catalog, Generator, SamplingParams, load_causal_lm
 from afinar.models.constrained import json_chat
-from tests.helpers import home_at
+from tests.helpers import home_at, link_conversion
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +31,9 @@ PROMPTS = ["Name a primary colour.", "What is the capital of France?",
 
 
 @pytest.fixture(scope="module")
-def smol(tmp_path_factory):
-    with home_at(tmp_path_factory.mktemp("constrained") / "home"):
+def smol(tmp_path_factory, embedded_conversion):
+    with home_at(tmp_path_factory.mktemp("constrained") / "home") as h:
+        link_conversion(h, embedded_conversion)
         yield load_causal_lm(Catalog().get("smollm2-135m-instruct"))
 
 

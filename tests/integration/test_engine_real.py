@@ -28,7 +28,7 @@ import os
 import pytest
 
 from afinar.models.engines.llamacpp import unavailable_reason
-from tests.helpers import home_at
+from tests.helpers import home_at, link_conversion
 
 pytestmark = pytest.mark.integration
 
@@ -49,8 +49,9 @@ MIN_TOP1 = 0.95  # of all teacher-forced positions, q8_0's top token equals the 
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    with home_at(tmp_path_factory.mktemp("engine") / "home"):
+def home(tmp_path_factory, embedded_conversion):
+    with home_at(tmp_path_factory.mktemp("engine") / "home") as h:
+        link_conversion(h, embedded_conversion)
         yield
 
 

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from afinar.cli import chat_cmd
+from tests.helpers import THREADS
 from tests.helpers import run_cli as run
 
 
@@ -19,7 +20,7 @@ def test_config_show(home, capsys):
     values = json.loads(out)
     assert values["home"] == str(home)
     assert values["database_url"] == f"sqlite:///{home / 'afinar.db'}"
-    assert values["threads"] == "2"
+    assert values["threads"] == THREADS  # the home fixture sets AFINAR_THREADS
     code, out, _ = run(capsys, "config", "show")
     assert "AFINAR_HOME" in out and str(home) in out
 

@@ -18,6 +18,7 @@ from afinar.models.export.source import resolve
 from afinar.models.export.verify import fine_tune_kept, job_examples, kept_rate
 from afinar.models.export.ollama import check_modelfile
 from afinar.settings import get_settings
+from tests.helpers import THREADS
 from tests.unit.test_adapters import ANSWERS, train_adapter
 
 needs_llama = pytest.mark.skipif(unavailable_reason() is not None,
@@ -35,7 +36,7 @@ def ft_home(tiny_model_template, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AFINAR_HOME", str(root / "home"))
         mp.delenv("AFINAR_DATABASE_URL", raising=False)
-        mp.setenv("AFINAR_THREADS", "2")
+        mp.setenv("AFINAR_THREADS", THREADS)
         reset_settings()
         reset_databases()
         Catalog().add("tiny", tiny_model_template)

@@ -15,7 +15,7 @@ import pytest
 from afinar.models import Catalog, Generator, ModelCache, SamplingParams
 from afinar.models.engines.llamacpp import unavailable_reason
 from afinar.models.finetuned import MANIFEST, read_manifest, traits
-from tests.helpers import run_cli
+from tests.helpers import THREADS, run_cli
 
 needs_convert = pytest.mark.skipif(unavailable_reason() is not None,
                                    reason=str(unavailable_reason()))
@@ -34,7 +34,7 @@ def imp_home(tiny_model_template, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AFINAR_HOME", str(root / "home"))
         mp.delenv("AFINAR_DATABASE_URL", raising=False)
-        mp.setenv("AFINAR_THREADS", "2")
+        mp.setenv("AFINAR_THREADS", THREADS)
         reset_settings()
         reset_databases()
         Catalog().add("tiny", tiny_model_template)

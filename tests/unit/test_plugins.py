@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import THREADS
+
 PLUGIN = Path(__file__).resolve().parents[1] / "fixtures" / "plugin"
 TRAIN = """
 import json, sys
@@ -57,7 +59,7 @@ def plugin_site(tmp_path_factory) -> Path:
 
 
 def _env(site: Path, home: Path) -> dict[str, str]:
-    env = {**os.environ, "AFINAR_HOME": str(home), "AFINAR_THREADS": "2",
+    env = {**os.environ, "AFINAR_HOME": str(home), "AFINAR_THREADS": THREADS,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(site),
                                                       os.environ.get("PYTHONPATH")]))}
     env.pop("AFINAR_DATABASE_URL", None)
