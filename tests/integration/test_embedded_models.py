@@ -18,6 +18,7 @@ from afinar.models import (
     load_embedding_model,
     render_text,
 )
+from tests.helpers import home_at
 
 pytestmark = pytest.mark.integration
 
@@ -26,18 +27,9 @@ QUESTION = [{"role": "user", "content": "Name a primary colour."}]
 
 @pytest.fixture(scope="module")
 def module_home(tmp_path_factory):
-    from afinar.settings import reset_settings
-    from afinar.store.db import reset_databases
-
-    home = tmp_path_factory.mktemp("embedded") / "home"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AFINAR_HOME", str(home))
-        mp.delenv("AFINAR_DATABASE_URL", raising=False)
-        reset_settings()
-        reset_databases()
+    """A home of its own, without the session's shared conversion: this module tests it."""
+    with home_at(tmp_path_factory.mktemp("embedded") / "home") as home:
         yield home
-    reset_settings()
-    reset_databases()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from afinar.models.export.source import resolve
 from afinar.models.export.verify import fine_tune_kept, job_examples, kept_rate
 from afinar.models.export.ollama import check_modelfile
 from afinar.settings import get_settings
-from tests.helpers import THREADS
+from tests.helpers import home_at
 from tests.unit.test_adapters import ANSWERS, train_adapter
 
 needs_llama = pytest.mark.skipif(unavailable_reason() is not None,
@@ -29,21 +29,11 @@ needs_llama = pytest.mark.skipif(unavailable_reason() is not None,
 def ft_home(tiny_model_template, tmp_path_factory):
     """One AFINAR_HOME with ``tiny`` and a LoRA fine-tune of it, shared by this module's tests
     (each exports into its own folder): training once keeps the module fast."""
-    from afinar.settings import reset_settings
-    from afinar.store.db import reset_databases
-
     root = tmp_path_factory.mktemp("export")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AFINAR_HOME", str(root / "home"))
-        mp.delenv("AFINAR_DATABASE_URL", raising=False)
-        mp.setenv("AFINAR_THREADS", THREADS)
-        reset_settings()
-        reset_databases()
+    with home_at(root / "home"):
         Catalog().add("tiny", tiny_model_template)
         yield train_adapter("ft:tiny:afinar:colours:00000001", ANSWERS["colours"],
                             root / "adapter", steps=10)
-        reset_settings()
-        reset_databases()
 
 
 @pytest.fixture

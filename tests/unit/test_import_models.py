@@ -15,7 +15,7 @@ import pytest
 from afinar.models import Catalog, Generator, ModelCache, SamplingParams
 from afinar.models.engines.llamacpp import unavailable_reason
 from afinar.models.finetuned import MANIFEST, read_manifest, traits
-from tests.helpers import THREADS, run_cli
+from tests.helpers import home_at, run_cli
 
 needs_convert = pytest.mark.skipif(unavailable_reason() is not None,
                                    reason=str(unavailable_reason()))
@@ -27,20 +27,10 @@ GREEDY = SamplingParams(temperature=0, max_tokens=8)
 @pytest.fixture(scope="module")
 def imp_home(tiny_model_template, tmp_path_factory):
     """One AFINAR_HOME with ``tiny`` registered, shared by this module's tests."""
-    from afinar.settings import reset_settings
-    from afinar.store.db import reset_databases
-
     root = tmp_path_factory.mktemp("import")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AFINAR_HOME", str(root / "home"))
-        mp.delenv("AFINAR_DATABASE_URL", raising=False)
-        mp.setenv("AFINAR_THREADS", THREADS)
-        reset_settings()
-        reset_databases()
+    with home_at(root / "home"):
         Catalog().add("tiny", tiny_model_template)
         yield root
-        reset_settings()
-        reset_databases()
 
 
 @pytest.fixture(scope="module")
