@@ -95,10 +95,11 @@ class Settings(BaseSettings):
         description="Training: trained positions projected onto the vocabulary at a time by "
         "the chunked loss (the full-vocabulary logits never exist for more); 0: all at once.",
     )
-    embed_backend: Literal["torch", "int8"] = Field(
+    embed_backend: Literal["torch", "int8", "bf16"] = Field(
         default="torch",
-        description="Embedding backend of new knowledge bases: torch (float32) or int8 (torch's "
-        "dynamic int8 quantisation of the model's Linear layers); a base keeps its own.",
+        description="Embedding backend of new knowledge bases: torch (float32), int8 (torch's "
+        "dynamic int8 quantisation of the model's Linear layers) or bf16 (bfloat16 weights: "
+        "fast on CPUs with AMX or AVX512-BF16 and on GPUs); a base keeps its own.",
     )
 
     @field_validator("home", mode="after")

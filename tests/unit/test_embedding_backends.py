@@ -1,4 +1,4 @@
-"""Embedding backends (torch, int8) with the embedded MiniLM model, a knowledge base keeping its
+"""Embedding backends (torch, int8, bf16) with the embedded MiniLM model, a knowledge base keeping its
 own backend for its queries, re-embedding, the message for a backend this afinar lacks, and
 ingestion reading the next documents while a batch embeds."""
 
@@ -48,10 +48,45 @@ def test_int8_vectors_are_near_the_torch_ones(home):
     assert ((a @ a.T).argsort(1)[:, -2] == (b @ b.T).argsort(1)[:, -2]).all()
 
 
+def test_bf16_vectors_are_near_the_torch_ones_and_normalised_in_float32(home):
+    import torch
+
+    ref, b = get_embedder(backend="torch"), get_embedder(backend="bf16")
+    assert b.backend == "bf16" and b.model is not ref.model
+    weights = {p.dtype for p in b.model.parameters()}
+    assert weights == {torch.bfloat16}, weights  # every weight, not a float32 copy
+    x, y = ref.encode(TEXTS), b.encode(TEXTS)
+    assert y.dtype == np.float32
+    assert np.abs(np.linalg.norm(y, axis=1) - 1).max() < 1e-6  # float32, not bf16 rounding
+    cos = (x * y).sum(1)
+    assert cos.min() > 0.995, cos
+    assert not np.array_equal(x, y)
+    assert ((x @ x.T).argsort(1)[:, -2] == (y @ y.T).argsort(1)[:, -2]).all()
+
+
+def test_batches_go_longest_first_and_every_vector_stays_at_its_text(home, monkeypatch):
+    e = get_embedder(backend="torch")
+    texts = TEXTS + ["a much longer text about routers, invoices, outages and colours " * 3]
+    alone = np.stack([e.encode([t])[0] for t in texts])
+    seen: list[list[str]] = []
+    real = e.model.encode
+
+    def encode(batch, *a, **k):
+        seen.append(list(batch))
+        return real(batch, *a, **k)
+
+    monkeypatch.setattr(e.model, "encode", encode)
+    together = e.encode(texts, batch_size=3)
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert [len(b) for b in seen] == [3, 3, 1]
+    lengths = [len(t) for b in seen for t in b]
+    assert lengths == sorted(lengths, reverse=True)  # batches pad to lengths near their own
+
+
 def test_unknown_backend_is_refused_before_anything_is_made(home):
     kbs = KnowledgeBases()
     with pytest.raises(InvalidRequest, match="unknown embedding backend 'onnx'; known: "
-                                             "torch, int8"):
+                                             "torch, int8, bf16"):
         kbs.create("x", embed_backend="onnx")
     assert [r.name for r in kbs.list()] == []
 
@@ -124,7 +159,7 @@ def test_a_backend_this_afinar_lacks_is_one_clear_message(home):
         kbs.search("elsewhere", "invoices", mode="dense")
     assert e.value.message == (
         "knowledge base 'elsewhere' was embedded with the 'onnx' backend, which this afinar "
-        "does not have (known: torch, int8); its queries must use the same backend as its "
+        "does not have (known: torch, int8, bf16); its queries must use the same backend as its "
         "chunks: re-embed it with `afinar kb reembed elsewhere --backend torch`")
     with pytest.raises(InvalidRequest, match="embedded with the 'onnx' backend"):
         kbs.add_text("elsewhere", "b", "More text.")  # no chunk of another backend added
@@ -137,9 +172,9 @@ def test_cli_create_and_reembed(home, capsys):
 
     code, out, err = run_cli(capsys, "kb", "create", "c", "--embed-backend", "int8")
     assert code == 0 and "(int8)" in out, err
-    code, out, err = run_cli(capsys, "kb", "reembed", "c", "--backend", "bf16")
-    assert code == 2 and err.strip() == ("error: unknown embedding backend 'bf16'; known: "
-                                         "torch, int8")
+    code, out, err = run_cli(capsys, "kb", "reembed", "c", "--backend", "fp8")
+    assert code == 2 and err.strip() == ("error: unknown embedding backend 'fp8'; known: "
+                                         "torch, int8, bf16")
     code, out, err = run_cli(capsys, "kb", "reembed", "c", "--backend", "torch")
     assert code == 0 and "re-embedded 0 chunks of c with the torch backend" in out, err
 

@@ -47,8 +47,9 @@ def _attrs(values: list[str] | None) -> dict:
 def create(name: str, embedding_model: str = typer.Option(None, "--embedding-model"),
            max_chunk_tokens: int = typer.Option(None, "--max-chunk-tokens"),
            overlap_tokens: int = typer.Option(None, "--overlap-tokens"),
-           embed_backend: str = typer.Option(None, "--embed-backend", help="torch (float32) or "
-                                             "int8 (quantised, faster); default: "
+           embed_backend: str = typer.Option(None, "--embed-backend", help="torch (float32), "
+                                             "int8 (quantised) or bf16 (bfloat16: fastest "
+                                             "on CPUs with AMX/AVX512-BF16); default: "
                                              "AFINAR_EMBED_BACKEND. Queries use the same.")
            ) -> None:
     """Create a knowledge base (chunking 'auto' unless sizes are given)."""
@@ -63,7 +64,7 @@ def create(name: str, embedding_model: str = typer.Option(None, "--embedding-mod
 
 
 @app.command("reembed")
-def reembed(name: str, backend: str = typer.Option(..., "--backend", help="torch or int8.")
+def reembed(name: str, backend: str = typer.Option(..., "--backend", help="torch, int8 or bf16.")
             ) -> None:
     """Embed every chunk again with another embedding backend; queries then use it too."""
     from afinar.rag.embeddings import check_backend

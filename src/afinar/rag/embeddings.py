@@ -8,12 +8,16 @@ padding"). Tokenizer and forward pass therefore run under the embedder's lock, o
 time per model; the forward pass uses all of torch's threads anyway.
 
 Backends (``AFINAR_EMBED_BACKEND``, a base's ``info.embed_backend``): ``torch`` (float32, the
-reference) and ``int8`` (torch's dynamic int8 quantisation of every ``nn.Linear``: weights int8,
-activations quantised per batch; no other dependency). A knowledge base records the backend its
+reference), ``int8`` (torch's dynamic int8 quantisation of every ``nn.Linear``: weights int8,
+activations quantised per batch; no other dependency) and ``bf16`` (the model's weights and
+activations in bfloat16: fast where the CPU multiplies bfloat16 in hardware, AMX or AVX512-BF16,
+and on GPUs; on other CPUs slower than ``torch``). Every backend's vectors are normalised in
+float32. A knowledge base records the backend its
 chunks were embedded with and ``for_base`` gives its queries the same one: vectors of two
 backends differ slightly, and a query from one against chunks from the other would rank by
 that difference too. sentence-transformers' ONNX backend is not offered: it needs optimum-onnx,
-whose only release pins transformers < 4.58.
+whose only release pins transformers < 4.58; a model exported by torch's TorchScript ONNX
+exporter ran at 0.45x (float32) and 0.75x (int8) the torch backend in onnxruntime 1.32 here.
 """
 
 from __future__ import annotations
@@ -47,15 +51,21 @@ class Embedder:
         return int(dim())
 
     def encode(self, texts: list[str], batch_size: int = 32, progress=None) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text; ``progress(n_done)`` after each batch."""
+        """Unit-length float32 vectors, one row per text; ``progress(n_done)`` after each batch.
+        Texts are batched longest first (as sentence-transformers does within one call), so a
+        batch pads to lengths near its own (README, "Embedding backends": torch ingestion of
+        SQuAD's passages 20.8 -> 26.9 chunks/s with it)."""
         out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         for i in range(0, len(texts), batch_size):
+            rows = order[i:i + batch_size]
             with self.lock:  # the tokenizer's padding state and the model: one call at a time
-                out[i:i + batch_size] = self.model.encode(
-                    texts[i:i + batch_size], batch_size=batch_size, normalize_embeddings=True,
+                out[rows] = self.model.encode(
+                    [texts[j] for j in rows], batch_size=batch_size, normalize_embeddings=False,
                     convert_to_numpy=True, show_progress_bar=False)
             if progress:
                 progress(min(i + batch_size, len(texts)))
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)  # float32 for all
         return out
 
 
@@ -67,7 +77,7 @@ class Embedder:
         return [len(x) for x in ids]
 
 
-BACKENDS = ("torch", "int8")
+BACKENDS = ("torch", "int8", "bf16")
 
 
 def check_backend(backend: str, param: str = "embed_backend") -> str:
@@ -127,6 +137,10 @@ def get_embedder(model_id: str | None = None, settings: Settings | None = None,
             st = load_embedding_model(info, settings)
             if backend == "int8":
                 st = quantize_int8(st)
+            elif backend == "bf16":
+                import torch
+
+                st = st.to(torch.bfloat16)
             _cache[key] = Embedder(model_id, st, int(st.max_seq_length or 256), str(info.path),
                                    backend)
         return _cache[key]

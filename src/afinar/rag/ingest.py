@@ -48,7 +48,7 @@ class IngestReport:
     seconds: float = 0.0
 
 
-EMBED_BATCH = 64  # chunks embedded together across documents
+EMBED_BATCH = 128  # chunks embedded together across documents (batched by length)
 
 
 @dataclass
