@@ -163,7 +163,7 @@ def backend_table(kbs, texts, queries, qrels, backends: list[str]) -> None:
     and its nDCG@10 (dense, hybrid), with ratios and differences against torch."""
     from sqlalchemy import select
 
-    from afinar.rag.embeddings import get_embedder
+    from afinar.rag.embeddings import SPEED_FLAGS, cpu_flags, get_embedder
     from afinar.store.tables import KbChunk
 
     rows = {}
@@ -195,19 +195,8 @@ def backend_table(kbs, texts, queries, qrels, backends: list[str]) -> None:
               f"{100 * (r['dense'] - ref['dense']):+6.1f} {r['hybrid']:6.3f} "
               f"{100 * (r['hybrid'] - ref['hybrid']):+6.1f}")
     print("(diff: nDCG@10 points; target: chunks/s >= 2x, dense diff >= -1.0)")
-    print(f"CPU: {_cpu_flags()}")
-
-
-def _cpu_flags() -> str:
-    """The CPU flags the int8 and bf16 backends' speed depends on."""
-    try:
-        flags = set(next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")),
-                         "").split())
-    except OSError:
-        return "unknown"
-    wanted = ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    return ", ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted)
-
+    have = [f for f in SPEED_FLAGS if f in cpu_flags()]
+    print(f"CPU: {', '.join(have) or 'none of ' + ', '.join(SPEED_FLAGS)}")
 
 FAQ_HTML = DEFAULT.parents[1] / "corpora/debian-faq-html"
 FAQ_TXT = DEFAULT.parents[1] / "corpora/debian-faq.txt"

@@ -16,14 +16,14 @@ float32. A knowledge base records the backend its
 chunks were embedded with and ``for_base`` gives its queries the same one: vectors of two
 backends differ slightly, and a query from one against chunks from the other would rank by
 that difference too. sentence-transformers' ONNX backend is not offered: it needs optimum-onnx,
-whose only release pins transformers < 4.58; a model exported by torch's TorchScript ONNX
-exporter ran at 0.45x (float32) and 0.75x (int8) the torch backend in onnxruntime 1.32 here.
+whose only release pins transformers < 4.58.
 """
 
 from __future__ import annotations
 
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,8 +53,8 @@ class Embedder:
     def encode(self, texts: list[str], batch_size: int = 32, progress=None) -> np.ndarray:
         """Unit-length float32 vectors, one row per text; ``progress(n_done)`` after each batch.
         Texts are batched longest first (as sentence-transformers does within one call), so a
-        batch pads to lengths near its own (README, "Embedding backends": torch ingestion of
-        SQuAD's passages 20.8 -> 26.9 chunks/s with it)."""
+        batch pads to lengths near its own (README, "Embedding backends": with ingestion's
+        128-chunk calls, torch ingestion of SQuAD's passages went 20.8 -> 26.9 chunks/s)."""
         out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         for i in range(0, len(texts), batch_size):
@@ -77,9 +77,6 @@ class Embedder:
         return [len(x) for x in ids]
 
 
-BACKENDS = ("torch", "int8", "bf16")
-
-
 def check_backend(backend: str, param: str = "embed_backend") -> str:
     if backend not in BACKENDS:
         raise InvalidRequest(f"unknown embedding backend {backend!r}; known: "
@@ -87,15 +84,23 @@ def check_backend(backend: str, param: str = "embed_backend") -> str:
     return backend
 
 
+SPEED_FLAGS = ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux's /proc/cpuinfo; empty elsewhere): the int8 and bf16
+    backends' speed depends on ``SPEED_FLAGS`` among them."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next((ln for ln in f if ln.startswith("flags")), "").split())
+    except OSError:
+        return set()
+
+
 def _vnni() -> bool:
     """Whether the CPU multiplies u8 x s8 into int32 without the int16 step (AVX512-VNNI or
     AVX-VNNI): then activations may use the full 8 bits (no saturation to fear)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+    return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
 
 
 def quantize_int8(model) -> Any:
@@ -120,6 +125,19 @@ def quantize_int8(model) -> Any:
                                 dtype=torch.qint8, mapping=mapping, inplace=True)
 
 
+def to_bf16(model) -> Any:
+    """The model with its weights (and so its activations) in bfloat16."""
+    import torch
+
+    return model.to(torch.bfloat16)
+
+
+# backend -> what turns the loaded float32 model into it
+PREPARE: dict[str, Callable[[Any], Any]] = {"torch": lambda m: m, "int8": quantize_int8,
+                                            "bf16": to_bf16}
+BACKENDS = tuple(PREPARE)
+
+
 _cache: dict[str, Embedder] = {}
 _lock = threading.Lock()
 
@@ -134,13 +152,7 @@ def get_embedder(model_id: str | None = None, settings: Settings | None = None,
     key = f"{model_id}:{info.path}:{backend}"
     with _lock:
         if key not in _cache:
-            st = load_embedding_model(info, settings)
-            if backend == "int8":
-                st = quantize_int8(st)
-            elif backend == "bf16":
-                import torch
-
-                st = st.to(torch.bfloat16)
+            st = PREPARE[backend](load_embedding_model(info, settings))
             _cache[key] = Embedder(model_id, st, int(st.max_seq_length or 256), str(info.path),
                                    backend)
         return _cache[key]
